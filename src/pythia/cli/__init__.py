@@ -1,0 +1,62 @@
+"""`pythia` command line: a thin argparse front over importable functions.
+
+Each area registers its own subcommands from a module of this package, so this file only
+assembles them: models (model table), data (tokenizers, datasets, training order),
+train/verify (suites), demo (the end-to-end job).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import data as _data
+from . import demo as _demo
+from . import models as _models
+from . import train as _train
+
+_AREAS = (_models, _data, _train, _demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pythia",
+        description=(
+            "Build and study suites of GPT-NeoX language models across training time and scale: "
+            "tokenize a corpus, rebuild GPT-NeoX's exact training order, train sizes x seeds on "
+            "it with Pythia's recipe and checkpoint schedule, verify the checkpoints."
+        ),
+        epilog=(
+            "examples:\n"
+            "  pythia demo --quick            # micro suite end to end in about a minute\n"
+            "  pythia models                  # Pythia sizes with exact parameter counts\n"
+            "  pythia data batch data/corpus --seq-len 2048 --seed 1234 --num-samples 1000 --step 0\n"
+            "  pythia train examples/suite.yaml\n"
+            "  pythia verify runs/my-suite\n"
+            "run `pythia COMMAND --help` for each command's options."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for area in _AREAS:
+        area.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # user errors: no traceback
+        print(f"pythia: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
