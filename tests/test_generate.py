@@ -1,0 +1,156 @@
+"""Greedy generation with the static KV cache: same tokens as transformers, cached logits parity."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pythia.config import custom_config
+from pythia.generate import DecodeWeights, KVCache, argmax_rows, decode_step, generate_greedy
+from pythia.hf import to_hf_config
+from pythia.model import GPTNeoX
+
+import transformers  # noqa: E402  (dev extra: the reference implementation)
+
+
+def pair(gelu="exact", seed=0, **shape):
+    cfg = custom_config(**(shape or dict(num_layers=2, hidden_size=64, num_heads=4, vocab_size=256)), gelu=gelu)
+    torch.manual_seed(seed)
+    ours = GPTNeoX(cfg).eval()
+    with torch.no_grad():  # sharpen the distribution a bit so greedy paths are not all ties/repeats
+        ours.embed_out.weight.mul_(8)
+    hf_cfg = transformers.GPTNeoXConfig(**{k: v for k, v in to_hf_config(cfg).items() if k != "pythia_config"})
+    hf = transformers.GPTNeoXForCausalLM(hf_cfg).eval()
+    hf.load_state_dict({("lm_head.weight" if k == "embed_out.weight" else k): v for k, v in ours.state_dict().items()})
+    return cfg, ours, hf
+
+
+@pytest.mark.parametrize("gelu", ["exact", "tanh"])
+def test_greedy_tokens_identical_to_transformers(gelu):
+    cfg, ours, hf = pair(gelu)
+    prompts = torch.randint(0, cfg.vocab_size, (4, 12))
+    out = ours.generate_greedy(prompts, 16)
+    ref = hf.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=16, min_new_tokens=16,
+                      do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=None)
+    assert out.shape == (4, 28)
+    assert torch.equal(out[:, :12], prompts)
+    assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("gelu", ["exact", "tanh"])
+def test_cached_logits_match_full_forward_and_transformers(gelu):
+    cfg, ours, hf = pair(gelu, seed=1)
+    ids = torch.randint(0, cfg.vocab_size, (2, 20))
+    with torch.no_grad():
+        full = ours(ids)  # (B, T, V) no cache
+        ref = hf(ids).logits
+        cache = KVCache.allocate(ours, 2, 20)
+        parts = [ours.forward_cached(ids[:, :8], cache, 0, last_only=False)]  # prefill
+        for t in range(8, 14):  # single-token steps
+            parts.append(ours.forward_cached(ids[:, t : t + 1], cache, t, last_only=False))
+        parts.append(ours.forward_cached(ids[:, 14:], cache, 14, last_only=False))  # chunk after a prefix
+        cached = torch.cat(parts, dim=1)
+        # transformers with its own KV cache, token by token after a prefill
+        out = hf(ids[:, :8], use_cache=True)
+        hf_parts, kv = [out.logits], out.cache
+        for t in range(8, 20):
+            out = hf(ids[:, t : t + 1], cache=kv, use_cache=True)
+            hf_parts.append(out.logits)
+            kv = out.cache
+        hf_cached = torch.cat(hf_parts, dim=1)
+    assert (full - ref).abs().max() <= 1e-4
+    assert (cached - full).abs().max() <= 1e-4
+    assert (cached - ref).abs().max() <= 1e-4
+    assert (hf_cached - cached).abs().max() <= 1e-4
+
+
+def test_generate_edge_cases_and_mode():
+    cfg, ours, _ = pair()
+    prompts = torch.randint(0, cfg.vocab_size, (3, 5))
+    assert torch.equal(generate_greedy(ours, prompts, 0), prompts)
+    ours.train()
+    out = ours.generate_greedy(prompts, 3)
+    assert ours.training and out.shape == (3, 8) and out.dtype == torch.long
+    one = ours.generate_greedy(prompts[1:2], 3)  # batching does not change a row's continuation
+    assert torch.equal(one, out[1:2])
+    with pytest.raises(ValueError, match="prompt_len"):
+        ours.generate_greedy(prompts[0], 3)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        ours.generate_greedy(prompts, -1)
+
+
+def test_generate_beyond_max_seq_len_extends_rotary():
+    cfg = custom_config(num_layers=1, hidden_size=32, num_heads=2, vocab_size=64, max_seq_len=16)
+    torch.manual_seed(0)
+    model = GPTNeoX(cfg).eval()
+    out = model.generate_greedy(torch.randint(0, 64, (2, 10)), 10)
+    assert out.shape == (2, 20)
+
+
+@pytest.mark.parametrize("gelu,rotary_pct", [("exact", 0.25), ("tanh", 1.0), ("exact", 0.0)])
+def test_decode_step_bit_identical_to_module_path(gelu, rotary_pct):
+    """The flat one-token step is the module path op for op: same logits bits, same cache."""
+    cfg, ours, _ = pair(gelu, seed=2, num_layers=2, hidden_size=64, num_heads=4, vocab_size=256, rotary_pct=rotary_pct)
+    ids = torch.randint(0, cfg.vocab_size, (3, 12))
+    with torch.inference_mode():
+        ref_cache, cache = KVCache.allocate(ours, 3, 12), KVCache.allocate(ours, 3, 12)
+        ours.forward_cached(ids[:, :6], ref_cache, 0)
+        ours.forward_cached(ids[:, :6], cache, 0)
+        w = DecodeWeights.build(ours, 12)
+        buf = torch.full((3, cfg.vocab_size), float("nan"))
+        for t in range(6, 12):
+            ref = ours.forward_cached(ids[:, t : t + 1], ref_cache, t)  # (B, V)
+            got = decode_step(ours, w, ids[:, t], cache, t, buf)
+            assert got.data_ptr() == buf.data_ptr()  # written into the caller's buffer
+            assert torch.equal(got, ref)
+    for (k0, v0), (k1, v1) in zip(ref_cache.layers, cache.layers):
+        assert torch.equal(k0, k1) and torch.equal(v0, v1)
+
+
+def test_generate_single_new_token_and_batch_one():
+    cfg, ours, hf = pair()
+    prompts = torch.randint(0, cfg.vocab_size, (1, 7))
+    for n in (1, 2, 9):
+        out = ours.generate_greedy(prompts, n)
+        ref = hf.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=n, min_new_tokens=n,
+                          do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=None)
+        assert torch.equal(out, ref)
+
+
+def naive_greedy(model, prompts, n):
+    ids = prompts
+    with torch.no_grad():
+        for _ in range(n):
+            ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], dim=1)  # (B, T+1)
+    return ids
+
+
+def test_cached_head_copy_follows_weight_updates():
+    """The per-model (d, V) head copy is rebuilt when embed_out changes in place or is replaced."""
+    from pythia.generate import _HEAD_T
+
+    cfg, ours, _ = pair()
+    prompts = torch.randint(0, cfg.vocab_size, (4, 6))
+    assert torch.equal(ours.generate_greedy(prompts, 5), naive_greedy(ours, prompts, 5))
+    assert ours in _HEAD_T
+    with torch.no_grad():
+        ours.embed_out.weight.mul_(-1)  # in place: version bump
+    assert torch.equal(ours.generate_greedy(prompts, 5), naive_greedy(ours, prompts, 5))
+    ours.embed_out.weight = torch.nn.Parameter(torch.randn(cfg.vocab_size, cfg.hidden_size))  # replaced
+    assert torch.equal(ours.generate_greedy(prompts, 5), naive_greedy(ours, prompts, 5))
+    assert torch.equal(_HEAD_T[ours][1], ours.embed_out.weight.t())
+
+
+@pytest.mark.parametrize("V", [2048, 1000, 256])
+def test_argmax_rows_matches_torch_argmax_with_ties_and_nan(V):
+    torch.manual_seed(0)
+    logits = torch.randn(6, V)
+    logits[0, 3] = logits[0, V - 2] = 50.0  # tie across blocks -> first
+    logits[1, 130] = logits[1, 131] = 50.0  # tie inside a block
+    logits[2, :] = 7.0  # all equal -> 0
+    logits[3, V // 2] = float("nan")  # NaN wins, like argmax
+    logits[4, 0] = float("inf")
+    logits[5, V - 1] = 99.0  # last element
+    out = torch.full((6,), -1, dtype=torch.long)
+    got = argmax_rows(logits, out)
+    assert got.data_ptr() == out.data_ptr()
+    assert torch.equal(out, logits.argmax(dim=-1))
