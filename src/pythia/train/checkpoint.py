@@ -1,0 +1,283 @@
+"""Checkpoint directories: an HF model folder plus everything needed to resume exactly.
+
+Layout of RUN/{member}/step{N}/ (written through pythia.io.atomic_dir, so a step folder
+either exists complete or not at all; a kill mid-write leaves only a hidden .step{N}.*.tmp):
+
+    config.json, model.safetensors, ...   HF directory from GPTNeoX.save_pretrained (fp32 weights)
+    training_state/optimizer.safetensors  AdamW moments by parameter name:
+                                          "{name}.exp_avg", "{name}.exp_avg_sq" (fp32), "{name}.step"
+    training_state/rng.safetensors        RNG states as uint8 tensors: torch_cpu, torch_cuda_{i},
+                                          numpy_mt19937 (624 uint32 as bytes), python_mt (625 uint64 as bytes)
+    training_state/state.json             scalars: step, consumed_samples, loss scaler, optimizer
+                                          groups (names, weight decay, betas, eps), rng scalars, val loss
+    manifest.json                         {"format", "step", "weights_digest", "files": {relpath: {sha256, bytes}}}
+
+No pickle anywhere: safetensors + JSON only. `weights_digest` hashes the model tensors (name,
+dtype, shape, bytes) so `pythia verify` can spot different steps holding identical weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ..io import atomic_dir, sha256_file
+
+MANIFEST_FORMAT = "pythia-checkpoint/1"
+STATE_FORMAT = "pythia-train-state/1"
+CRASH_ENV = "PYTHIA_TRAIN_CRASH_AT"
+"""Test hook: "ckpt:N" kills the process (os._exit) half-way through writing step N;
+"step:N" kills it right after update N, before any checkpoint of that step."""
+
+
+def crash_point(kind: str, step: int) -> None:
+    """os._exit(137) (what SIGKILL looks like to the parent) when the env hook asks for it."""
+    if os.environ.get(CRASH_ENV) == f"{kind}:{step}":
+        os._exit(137)
+
+
+def step_dir_name(step: int) -> str:
+    return f"step{step}"
+
+
+def parse_step(name: str) -> int | None:
+    if name.startswith("step") and name[4:].isdigit():
+        return int(name[4:])
+    return None
+
+
+# -- RNG -------------------------------------------------------------------------------------
+
+
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict]:
+    """Every RNG the loop could touch, as uint8 tensors plus JSON scalars."""
+    tensors = {"torch_cpu": torch.get_rng_state().clone()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = state.clone()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["numpy_mt19937"] = torch.from_numpy(np.asarray(keys, dtype=np.uint32).view(np.uint8).copy())
+    version, mt, py_gauss = random.getstate()
+    tensors["python_mt"] = torch.from_numpy(np.asarray(mt, dtype=np.uint64).view(np.uint8).copy())
+    scalars = {"numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+               "python": {"version": version, "gauss": py_gauss}}
+    return tensors, scalars
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], scalars: dict) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = sorted(k for k in tensors if k.startswith("torch_cuda_"))
+    if cuda and torch.cuda.is_available():
+        states = [tensors[k] for k in cuda][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(states)
+    keys = tensors["numpy_mt19937"].numpy().view(np.uint32)
+    n = scalars["numpy"]
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    mt = tuple(int(x) for x in tensors["python_mt"].numpy().view(np.uint64))
+    p = scalars["python"]
+    random.setstate((p["version"], mt, p["gauss"]))
+
+
+# -- digests / manifests ---------------------------------------------------------------------
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every tensor in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def model_files(step_dir: Path) -> list[Path]:
+    return sorted(p for p in Path(step_dir).glob("*.safetensors"))
+
+
+def load_model_weights(step_dir: Path) -> dict[str, torch.Tensor]:
+    """The HF weights of a checkpoint as a name -> tensor dict (all top-level *.safetensors)."""
+    files = model_files(step_dir)
+    if not files:
+        raise FileNotFoundError(f"{step_dir} has no *.safetensors model weights")
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        out.update(load_file(str(f)))
+    return out
+
+
+def digest_of_checkpoint(step_dir: Path) -> str:
+    """weights_digest computed from the files on disk (reads every model tensor)."""
+    tensors = {}
+    for f in model_files(step_dir):
+        with safe_open(str(f), framework="pt") as sf:
+            for key in sf.keys():
+                tensors[key] = sf.get_tensor(key)
+    return weights_digest(tensors)
+
+
+def write_manifest(step_dir: Path, step: int, digest: str) -> dict:
+    files = {}
+    for p in sorted(Path(step_dir).rglob("*")):
+        if p.is_file() and p.name != "manifest.json":
+            files[p.relative_to(step_dir).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    manifest = {"format": MANIFEST_FORMAT, "step": step, "weights_digest": digest, "files": files}
+    (Path(step_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def check_manifest(step_dir: Path) -> list[str]:
+    """Problems with one checkpoint folder (empty list = every file present and hashed right)."""
+    step_dir = Path(step_dir)
+    path = step_dir / "manifest.json"
+    if not path.is_file():
+        return [f"{step_dir}: manifest.json is missing"]
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"{path}: unreadable manifest ({exc})"]
+    problems = []
+    for rel, entry in sorted(files.items()):
+        p = step_dir / rel
+        if not p.is_file():
+            problems.append(f"{step_dir.name}/{rel}: listed in manifest but missing")
+        elif p.stat().st_size != entry.get("bytes"):
+            problems.append(f"{step_dir.name}/{rel}: size {p.stat().st_size} != manifest {entry.get('bytes')}")
+        elif sha256_file(p) != entry.get("sha256"):
+            problems.append(f"{step_dir.name}/{rel}: sha256 mismatch (file changed or corrupted)")
+    for p in sorted(step_dir.rglob("*")):
+        rel = p.relative_to(step_dir).as_posix()
+        if p.is_file() and rel != "manifest.json" and rel not in files:
+            problems.append(f"{step_dir.name}/{rel}: file not listed in manifest")
+    return problems
+
+
+# -- save / load -----------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint holds besides the model weights."""
+
+    step: int
+    consumed_samples: int
+    optimizer: dict
+    """torch.distributed.checkpoint full optimizer state dict: {"state": {name: {...}}, "param_groups": [...]}."""
+    scaler: dict
+    rng_tensors: dict[str, torch.Tensor]
+    rng_scalars: dict
+    extra: dict
+
+
+def save_checkpoint(
+    member_dir: Path,
+    step: int,
+    *,
+    write_hf: Callable[[Path], None],
+    state: TrainingState,
+) -> Path:
+    """Write RUN/{member}/step{N}/ atomically: HF files, training_state/, then manifest.json."""
+    target = Path(member_dir) / step_dir_name(step)
+    with atomic_dir(target) as tmp:
+        write_hf(tmp)
+        ts = tmp / "training_state"
+        ts.mkdir()
+        opt_tensors: dict[str, torch.Tensor] = {}
+        for name, s in state.optimizer["state"].items():
+            for key, value in s.items():
+                value = value if torch.is_tensor(value) else torch.tensor(value)
+                opt_tensors[f"{name}.{key}"] = value.detach().cpu().contiguous()
+        save_file(opt_tensors, str(ts / "optimizer.safetensors"), metadata={"format": STATE_FORMAT})
+        crash_point("ckpt", step)
+        save_file({k: v.contiguous() for k, v in state.rng_tensors.items()}, str(ts / "rng.safetensors"),
+                  metadata={"format": STATE_FORMAT})
+        groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+                  for g in state.optimizer["param_groups"]]
+        scalars = {
+            "format": STATE_FORMAT,
+            "step": state.step,
+            "consumed_samples": state.consumed_samples,
+            "loss_scaler": state.scaler,
+            "optimizer": {"param_groups": groups},
+            "rng": state.rng_scalars,
+            **state.extra,
+        }
+        (ts / "state.json").write_text(json.dumps(scalars, indent=2, sort_keys=True) + "\n")
+        write_manifest(tmp, step, digest_of_checkpoint(tmp))
+        _fsync_tree(tmp)  # contents durable before atomic_dir's rename publishes the folder
+    return target
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in sorted(Path(root).rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def load_training_state(step_dir: Path) -> TrainingState:
+    ts = Path(step_dir) / "training_state"
+    scalars = json.loads((ts / "state.json").read_text())
+    if scalars.get("format") != STATE_FORMAT:
+        raise ValueError(f"{ts / 'state.json'}: unknown format {scalars.get('format')!r}, expected {STATE_FORMAT}")
+    flat = load_file(str(ts / "optimizer.safetensors"))
+    per_param: dict[str, dict] = {}
+    for key, value in flat.items():
+        name, _, field_name = key.rpartition(".")
+        per_param.setdefault(name, {})[field_name] = value
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()}
+              for g in scalars["optimizer"]["param_groups"]]
+    extra = {k: v for k, v in scalars.items()
+             if k not in ("format", "step", "consumed_samples", "loss_scaler", "optimizer", "rng")}
+    return TrainingState(
+        step=scalars["step"],
+        consumed_samples=scalars["consumed_samples"],
+        optimizer={"state": per_param, "param_groups": groups},
+        scaler=scalars["loss_scaler"],
+        rng_tensors=load_file(str(ts / "rng.safetensors")),
+        rng_scalars=scalars["rng"],
+        extra=extra,
+    )
+
+
+def recover_interrupted_writes(member_dir: Path) -> list[str]:
+    """Clean up after a kill during atomic_dir: drop .step*.tmp, finish a half-done swap."""
+    notes = []
+    member_dir = Path(member_dir)
+    if not member_dir.is_dir():
+        return notes
+    for p in sorted(member_dir.iterdir()):
+        if not (p.is_dir() and p.name.startswith(".") and "step" in p.name):
+            continue
+        final = member_dir / p.name[1:-4] if p.name.endswith(".old") else None
+        if final is not None and parse_step(final.name) is not None and not final.exists():
+            os.replace(p, final)  # killed between atomic_dir's two renames: the old copy is whole
+            notes.append(f"restored {final.name} from an interrupted replace")
+        elif p.name.endswith((".tmp", ".old")):
+            shutil.rmtree(p, ignore_errors=True)
+            notes.append(f"removed incomplete checkpoint write {p.name}")
+    return notes
+
+
+def complete_checkpoints(member_dir: Path) -> list[int]:
+    """Steps with a step{N}/manifest.json, ascending (files are checked on load, not here)."""
+    member_dir = Path(member_dir)
+    if not member_dir.is_dir():
+        return []
+    steps = []
+    for p in member_dir.iterdir():
+        n = parse_step(p.name)
+        if n is not None and p.is_dir() and (p / "manifest.json").is_file():
+            steps.append(n)
+    return sorted(steps)

@@ -1,0 +1,460 @@
+"""The suite spec: one YAML file (or the same structure as a dict) describing a whole suite.
+
+`SuiteSpec.from_yaml(path)` / `SuiteSpec.from_dict(d)` validate everything up front; an error
+names the field (`train.iters`, `members[1].hidden_size`) and says what is allowed, and unknown
+keys are errors that list the allowed keys. The annotated schema lives in examples/suite.yaml.
+Relative paths are taken relative to the current directory and stored absolute.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import PRECISIONS, ModelConfig, custom_config, model_config, padded_vocab_size
+from .schedule import LR_SCHEDULES, checkpoint_steps
+
+PARALLEL_MODES = ("ddp", "fsdp")
+DEVICES = ("auto", "cpu", "cuda")
+# ModelConfig fields a custom member may set besides its shape.
+_CUSTOM_MODEL_KEYS = (
+    "max_seq_len", "rotary_pct", "rotary_base", "layer_norm_eps", "gelu",
+    "init_method", "output_init_method", "init_std",
+)
+
+
+class SpecError(ValueError):
+    """A suite spec field is missing, unknown or out of range; the message names the field."""
+
+
+# ---------------------------------------------------------------------------------------------
+# small validators: each takes the dotted field name so every message can point at it
+
+
+def _check_keys(d: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:
+    if not isinstance(d, dict):
+        raise SpecError(f"{where or 'spec'} must be a mapping with keys {', '.join(required + optional)}; got {type(d).__name__}")
+    allowed = required + optional
+    for key in d:
+        if key not in allowed:
+            raise SpecError(f"unknown key {_join(where, key)!r}; allowed keys{' in ' + where if where else ''}: {', '.join(allowed)}")
+    for key in required:
+        if key not in d or d[key] is None:
+            raise SpecError(f"missing required field {_join(where, key)!r}")
+    return d
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _float(value: Any, name: str, minimum: float = 0.0, maximum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise SpecError(f"{name} must be {rng}, got {value!r}")
+    return value
+
+
+def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SpecError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _path(value: Any, name: str) -> str:
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise SpecError(f"{name} must be a path string, got {value!r}")
+    return str(Path(value).expanduser().absolute())
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSpec:
+    train: str
+    """Prefix of the tokenized training set (PREFIX.bin / PREFIX.idx)."""
+    seq_len: int
+    """Tokens per sample fed to the model; each sample has seq_len + 1 tokens."""
+    seed: int | str = 1234
+    """Data-order seed shared by all members, or "per_member" (data seed = member seed, PolyPythias)."""
+    valid: str | None = None
+    """Prefix of held-out data for the checkpoint-time validation loss; None = no validation."""
+    order_dir: str | None = None
+    """Where the GPT-NeoX index .npy files are cached (default RUN/order)."""
+
+    @classmethod
+    def from_dict(cls, d: Any) -> DataSpec:
+        _check_keys(d, "data", ("train", "seq_len"), ("seed", "valid", "order_dir"))
+        seed = d.get("seed", 1234)
+        if seed != "per_member":
+            seed = _int(seed, "data.seed", minimum=0)
+        return cls(
+            train=_path(d["train"], "data.train"),
+            seq_len=_int(d["seq_len"], "data.seq_len"),
+            seed=seed,
+            valid=_path(d["valid"], "data.valid") if d.get("valid") is not None else None,
+            order_dir=_path(d["order_dir"], "data.order_dir") if d.get("order_dir") is not None else None,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossScaleSpec:
+    initial_power: int = 12
+    window: int = 1000
+    hysteresis: int = 2
+    min_scale: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: Any) -> LossScaleSpec:
+        _check_keys(d, "train.loss_scale", (), ("initial_power", "window", "hysteresis", "min_scale"))
+        return cls(
+            initial_power=_int(d.get("initial_power", 12), "train.loss_scale.initial_power", minimum=0),
+            window=_int(d.get("window", 1000), "train.loss_scale.window"),
+            hysteresis=_int(d.get("hysteresis", 2), "train.loss_scale.hysteresis"),
+            min_scale=_float(d.get("min_scale", 1.0), "train.loss_scale.min_scale", minimum=1e-30),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSpec:
+    iters: int
+    global_batch: int
+    micro_batch: int | None = None
+    """Sequences per rank per forward pass; None = global_batch / data-parallel size."""
+    precision: str = "fp32"
+    lr_schedule: str = "neox"
+    lr: float | None = None
+    """Peak lr for every member; None = each named size's recipe (custom: 1e-3)."""
+    min_lr: float | None = None
+    """None = the recipe's min_lr, or 0.1 x lr when lr is given here."""
+    warmup_fraction: float = 0.01
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = 1e-8
+    loss_scale: LossScaleSpec = field(default_factory=LossScaleSpec)
+    parallel: str = "ddp"
+    device: str = "auto"
+
+    _KEYS = ("micro_batch", "precision", "lr_schedule", "lr", "min_lr", "warmup_fraction", "weight_decay",
+             "grad_clip", "adam_betas", "adam_eps", "loss_scale", "parallel", "device")
+
+    @classmethod
+    def from_dict(cls, d: Any) -> TrainSpec:
+        _check_keys(d, "train", ("iters", "global_batch"), cls._KEYS)
+        betas = d.get("adam_betas", (0.9, 0.95))
+        if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+            raise SpecError(f"train.adam_betas must be a list of two numbers in [0, 1), got {betas!r}")
+        spec = cls(
+            iters=_int(d["iters"], "train.iters"),
+            global_batch=_int(d["global_batch"], "train.global_batch"),
+            micro_batch=_int(d["micro_batch"], "train.micro_batch") if d.get("micro_batch") is not None else None,
+            precision=_choice(d.get("precision", "fp32"), "train.precision", PRECISIONS),
+            lr_schedule=_choice(d.get("lr_schedule", "neox"), "train.lr_schedule", LR_SCHEDULES),
+            lr=_float(d["lr"], "train.lr", minimum=0.0) if d.get("lr") is not None else None,
+            min_lr=_float(d["min_lr"], "train.min_lr", minimum=0.0) if d.get("min_lr") is not None else None,
+            warmup_fraction=_float(d.get("warmup_fraction", 0.01), "train.warmup_fraction", 0.0, 1.0),
+            weight_decay=_float(d.get("weight_decay", 0.1), "train.weight_decay"),
+            grad_clip=_float(d.get("grad_clip", 1.0), "train.grad_clip"),
+            adam_betas=tuple(_float(b, f"train.adam_betas[{i}]", 0.0, 0.999999) for i, b in enumerate(betas)),
+            adam_eps=_float(d.get("adam_eps", 1e-8), "train.adam_eps"),
+            loss_scale=LossScaleSpec.from_dict(d.get("loss_scale") or {}),
+            parallel=_choice(d.get("parallel", "ddp"), "train.parallel", PARALLEL_MODES),
+            device=_choice(d.get("device", "auto"), "train.device", DEVICES),
+        )
+        if spec.micro_batch is not None and spec.global_batch % spec.micro_batch:
+            raise SpecError(
+                f"train.global_batch ({spec.global_batch}) must be a multiple of train.micro_batch ({spec.micro_batch})"
+            )
+        return spec
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointSpec:
+    interval: int
+    """Save every `interval` steps (Pythia: 1000), plus the final step."""
+    log_spaced: bool = True
+    """Also save step 0 and 1, 2, 4, ... below the interval (Pythia's early checkpoints)."""
+
+    @classmethod
+    def from_dict(cls, d: Any) -> CheckpointSpec:
+        _check_keys(d, "checkpoints", ("interval",), ("log_spaced",))
+        return cls(
+            interval=_int(d["interval"], "checkpoints.interval"),
+            log_spaced=_bool(d.get("log_spaced", True), "checkpoints.log_spaced"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemberSpec:
+    """One model shape: a named Pythia size, or a custom shape with its own name."""
+
+    name: str
+    size: str | None = None
+    num_layers: int | None = None
+    hidden_size: int | None = None
+    num_heads: int | None = None
+    vocab_size: int | None = None
+    """Custom shapes only; None = padded vocab of the dataset (its manifest/tokenizer, else max id + 1)."""
+    lr: float | None = None
+    min_lr: float | None = None
+    model: dict = field(default_factory=dict)
+    """Extra ModelConfig fields for custom shapes (gelu, rotary_pct, init_method, ...)."""
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> MemberSpec:
+        if isinstance(d, str):
+            d = {"size": d}
+        _check_keys(d, where, (), ("size", "name", "num_layers", "hidden_size", "num_heads", "vocab_size",
+                                   "lr", "min_lr") + _CUSTOM_MODEL_KEYS)
+        lr = _float(d["lr"], f"{where}.lr") if d.get("lr") is not None else None
+        min_lr = _float(d["min_lr"], f"{where}.min_lr") if d.get("min_lr") is not None else None
+        if d.get("size") is not None:
+            shape_keys = [k for k in ("num_layers", "hidden_size", "num_heads", "vocab_size") + _CUSTOM_MODEL_KEYS if k in d]
+            if shape_keys:
+                raise SpecError(f"{where}: a named size ({d['size']!r}) cannot also set {', '.join(shape_keys)}; "
+                                "use a custom member (name + num_layers/hidden_size/num_heads) instead")
+            try:
+                config = model_config(str(d["size"]))
+            except ValueError as exc:
+                raise SpecError(f"{where}.size: {exc}") from None
+            return cls(name=str(d.get("name") or config.name), size=config.name, lr=lr, min_lr=min_lr)
+        for key in ("name", "num_layers", "hidden_size", "num_heads"):
+            if d.get(key) is None:
+                raise SpecError(f"{where}: missing {where}.{key}; a member is either {{size: pythia-NNm}} or a custom "
+                                "shape {name, num_layers, hidden_size, num_heads[, vocab_size]}")
+        name = str(d["name"])
+        if not name or "/" in name or name.startswith("."):
+            raise SpecError(f"{where}.name must be a plain folder name, got {name!r}")
+        hidden, heads = _int(d["hidden_size"], f"{where}.hidden_size"), _int(d["num_heads"], f"{where}.num_heads")
+        if hidden % heads:
+            raise SpecError(f"{where}: hidden_size {hidden} must be divisible by num_heads {heads}")
+        return cls(
+            name=name,
+            num_layers=_int(d["num_layers"], f"{where}.num_layers"),
+            hidden_size=hidden,
+            num_heads=heads,
+            vocab_size=_int(d["vocab_size"], f"{where}.vocab_size") if d.get("vocab_size") is not None else None,
+            lr=lr,
+            min_lr=min_lr,
+            model={k: d[k] for k in _CUSTOM_MODEL_KEYS if k in d},
+        )
+
+    def to_dict(self) -> dict:
+        if self.size is not None:
+            out = {"size": self.size}
+            if self.name != self.size:
+                out["name"] = self.name
+        else:
+            out = {"name": self.name, "num_layers": self.num_layers, "hidden_size": self.hidden_size,
+                   "num_heads": self.num_heads, **self.model}
+            if self.vocab_size is not None:
+                out["vocab_size"] = self.vocab_size
+        for key in ("lr", "min_lr"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Member:
+    """One trained model of the suite: a shape x an init seed, resolved to a ModelConfig."""
+
+    name: str
+    """Folder name under the run: `{shape name}-seed{seed}`."""
+    config: ModelConfig
+    seed: int
+    """Init seed (torch.manual_seed before construction)."""
+    data_seed: int
+    lr: float
+    min_lr: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuiteSpec:
+    name: str
+    data: DataSpec
+    train: TrainSpec
+    checkpoints: CheckpointSpec
+    members: tuple[MemberSpec, ...]
+    seeds: tuple[int, ...] = (1234,)
+    output: str
+    eval_samples: int = 32
+    """Validation sequences (the first N windows of the valid set, in file order)."""
+    tensorboard: bool = False
+
+    _TOP = ("name", "data", "train", "checkpoints", "members", "output")
+    _OPTIONAL = ("seeds", "eval", "tensorboard")
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: Any) -> SuiteSpec:
+        _check_keys(d, "", cls._TOP, cls._OPTIONAL)
+        name = d["name"]
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"name must be a non-empty string, got {name!r}")
+        members_raw = d["members"]
+        if not isinstance(members_raw, list) or not members_raw:
+            raise SpecError("members must be a non-empty list of {size: ...} or custom shapes {name, num_layers, hidden_size, num_heads}")
+        members = tuple(MemberSpec.from_dict(m, f"members[{i}]") for i, m in enumerate(members_raw))
+        seeds = d.get("seeds", [1234])
+        if isinstance(seeds, int) and not isinstance(seeds, bool):
+            seeds = [seeds]
+        if not isinstance(seeds, list) or not seeds:
+            raise SpecError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+        seeds = tuple(_int(s, f"seeds[{i}]", minimum=0) for i, s in enumerate(seeds))
+        if len(set(seeds)) != len(seeds):
+            raise SpecError(f"seeds must be distinct, got {list(seeds)}")
+        eval_d = _check_keys(d.get("eval") or {}, "eval", (), ("samples",))
+        spec = cls(
+            name=name,
+            data=DataSpec.from_dict(d["data"]),
+            train=TrainSpec.from_dict(d["train"]),
+            checkpoints=CheckpointSpec.from_dict(d["checkpoints"]),
+            members=members,
+            seeds=seeds,
+            output=_path(d["output"], "output"),
+            eval_samples=_int(eval_d.get("samples", 32), "eval.samples"),
+            tensorboard=_bool(d.get("tensorboard", False), "tensorboard"),
+        )
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise SpecError(f"members: shape names must be distinct (give custom members a `name`), got {names}")
+        return spec
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> SuiteSpec:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"suite spec {path} does not exist")
+        try:
+            d = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{path}: not valid YAML: {exc}") from None
+        try:
+            return cls.from_dict(d)
+        except SpecError as exc:
+            raise SpecError(f"{path}: {exc}") from None
+
+    def replace(self, **changes: Any) -> SuiteSpec:
+        if "output" in changes:
+            changes["output"] = _path(changes["output"], "output")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The resolved spec in the YAML structure (every default spelled out)."""
+        t = self.train
+        return {
+            "name": self.name,
+            "data": {"train": self.data.train, "valid": self.data.valid, "seq_len": self.data.seq_len,
+                     "seed": self.data.seed, "order_dir": self.data.order_dir},
+            "train": {"iters": t.iters, "global_batch": t.global_batch, "micro_batch": t.micro_batch,
+                      "precision": t.precision, "lr_schedule": t.lr_schedule, "lr": t.lr, "min_lr": t.min_lr,
+                      "warmup_fraction": t.warmup_fraction, "weight_decay": t.weight_decay, "grad_clip": t.grad_clip,
+                      "adam_betas": list(t.adam_betas), "adam_eps": t.adam_eps,
+                      "loss_scale": dataclasses.asdict(t.loss_scale), "parallel": t.parallel, "device": t.device},
+            "checkpoints": {"interval": self.checkpoints.interval, "log_spaced": self.checkpoints.log_spaced},
+            "members": [m.to_dict() for m in self.members],
+            "seeds": list(self.seeds),
+            "output": self.output,
+            "eval": {"samples": self.eval_samples},
+            "tensorboard": self.tensorboard,
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output)
+
+    def checkpoint_steps(self) -> list[int]:
+        return checkpoint_steps(self.train.iters, self.checkpoints.interval, self.checkpoints.log_spaced)
+
+    def warmup_iters(self) -> int:
+        return int(self.train.warmup_fraction * self.train.iters)
+
+    def resolve_members(self, dataset_vocab: int | None = None) -> list[Member]:
+        """Shapes x seeds, in spec order (shape-major). `dataset_vocab` sizes custom shapes."""
+        out = []
+        for m in self.members:
+            if m.size is not None:
+                config = model_config(m.size)
+                recipe_lr, recipe_min = config.training.lr, config.training.min_lr
+            else:
+                vocab = m.vocab_size or dataset_vocab
+                if vocab is None:
+                    raise SpecError(f"member {m.name!r} needs vocab_size (no dataset vocabulary known)")
+                try:
+                    config = custom_config(name=m.name, num_layers=m.num_layers, hidden_size=m.hidden_size,
+                                           num_heads=m.num_heads, vocab_size=vocab, **m.model)
+                except (ValueError, TypeError) as exc:
+                    raise SpecError(f"member {m.name!r}: {exc}") from None
+                recipe_lr, recipe_min = 1e-3, 1e-4
+            if self.data.seq_len > config.max_seq_len:
+                raise SpecError(f"data.seq_len {self.data.seq_len} exceeds member {m.name!r}'s max_seq_len {config.max_seq_len}")
+            lr = m.lr if m.lr is not None else self.train.lr
+            if lr is None:
+                lr, min_lr = recipe_lr, recipe_min
+            else:
+                min_lr = self.train.min_lr if self.train.min_lr is not None else 0.1 * lr
+            if m.min_lr is not None:
+                min_lr = m.min_lr
+            if min_lr > lr:
+                raise SpecError(f"member {m.name!r}: min_lr {min_lr} is above lr {lr}")
+            for seed in self.seeds:
+                data_seed = seed if self.data.seed == "per_member" else int(self.data.seed)
+                out.append(Member(name=f"{m.name}-seed{seed}", config=config, seed=seed,
+                                  data_seed=data_seed, lr=lr, min_lr=min_lr))
+        return out
+
+
+def dataset_vocab_size(prefix: str) -> int:
+    """Padded vocab for custom shapes: from the dataset's manifest/metadata if it names one,
+    else padded_vocab_size(max token id + 1) read from the .bin (one pass)."""
+    import json
+
+    import numpy as np
+
+    for suffix in (".manifest.json", ".meta.json", ".metadata.json", ".json"):
+        meta_path = Path(prefix + suffix)
+        if meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                continue
+            for key in ("padded_vocab_size", "vocab_size", "tokenizer_vocab_size"):
+                value = meta.get(key) if isinstance(meta, dict) else None
+                if not isinstance(value, int) and isinstance(meta, dict) and isinstance(meta.get("tokenizer"), dict):
+                    value = meta["tokenizer"].get(key)
+                if isinstance(value, int) and value > 0:
+                    return padded_vocab_size(value)
+    from ..data.indexed import IndexedDataset
+
+    ds = IndexedDataset(prefix)
+    tokens = getattr(ds, "tokens", None)
+    if tokens is None:
+        tokens = np.memmap(prefix + ".bin", dtype=ds.dtype, mode="r")
+    max_id = int(tokens.max()) if tokens.size else 0
+    return padded_vocab_size(max_id + 1)

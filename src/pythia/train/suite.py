@@ -1,0 +1,182 @@
+"""A suite = shapes x seeds trained one after another on the same GPT-NeoX data order.
+
+`train_suite(spec)` is resumable: re-running it skips finished members and continues the
+interrupted one from its last intact checkpoint. Members share one TrainingOrder per data seed
+(one for the whole suite by default; one per member seed with data.seed: per_member).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..io import write_text_atomic
+from . import checkpoint as ckpt
+from .distributed import DistContext, init_distributed
+from .spec import Member, SpecError, SuiteSpec, dataset_vocab_size
+from .trainer import MemberRun, Trainer
+
+# Fields that may change between a run and its resumption without changing the math.
+_RESUME_FREE = {("output",), ("tensorboard",), ("data", "order_dir")}
+
+
+def resolve(spec: SuiteSpec) -> list[Member]:
+    """The suite's members with their ModelConfigs (custom shapes sized from the dataset vocab)."""
+    needs_vocab = any(m.size is None and m.vocab_size is None for m in spec.members)
+    vocab = dataset_vocab_size(spec.data.train) if needs_vocab else None
+    return spec.resolve_members(vocab)
+
+
+def describe(spec: SuiteSpec) -> str:
+    """The --dry-run text: resolved spec, member list, checkpoint steps."""
+    lines = ["# resolved suite spec", spec.to_yaml().rstrip(), "", "# members"]
+    try:
+        members = resolve(spec)
+    except FileNotFoundError as exc:  # dry run before the data exists: list names only
+        lines.append(f"# (custom shapes need the dataset's vocabulary: {exc})")
+        members = []
+        lines += [f"{m.name}-seed{s}" for m in spec.members for s in spec.seeds]
+    for m in members:
+        lines.append(f"{m.name:<28} params {m.config.num_params():>14,}  L{m.config.num_layers} d{m.config.hidden_size} "
+                     f"H{m.config.num_heads} V{m.config.vocab_size}  lr {m.lr:g} -> {m.min_lr:g}  "
+                     f"init seed {m.seed}  data seed {m.data_seed}")
+    steps = spec.checkpoint_steps()
+    lines += ["", f"# checkpoint steps ({len(steps)} per member)", " ".join(map(str, steps)),
+              f"# output: {spec.output}/{{member}}/step{{N}}"]
+    return "\n".join(lines)
+
+
+def _flatten(d: dict, prefix: tuple = ()) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, prefix + (k,)))
+        else:
+            out[prefix + (k,)] = v
+    return out
+
+
+def _check_same_suite(run_dir: Path, spec: SuiteSpec) -> None:
+    path = run_dir / "suite.yaml"
+    if not path.is_file():
+        return
+    old = _flatten(yaml.safe_load(path.read_text()) or {})
+    new = _flatten(spec.to_dict())
+    changed = sorted(".".join(k) for k in set(old) | set(new)
+                     if k not in _RESUME_FREE and old.get(k) != new.get(k))
+    if changed:
+        raise SpecError(f"{path} was written by a different suite spec (changed: {', '.join(changed)}); "
+                        "resuming would mix two recipes. Use a new output folder (--out) or restore the spec.")
+
+
+def validation_windows(prefix: str, seq_len: int, num_samples: int) -> np.ndarray:
+    """The first `num_samples` (S+1)-token windows of the validation set in file order.
+
+    Documents are concatenated as stored (no shuffle) and cut GPT-NeoX style: window j is
+    stream[j*S : j*S + S + 1], so neighbours share one token. Fixed for the whole suite.
+    """
+    from ..data.indexed import IndexedDataset
+
+    ds = IndexedDataset(prefix)
+    need, got, chunks = num_samples * seq_len + 1, 0, []
+    for i in range(len(ds)):
+        doc = np.asarray(ds[i], dtype=np.int64)
+        chunks.append(doc)
+        got += len(doc)
+        if got >= need:
+            break
+    stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    k = min(num_samples, (len(stream) - 1) // seq_len)
+    if k <= 0:
+        raise ValueError(f"validation set {prefix} has {len(stream)} tokens; needs at least seq_len + 1 = {seq_len + 1}")
+    return np.stack([stream[j * seq_len: j * seq_len + seq_len + 1] for j in range(k)])  # (k, S+1)
+
+
+def dataset_tokenizer(prefix: str) -> Path | None:
+    """The tokenizer.json a dataset was tokenized with, from its manifest (pythia data tokenize),
+    when it is still there and unchanged; checkpoints then carry it, so each step loads as a
+    complete Hugging Face model + tokenizer."""
+    import json
+
+    from ..io import sha256_file
+
+    manifest = Path(prefix + ".manifest.json")
+    try:
+        info = json.loads(manifest.read_text()).get("tokenizer") or {}
+    except (OSError, ValueError):
+        return None
+    path = Path(info.get("path") or "")
+    if not info.get("path") or not path.is_file():
+        return None
+    if info.get("sha256") and sha256_file(path) != info["sha256"]:
+        print(f"warning: {path} changed since {manifest} was written; checkpoints get no tokenizer",
+              file=sys.stderr)
+        return None
+    return path
+
+
+def _build_orders(spec: SuiteSpec, members: list[Member], ctx: DistContext, progress: bool) -> dict:
+    from ..data.order import TrainingOrder, num_samples_for
+
+    out_dir = spec.data.order_dir or str(Path(spec.output) / "order")
+    num = num_samples_for(spec.train.iters, spec.train.global_batch)
+    orders = {}
+    for seed in sorted({m.data_seed for m in members}):
+        # rank 0 writes the cached index files first; the others then only read them
+        build = lambda: TrainingOrder.build(spec.data.train, spec.data.seq_len, seed, num, name="train_0",  # noqa: E731
+                                            out_dir=out_dir, progress=progress and ctx.is_main)
+        if ctx.is_main:
+            orders[seed] = build()
+        ctx.barrier()
+        if not ctx.is_main:
+            orders[seed] = build()
+    return orders
+
+
+def _bar(total: int, initial: int, progress: bool, ctx: DistContext):
+    from tqdm.auto import tqdm
+
+    enabled = progress and ctx.is_main and sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", desc="suite", dynamic_ncols=True)
+
+
+def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
+    """Train (or resume) every member of the suite; returns the run folder.
+
+    Rank 0 alone writes RUN/suite.yaml, checkpoints and logs; every rank computes.
+    """
+    ctx = init_distributed(spec.train.device)
+    try:
+        run_dir = Path(spec.output)
+        members = resolve(spec)
+        if ctx.is_main:
+            _check_same_suite(run_dir, spec)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(run_dir / "suite.yaml", spec.to_yaml())
+        ctx.barrier()
+        orders = _build_orders(spec, members, ctx, progress)
+        valid = (validation_windows(spec.data.valid, spec.data.seq_len, spec.eval_samples)
+                 if spec.data.valid else None)
+        tokenizer = dataset_tokenizer(spec.data.train)
+        iters = spec.train.iters
+        done = {m.name: _last_step(run_dir / m.name) for m in members}
+        bar = _bar(len(members) * iters, sum(done.values()), progress, ctx)
+        try:
+            for m in members:
+                if done[m.name] >= iters:
+                    continue
+                run = MemberRun(member=m, spec=spec, member_dir=run_dir / m.name, order=orders[m.data_seed],
+                                valid_tokens=valid, ctx=ctx, tokenizer=tokenizer)
+                Trainer(run).run_loop(bar)
+        finally:
+            bar.close()
+        return run_dir
+    finally:
+        ctx.close()
+
+
+def _last_step(member_dir: Path) -> int:
+    steps = ckpt.complete_checkpoints(member_dir)
+    return steps[-1] if steps else 0

@@ -1,0 +1,284 @@
+"""The training loop of one suite member: resume, step, evaluate, checkpoint.
+
+One optimizer step n (0-based) reads the global batch order.batch(n, B) -> (B, S+1), splits
+it into gradient-accumulation micro-steps and data-parallel rank slices exactly like
+GPT-NeoX's sampler, averages the loss over the global batch (each micro loss / gas), unscales,
+clips the global norm to grad_clip and applies AdamW with lr_at(updates applied so far).
+Overflowing steps (non-finite grad norm) are skipped without advancing the lr schedule, as
+DeepSpeed's fp16 optimizer does. Checkpoint stepN is written after N updates; step0 before any.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+
+from . import checkpoint as ckpt
+from .distributed import DistContext, rank_slice, unwrap, wrap_model
+from .metrics import MemberLog, batch_fingerprint
+from .optim import DynamicLossScaler, build_optimizer, grad_norm_and_clip, set_lr
+from .schedule import lr_at
+from .spec import Member, SuiteSpec
+
+_AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def default_build_model(config, device: torch.device) -> torch.nn.Module:
+    from ..model import GPTNeoX
+
+    return GPTNeoX(config, device=device)
+
+
+@dataclass
+class MemberRun:
+    """Everything one member's loop needs; suite.py builds it."""
+
+    member: Member
+    spec: SuiteSpec
+    member_dir: Path
+    order: Any
+    """Object with .batch(step, batch_size) -> np.ndarray int64 (B, S+1) (a TrainingOrder)."""
+    valid_tokens: np.ndarray | None
+    """(N, S+1) int64 held-out windows, or None when the spec has no validation data."""
+    ctx: DistContext = field(default_factory=DistContext)
+    build_model: Callable = default_build_model
+    tokenizer: Path | None = None
+    """tokenizer.json copied into every checkpoint (None: weights and config only)."""
+
+
+class Trainer:
+    def __init__(self, run: MemberRun):
+        self.run, self.spec, self.ctx = run, run.spec, run.ctx
+        t = self.spec.train
+        self.B = t.global_batch
+        world = self.ctx.world_size
+        self.micro = t.micro_batch or self.B // world
+        if self.B % (self.micro * world):
+            raise ValueError(f"train.global_batch {self.B} is not a multiple of micro_batch {self.micro} x "
+                             f"data-parallel size {world}")
+        self.gas = self.B // (self.micro * world)
+        self.ckpt_steps = self.spec.checkpoint_steps()
+        self.device = self.ctx.device
+        self.autocast_dtype = _AUTOCAST[t.precision]
+        self.fsdp = t.parallel == "fsdp" and self.ctx.distributed
+
+    # -- setup -----------------------------------------------------------------------------
+    def setup(self) -> int:
+        """Build model + optimizer, resume from the newest intact checkpoint; returns its step."""
+        m, t = self.run.member, self.spec.train
+        if self.ctx.is_main:
+            for note in ckpt.recover_interrupted_writes(self.run.member_dir):
+                print(f"[{m.name}] {note}")
+        self.ctx.barrier()
+        resume = self._find_resume_point()
+        torch.manual_seed(m.seed)
+        np.random.seed(m.seed % 2**32)
+        random.seed(m.seed)
+        model = self.run.build_model(m.config, self.device)
+        model.float()  # fp32 master weights; bf16/fp16 only inside autocast
+        state = None
+        if resume is not None:
+            step_dir = self.run.member_dir / ckpt.step_dir_name(resume)
+            weights = ckpt.load_model_weights(step_dir)
+            missing, unexpected = model.load_state_dict(weights, strict=False)
+            if unexpected or [k for k in missing if k in dict(model.named_parameters())]:
+                raise ValueError(f"{step_dir}: weights do not fit {m.config.name}: missing {missing}, unexpected {unexpected}")
+            state = ckpt.load_training_state(step_dir)
+        self.model = wrap_model(model, self.ctx, t.parallel)
+        self.optimizer = build_optimizer(self.model, weight_decay=t.weight_decay, betas=t.adam_betas, eps=t.adam_eps)
+        ls = t.loss_scale
+        self.scaler = DynamicLossScaler(scale=2.0**ls.initial_power, window=ls.window, hysteresis=ls.hysteresis,
+                                        min_scale=ls.min_scale, enabled=t.precision == "fp16")
+        self.updates = 0  # applied (non-skipped) updates = the lr scheduler's counter
+        self.step = 0
+        if state is not None:
+            set_optimizer_state_dict(self.model, self.optimizer, state.optimizer,
+                                     options=StateDictOptions(full_state_dict=True))
+            self.scaler.load_state_dict(state.scaler)
+            self.updates = int(state.extra["scheduler_step"])
+            self.step = state.step
+            ckpt.restore_rng(state.rng_tensors, state.rng_scalars)
+        self.log = MemberLog(self.run.member_dir, resume, self.spec.tensorboard) if self.ctx.is_main else None
+        if state is not None and self.log is not None and "val_loss_record" in state.extra:
+            self.log.log_eval(state.extra["val_loss_record"])  # eval of the resumed checkpoint, if lost
+        return self.step
+
+    def _find_resume_point(self) -> int | None:
+        """Newest checkpoint whose files match its manifest; corrupt ones are skipped loudly."""
+        for step in reversed(ckpt.complete_checkpoints(self.run.member_dir)):
+            step_dir = self.run.member_dir / ckpt.step_dir_name(step)
+            problems = ckpt.check_manifest(step_dir)
+            if not problems and (step_dir / "training_state" / "state.json").is_file():
+                return step
+            if self.ctx.is_main:
+                print(f"[{self.run.member.name}] not resuming from {step_dir.name}: {'; '.join(problems[:3])}")
+        return None
+
+    # -- one update ------------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _loss(self, rows: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(rows)).to(self.device)  # (micro, S+1) int64
+        inputs, labels = x[:, :-1], x[:, 1:]  # (micro, S) each
+        with self._autocast():
+            logits = self.model(inputs)  # (micro, S, V)
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+    def forward_backward(self, tokens: np.ndarray) -> float:
+        """Accumulate (loss x scale) gradients of this rank's slices of a (B, S+1) global batch.
+
+        Each micro loss is divided by gas, so the summed gradient is that of the mean loss over
+        the global batch (DDP then averages over ranks). Returns this rank's mean loss.
+        """
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        scale = self.scaler.loss_scale
+        loss_sum = 0.0
+        ddp = isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
+        for micro_step in range(self.gas):
+            rows = tokens[rank_slice(self.B, self.micro, self.ctx.world_size, micro_step, self.ctx.rank)]
+            sync = contextlib.nullcontext()
+            if ddp and micro_step < self.gas - 1:
+                sync = self.model.no_sync()  # all-reduce once, on the last micro-step
+            with sync:
+                loss = self._loss(rows) / self.gas
+                (loss * scale).backward()
+            loss_sum += float(loss.detach())
+        return loss_sum
+
+    def apply_update(self) -> tuple[float, bool]:
+        """Unscale, clip, AdamW step unless the grad norm overflowed; returns (norm, overflow)."""
+        scale = self.scaler.loss_scale
+        if scale != 1.0:
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.div_(scale)
+        grad_norm = grad_norm_and_clip(list(self.model.parameters()), self.spec.train.grad_clip)
+        overflow = not np.isfinite(grad_norm)
+        if not overflow:
+            self.optimizer.step()
+            self.updates += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm, overflow
+
+    def train_step(self, n: int) -> dict:
+        """Update number n+1 on the global batch of step n; returns its metrics record."""
+        t0 = time.perf_counter()
+        m = self.run.member
+        tokens = self.run.order.batch(n, self.B)  # (B, S+1) int64
+        fingerprint = batch_fingerprint(tokens)
+        lr = lr_at(self.updates, lr=m.lr, min_lr=m.min_lr, warmup_iters=self.spec.warmup_iters(),
+                   total_iters=self.spec.train.iters, schedule=self.spec.train.lr_schedule)
+        set_lr(self.optimizer, lr)
+        loss_sum = self.forward_backward(tokens)
+        grad_norm, overflow = self.apply_update()
+        logged_scale = self.scaler.loss_scale
+        self.scaler.update(overflow)
+        self.step = n + 1
+        loss_mean = self.ctx.mean(loss_sum)
+        elapsed = time.perf_counter() - t0
+        return {
+            "step": self.step,
+            "loss": loss_mean,
+            "lr": lr,
+            "grad_norm": grad_norm if not overflow else None,
+            "loss_scale": logged_scale,
+            "skipped": overflow,
+            "tokens_per_s": self.B * (tokens.shape[1] - 1) / elapsed,
+            "batch_fp": fingerprint,
+            "consumed_samples": self.step * self.B,
+            "time": time.time(),
+        }
+
+    # -- evaluation and checkpoints --------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean next-token loss over the fixed held-out windows (same value on every rank)."""
+        if self.run.valid_tokens is None:
+            return {"step": self.step, "val_loss": None,
+                    "note": "no validation data: set data.valid in the suite spec to get a val loss"}
+        self.model.eval()
+        windows = self.run.valid_tokens  # (N, S+1)
+        model = self.model if self.fsdp else unwrap(self.model)
+        total, count = 0.0, 0
+        for start in range(0, len(windows), self.micro):
+            x = torch.from_numpy(windows[start:start + self.micro]).to(self.device)  # (b, S+1)
+            with self._autocast():
+                logits = model(x[:, :-1])  # (b, S, V)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
+            total += float(loss)
+            count += x[:, 1:].numel()
+        self.model.train()
+        return {"step": self.step, "val_loss": total / count, "val_samples": int(len(windows)), "val_tokens": count}
+
+    def save(self) -> None:
+        """Eval, gather full state (collective under FSDP), rank 0 writes step{N}/."""
+        val = self.evaluate()
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state = get_model_state_dict(self.model, options=opts) if self.fsdp else None
+        optim_state = get_optimizer_state_dict(self.model, self.optimizer, options=opts)
+        if self.ctx.is_main:
+            rng_tensors, rng_scalars = ckpt.capture_rng()
+            state = ckpt.TrainingState(
+                step=self.step, consumed_samples=self.step * self.B, optimizer=optim_state,
+                scaler=self.scaler.state_dict(), rng_tensors=rng_tensors, rng_scalars=rng_scalars,
+                extra={"scheduler_step": self.updates, "member": self.run.member.name, "val_loss_record": val,
+                       "global_batch": self.B, "seq_len": self.spec.data.seq_len},
+            )
+            ckpt.save_checkpoint(self.run.member_dir, self.step, write_hf=self._hf_writer(model_state), state=state)
+            self.log.log_eval(val)
+        self.ctx.barrier()
+
+    def _hf_writer(self, full_state: dict | None) -> Callable[[Path], None]:
+        if full_state is None:
+            return lambda path: unwrap(self.model).save_pretrained(path, tokenizer=self.run.tokenizer)
+
+        def write(path: Path) -> None:  # FSDP: rebuild an unsharded copy on the meta device
+            with torch.random.fork_rng(devices=[]):
+                copy = self.run.build_model(self.run.member.config, torch.device("meta"))
+            copy.load_state_dict(full_state, assign=True)
+            copy.save_pretrained(path, tokenizer=self.run.tokenizer)
+
+        return write
+
+    # -- the loop --------------------------------------------------------------------------
+    def run_loop(self, bar=None) -> dict:
+        """Train from the resumed step to train.iters; returns a small summary."""
+        start = self.setup()
+        iters = self.spec.train.iters
+        try:
+            if start == 0 and 0 in self.ckpt_steps and not (self.run.member_dir / "step0").is_dir():
+                self.save()
+            last = None
+            for n in range(start, iters):
+                record = self.train_step(n)
+                last = record
+                if self.log is not None:
+                    self.log.log_step(record)
+                ckpt.crash_point("step", self.step)  # test hook: die after logging, before any checkpoint
+                if self.step in self.ckpt_steps:
+                    self.save()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"{self.run.member.name} step {self.step} loss {record['loss']:.3f}", refresh=False)
+        finally:
+            if self.log is not None:
+                self.log.close()
+        return {"member": self.run.member.name, "resumed_from": start, "final_step": self.step,
+                "final_loss": None if last is None else last["loss"]}

@@ -1,0 +1,158 @@
+"""`pythia verify RUN`: trust nothing in a run folder until it has been re-hashed.
+
+Checks, per member: every step{N}/manifest.json and the sha256 of every file it lists; the
+checkpoints expected from RUN/suite.yaml's schedule that are missing; and checkpoints of
+different steps whose model tensors are identical -- the bug class where dozens of Pythia's Hub
+branches served the final weights (pythia#205, #206). Identical weights are EXPECTED when every
+update between the two steps was a no-op: lr = 0 (gpt-neox v1.0's first update, so step0 ==
+step1, pythia#83) or an fp16 overflow-skipped step; metrics.jsonl says which, so those pairs are
+reported as notes, every other identical pair as a problem.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import checkpoint as ckpt
+from .metrics import read_jsonl
+from .spec import SuiteSpec
+
+
+@dataclass
+class MemberReport:
+    name: str
+    checkpoints: list[int] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+    identical: list[dict] = field(default_factory=list)
+    """[{"steps": [a, b], "expected": bool, "why": str}]"""
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    run_dir: str
+    members: list[MemberReport] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(not m.problems for m in self.members)
+
+    def to_dict(self) -> dict:
+        return {"run_dir": self.run_dir, "ok": self.ok, "problems": self.problems, "notes": self.notes,
+                "members": [m.__dict__ for m in self.members]}
+
+    def format(self) -> str:
+        lines = [f"verify {self.run_dir}: {'OK' if self.ok else 'PROBLEMS FOUND'}"]
+        lines += [f"  problem: {p}" for p in self.problems] + [f"  note: {n}" for n in self.notes]
+        for m in self.members:
+            status = "ok" if not m.problems else f"{len(m.problems)} problem(s)"
+            lines.append(f"- {m.name}: {len(m.checkpoints)} checkpoints, {len(m.missing)} missing: {status}")
+            lines += [f"    problem: {p}" for p in m.problems] + [f"    note: {n}" for n in m.notes]
+        return "\n".join(lines)
+
+
+def _member_names(spec: SuiteSpec) -> list[str]:
+    return [f"{m.name}-seed{s}" for m in spec.members for s in spec.seeds]
+
+
+def _noop_updates(metrics: list[dict], a: int, b: int) -> tuple[bool, str]:
+    """Were updates a+1..b all no-ops (lr 0 or skipped) according to metrics.jsonl?"""
+    by_step = {r["step"]: r for r in metrics if isinstance(r.get("step"), int)}
+    reasons = []
+    for s in range(a + 1, b + 1):
+        r = by_step.get(s)
+        if r is None:
+            return False, f"no metrics line for update {s}"
+        if r.get("skipped"):
+            reasons.append(f"update {s} skipped (fp16 overflow)")
+        elif r.get("lr") == 0:
+            reasons.append(f"update {s} had lr = 0")
+        else:
+            return False, f"update {s} had lr {r.get('lr')}"
+    return True, "; ".join(reasons)
+
+
+def verify_member(member_dir: Path, expected_steps: list[int] | None, spec: SuiteSpec | None) -> MemberReport:
+    rep = MemberReport(name=member_dir.name)
+    if not member_dir.is_dir():
+        rep.problems.append(f"member folder {member_dir} is missing")
+        rep.missing = list(expected_steps or [])
+        return rep
+    digests: dict[int, str] = {}
+    for p in sorted(member_dir.iterdir(), key=lambda q: (ckpt.parse_step(q.name) is None, ckpt.parse_step(q.name) or 0)):
+        step = ckpt.parse_step(p.name)
+        if p.name.startswith(".") and p.is_dir():
+            rep.notes.append(f"{p.name}: leftover of an interrupted checkpoint write (removed on resume)")
+            continue
+        if step is None or not p.is_dir():
+            continue
+        rep.checkpoints.append(step)
+        problems = ckpt.check_manifest(p)
+        rep.problems += problems
+        if not problems:
+            try:
+                digests[step] = ckpt.digest_of_checkpoint(p)
+                recorded = json.loads((p / "manifest.json").read_text()).get("weights_digest")
+                if recorded and recorded != digests[step]:
+                    rep.problems.append(f"{p.name}: weights digest differs from the manifest's")
+            except Exception as exc:  # unreadable safetensors despite matching hashes
+                rep.problems.append(f"{p.name}: cannot read model weights ({exc})")
+    if expected_steps is not None:
+        present = set(rep.checkpoints)
+        rep.missing = [s for s in expected_steps if s not in present]
+        if rep.missing:
+            rep.problems.append(f"missing checkpoints (schedule in suite.yaml): {', '.join(f'step{s}' for s in rep.missing)}")
+        extra = sorted(present - set(expected_steps))
+        if extra:
+            rep.notes.append(f"checkpoints outside the schedule: {', '.join(f'step{s}' for s in extra)}")
+    _check_identical(rep, digests, read_jsonl(member_dir / "metrics.jsonl"), spec)
+    return rep
+
+
+def _check_identical(rep: MemberReport, digests: dict[int, str], metrics: list[dict], spec: SuiteSpec | None) -> None:
+    groups: dict[str, list[int]] = {}
+    for step, d in sorted(digests.items()):
+        groups.setdefault(d, []).append(step)
+    for steps in groups.values():
+        for a, b in zip(steps, steps[1:]):
+            noop, why = _noop_updates(metrics, a, b)
+            if noop:
+                explain = why
+                if a == 0 and "lr = 0" in why:
+                    explain += (" -- expected: gpt-neox v1.0's schedule starts at lr 0, so the first update "
+                                "changes nothing (Pythia's step0 == step1 too, pythia#83)")
+                rep.identical.append({"steps": [a, b], "expected": True, "why": explain})
+                rep.notes.append(f"step{a} == step{b}: {explain}")
+            else:
+                rep.identical.append({"steps": [a, b], "expected": False, "why": why})
+                rep.problems.append(f"step{a} and step{b} hold identical weights although training happened "
+                                    f"in between ({why}): one of them is probably a copy of the other")
+
+
+def verify_run(run_dir: str | Path) -> VerifyReport:
+    """Check every member of a run folder; `report.ok` is False on any problem."""
+    run_dir = Path(run_dir)
+    report = VerifyReport(run_dir=str(run_dir))
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    spec, expected, names = None, None, []
+    spec_path = run_dir / "suite.yaml"
+    if spec_path.is_file():
+        try:
+            spec = SuiteSpec.from_yaml(spec_path)
+            expected, names = spec.checkpoint_steps(), _member_names(spec)
+        except ValueError as exc:
+            report.problems.append(f"suite.yaml unreadable ({exc}); checking folders without a schedule")
+    else:
+        report.notes.append("no suite.yaml: the expected checkpoint schedule is unknown, only hashes are checked")
+    found = sorted(p.name for p in run_dir.iterdir()
+                   if p.is_dir() and not p.name.startswith(".") and any(ckpt.parse_step(q.name) is not None for q in p.iterdir()))
+    for name in names + [n for n in found if n not in names]:
+        report.members.append(verify_member(run_dir / name, expected if name in names else None, spec))
+    if not report.members:
+        report.problems.append(f"{run_dir} holds no member folders with step* checkpoints")
+    return report
