@@ -7,6 +7,7 @@ train/verify (suites), demo (the end-to-end job).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import data as _data
@@ -29,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  pythia demo --quick            # micro suite end to end in about a minute\n"
             "  pythia models                  # Pythia sizes with exact parameter counts\n"
-            "  pythia data batch data/corpus --seq-len 2048 --seed 1234 --num-samples 1000 --step 0\n"
+            "  pythia data batch demo-output/data/train --seq-len 128 --train-iters 256 --batch-size 16 --step 0\n"
             "  pythia train examples/suite.yaml\n"
-            "  pythia verify runs/my-suite\n"
+            "  pythia verify runs/example-suite\n"
+            "  pythia report runs/example-suite  # results.csv + learning-curve plot\n"
             "run `pythia COMMAND --help` for each command's options."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `pythia data batch ... | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ValueError, FileNotFoundError, FileExistsError) as exc:  # user errors: no traceback
         print(f"pythia: error: {exc}", file=sys.stderr)
         return 2

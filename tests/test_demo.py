@@ -1,0 +1,221 @@
+"""`pythia demo --quick` end to end through the CLI, plus the corpus it is built from."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pythia.demo.corpus import CorpusSettings, build_corpus, chunk_source, is_validation
+from pythia.demo.pipeline import QUICK
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+QUICK_STEPS = [0, 1, 2, 4, 8, 10, 20]  # 20 iters, interval 10, log-spaced below it
+QUICK_MEMBERS = [f"{s.name}-seed{seed}" for s in QUICK.sizes for seed in QUICK.seeds]
+
+
+# ---------------------------------------------------------------------------------- corpus
+def test_corpus_is_deterministic_and_split_by_file(tmp_path):
+    settings = CorpusSettings(max_bytes=300_000)
+    a = build_corpus(tmp_path / "a", settings)
+    b = build_corpus(tmp_path / "b", settings)
+    assert a["sha256"] == b["sha256"] and len(a["sha256"]) == 64
+    assert a["python_version"] == sys.version.split()[0]
+    assert (tmp_path / "a" / "train.jsonl").read_bytes() == (tmp_path / "b" / "train.jsonl").read_bytes()
+
+    def paths(split):
+        with open(tmp_path / "a" / f"{split}.jsonl", encoding="utf-8") as f:
+            return [json.loads(line)["meta"]["path"] for line in f]
+
+    train, valid = paths("train"), paths("valid")
+    assert len(train) == a["splits"]["train"]["documents"] > 50
+    assert valid and not set(train) & set(valid)  # no file is in both splits
+    assert all(is_validation(p, settings.valid_per_mille) for p in valid)
+    assert not any("/test/" in f"/{p}" or "site-packages" in p for p in train + valid)
+
+
+def test_corpus_reuse_is_a_no_op_and_settings_change_rebuilds(tmp_path):
+    settings = CorpusSettings(max_bytes=200_000)
+    first = build_corpus(tmp_path, settings)
+    mtime = (tmp_path / "train.jsonl").stat().st_mtime_ns
+    assert build_corpus(tmp_path, settings) == first
+    assert (tmp_path / "train.jsonl").stat().st_mtime_ns == mtime
+    other = build_corpus(tmp_path, CorpusSettings(max_bytes=100_000))
+    assert other["sha256"] != first["sha256"]
+
+
+def test_chunks_cut_only_at_block_starts():
+    src = "".join(f"def f{i}():\n    return {i}\n\n" for i in range(200))
+    chunks = chunk_source(src, 500)
+    assert "".join(chunks) == src
+    assert len(chunks) > 5
+    assert all(c.startswith("def f") for c in chunks)
+
+
+# ---------------------------------------------------------------------------------- demo
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """One `pythia demo --quick` run shared by the checks below (it takes about a minute)."""
+    from pythia.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["demo", "--quick", "--out", str(out), "--no-progress"])
+    assert rc == 0, buf.getvalue()
+    return out, buf.getvalue()
+
+
+def test_demo_prints_where_everything_is(quick_demo):
+    out, stdout = quick_demo
+    for part in ("corpus", "suite.yaml", "results.csv", "learning_curves.png", "d64-l2"):
+        assert part in stdout
+    manifest = json.loads((out / "corpus" / "manifest.json").read_text())
+    assert manifest["python_version"] == sys.version.split()[0]
+    assert manifest["sha256"][:16] in stdout
+
+
+def test_demo_checkpoint_grid(quick_demo):
+    out, _ = quick_demo
+    run = out / "run"
+    members = sorted(p.name for p in run.iterdir() if p.is_dir() and (p / "metrics.jsonl").exists())
+    assert members == sorted(QUICK_MEMBERS)
+    for member in members:
+        steps = sorted(int(p.name[4:]) for p in (run / member).glob("step*") if p.name[4:].isdigit())
+        assert steps == QUICK_STEPS, member
+        for step in steps:
+            ckpt = run / member / f"step{step}"
+            assert (ckpt / "config.json").is_file() and (ckpt / "manifest.json").is_file()
+
+
+def test_demo_checkpoints_load_in_transformers_and_pythia(quick_demo):
+    import torch
+    import transformers
+
+    import pythia
+
+    out, _ = quick_demo
+    member_dir = out / "run" / QUICK_MEMBERS[-1]
+    ids = torch.tensor([[0, 5, 17, 300, 42, 7, 99, 1000]])  # (1, 8)
+    hf = transformers.GPTNeoXForCausalLM.from_pretrained(member_dir / "step20").eval()
+    ours = pythia.load_model(member_dir, revision="step20").eval()
+    with torch.no_grad():
+        hf_logits = hf(ids).logits  # (1, 8, V)
+        our_logits = ours(ids)  # (1, 8, V)
+    assert hf_logits.shape == our_logits.shape
+    torch.testing.assert_close(our_logits.float(), hf_logits.float(), atol=1e-4, rtol=1e-4)
+    # each checkpoint carries the tokenizer it was trained with: a complete HF model + tokenizer
+    tok = transformers.AutoTokenizer.from_pretrained(member_dir / "step20")
+    assert tok("def main():")["input_ids"] and tok.eos_token_id == 0
+    # step 0 is the initialisation: a different model from step 20
+    first = pythia.load_model(member_dir, revision="step0")
+    with torch.no_grad():
+        assert not torch.allclose(first(ids), our_logits)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_demo_metrics_and_validation_loss(quick_demo):
+    out, _ = quick_demo
+    for member in QUICK_MEMBERS:
+        metrics = _jsonl(out / "run" / member / "metrics.jsonl")
+        assert [m["step"] for m in metrics] == list(range(1, QUICK.train_iters + 1))
+        assert all(math.isfinite(m["loss"]) for m in metrics)
+        evals = {e["step"]: e["val_loss"] for e in _jsonl(out / "run" / member / "evals.jsonl")}
+        assert sorted(evals) == QUICK_STEPS
+        assert evals[QUICK_STEPS[-1]] < evals[0]  # it learned something in 20 steps
+
+
+def test_demo_batches_are_the_rebuilt_training_order(quick_demo, tmp_path):
+    """The data tools, rebuilding the order from scratch, give the batches the trainer saw."""
+    from pythia.data.order import TrainingOrder, num_samples_for
+    from pythia.train.metrics import batch_fingerprint
+
+    out, _ = quick_demo
+    order = TrainingOrder.build(str(out / "data" / "train"), QUICK.seq_len, QUICK.data_seed,
+                                num_samples_for(QUICK.train_iters, QUICK.global_batch),
+                                out_dir=str(tmp_path), progress=False)
+    metrics = _jsonl(out / "run" / QUICK_MEMBERS[0] / "metrics.jsonl")
+    for step in (0, 7, QUICK.train_iters - 1):  # metrics line `step` = updates done after it
+        batch = order.batch(step, QUICK.global_batch)  # (B, S+1)
+        assert batch.shape == (QUICK.global_batch, QUICK.seq_len + 1)
+        assert batch_fingerprint(batch) == metrics[step]["batch_fp"]
+
+
+def test_demo_report_plot_and_table(quick_demo):
+    out, _ = quick_demo
+    png = (out / "report" / "learning_curves.png").read_bytes()
+    assert png[:8] == PNG_MAGIC and len(png) > 10_000
+    with open(out / "report" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["suite", "member", "size", "seed", "step", "tokens", "metric", "value"]
+    val = [r for r in rows if r["metric"] == "val_loss"]
+    assert {(r["member"], int(r["step"])) for r in val} == {
+        (m, s) for m in QUICK_MEMBERS for s in QUICK_STEPS}
+    assert len(val) == len(QUICK_MEMBERS) * len(QUICK_STEPS)
+    assert {r["size"] for r in val} == {s.name for s in QUICK.sizes}
+    assert {int(r["seed"]) for r in val} == set(QUICK.seeds)
+    per_step = QUICK.global_batch * QUICK.seq_len
+    assert all(int(r["tokens"]) == int(r["step"]) * per_step for r in val)
+
+
+def test_demo_rerun_continues_without_retraining(quick_demo):
+    from pythia.cli import main
+
+    out, _ = quick_demo
+    before = {m: (out / "run" / m / "metrics.jsonl").read_text() for m in QUICK_MEMBERS}
+    ckpt_mtimes = {p: p.stat().st_mtime_ns for p in (out / "run").glob("*/step*/manifest.json")}
+    tok_mtime = (out / "data" / "tokenizer.json").stat().st_mtime_ns
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert {m: (out / "run" / m / "metrics.jsonl").read_text() for m in QUICK_MEMBERS} == before
+    assert {p: p.stat().st_mtime_ns for p in ckpt_mtimes} == ckpt_mtimes
+    assert (out / "data" / "tokenizer.json").stat().st_mtime_ns == tok_mtime
+
+
+def test_demo_killed_mid_training_continues_to_the_same_result(quick_demo, tmp_path):
+    """Kill the demo right after update 5 of its first member; the re-run finishes the suite
+    and ends with exactly the validation losses of the uninterrupted run."""
+    import os
+
+    from pythia.train.checkpoint import CRASH_ENV
+
+    reference, _ = quick_demo
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "import sys; from pythia.cli import main; sys.exit(main())",
+           "demo", "--quick", "--out", str(out), "--no-progress"]
+    killed = subprocess.run(cmd, env={**os.environ, CRASH_ENV: "step:5"}, capture_output=True,
+                            text=True)
+    assert killed.returncode == 137, killed.stderr
+    first = out / "run" / QUICK_MEMBERS[0]
+    assert (first / "step4").is_dir() and not (first / "step8").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for member in QUICK_MEMBERS:
+        assert (out / "run" / member / "evals.jsonl").read_text() == \
+            (reference / "run" / member / "evals.jsonl").read_text()
+    assert (out / "report" / "results.csv").is_file()
+
+
+def test_demo_refuses_folder_of_another_mode(quick_demo, capsys):
+    from pythia.cli import main
+
+    out, _ = quick_demo
+    assert main(["demo", "--out", str(out)]) == 2  # full demo into a quick demo's folder
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_console_script_help_explains_commands():
+    exe = Path(sys.executable).with_name("pythia")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pythia.cli"]
+    top = subprocess.run(cmd + ["--help"], capture_output=True, text=True, check=True).stdout
+    assert "demo" in top and "examples:" in top
+    demo = subprocess.run(cmd + ["demo", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--quick" in demo and "examples:" in demo and "standard library" in demo
