@@ -93,13 +93,11 @@ def _index(args) -> int:
 def _decode_path(args) -> str:
     if args.tokenizer:
         return args.tokenizer
-    from pathlib import Path
+    from pythia.data.tokenize import read_manifest
 
-    from pythia.data.indexed import strip_prefix
-
-    manifest = Path(strip_prefix(args.prefix) + ".manifest.json")
-    if manifest.is_file():
-        return json.loads(manifest.read_text())["tokenizer"]["path"]
+    manifest = read_manifest(args.prefix)
+    if manifest is not None:
+        return manifest["tokenizer"]["path"]
     raise ValueError("--decode needs --tokenizer (no PREFIX.manifest.json to find it)")
 
 

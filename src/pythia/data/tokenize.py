@@ -14,6 +14,7 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import warnings
 from array import array
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..io import atomic_path, sha256_file, write_json_atomic
 from .corpus import CorpusError, SkipCounts, expand_inputs, iter_documents
-from .indexed import IndexedDatasetBuilder, best_fitting_dtype, strip_prefix
+from .indexed import DataFormatError, IndexedDatasetBuilder, best_fitting_dtype, strip_prefix
 from .tokenizer import load_tokenizer, tokenizer_info
 
 MANIFEST_FORMAT = "pythia-tokenized-dataset/1"
@@ -153,8 +154,35 @@ def tokenize_corpus(inputs, tokenizer_path, out_prefix, text_field: str = "text"
         "inputs": [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files],
         "skipped": dict(sorted(skipped.items())),
     }
-    write_json_atomic(out_prefix + ".manifest.json", manifest)
+    write_json_atomic(manifest_path(out_prefix), manifest)
     return manifest
+
+
+def manifest_path(prefix) -> Path:
+    return Path(strip_prefix(prefix) + ".manifest.json")
+
+
+def read_manifest(prefix) -> dict | None:
+    """The manifest tokenize_corpus wrote beside PREFIX.bin/.idx, or None (e.g. GPT-NeoX files)."""
+    path = manifest_path(prefix)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise DataFormatError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def dataset_tokenizer(prefix) -> Path | None:
+    """The tokenizer.json a dataset was tokenized with, when it is still there and unchanged."""
+    info = (read_manifest(prefix) or {}).get("tokenizer") or {}
+    path = Path(info["path"]) if info.get("path") else None
+    if path is None or not path.is_file():
+        return None
+    if info.get("sha256") and sha256_file(path) != info["sha256"]:
+        warnings.warn(f"{path} changed since {manifest_path(prefix)} was written; not using it", stacklevel=2)
+        return None
+    return path
 
 
 class DocumentMetadata:
@@ -166,9 +194,7 @@ class DocumentMetadata:
         offsets_path = Path(prefix + ".meta.offsets.npy")
         self.available = self.path.is_file() and offsets_path.is_file()
         self.offsets = np.load(offsets_path, mmap_mode="r") if self.available else None
-        manifest = Path(prefix + ".manifest.json")
-        self.inputs = ([i["path"] for i in json.loads(manifest.read_text())["inputs"]]
-                       if manifest.is_file() else [])
+        self.inputs = [i["path"] for i in (read_manifest(prefix) or {}).get("inputs", [])]
 
     def __getitem__(self, doc: int) -> dict | None:
         if not self.available or not 0 <= doc < len(self.offsets) - 1:

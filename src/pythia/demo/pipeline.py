@@ -184,7 +184,7 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
     """Run (or continue) the demo in `out_dir`; return where everything is."""
     import yaml
 
-    from pythia.data.tokenize import tokenize_corpus
+    from pythia.data.tokenize import read_manifest, tokenize_corpus
     from pythia.data.tokenizer import tokenizer_info, train_tokenizer
     from pythia.report import build_report
     from pythia.train.spec import SuiteSpec
@@ -214,11 +214,10 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
 
     for split in ("train", "valid"):
         prefix = data_dir / split
-        if not Path(f"{prefix}.manifest.json").is_file():
+        m = read_manifest(prefix)
+        if m is None:
             m = tokenize_corpus([corpus_dir / f"{split}.jsonl"], tok_path, prefix, workers=1,
                                 progress=progress)
-        else:
-            m = json.loads(Path(f"{prefix}.manifest.json").read_text(encoding="utf-8"))
         log(f"[3/5] tokens: {split}: {m['documents']} documents, {m['tokens']:,} tokens "
             f"-> {prefix}.bin/.idx")
 

@@ -431,30 +431,14 @@ class SuiteSpec:
 
 
 def dataset_vocab_size(prefix: str) -> int:
-    """Padded vocab for custom shapes: from the dataset's manifest/metadata if it names one,
-    else padded_vocab_size(max token id + 1) read from the .bin (one pass)."""
-    import json
-
-    import numpy as np
-
-    for suffix in (".manifest.json", ".meta.json", ".metadata.json", ".json"):
-        meta_path = Path(prefix + suffix)
-        if meta_path.is_file():
-            try:
-                meta = json.loads(meta_path.read_text())
-            except (OSError, ValueError):
-                continue
-            for key in ("padded_vocab_size", "vocab_size", "tokenizer_vocab_size"):
-                value = meta.get(key) if isinstance(meta, dict) else None
-                if not isinstance(value, int) and isinstance(meta, dict) and isinstance(meta.get("tokenizer"), dict):
-                    value = meta["tokenizer"].get(key)
-                if isinstance(value, int) and value > 0:
-                    return padded_vocab_size(value)
+    """Padded vocab for custom shapes: the tokenizer's, from the dataset's manifest
+    (pythia data tokenize), else padded_vocab_size(max token id + 1) read from the .bin (one pass)."""
     from ..data.indexed import IndexedDataset
+    from ..data.tokenize import read_manifest
 
-    ds = IndexedDataset(prefix)
-    tokens = getattr(ds, "tokens", None)
-    if tokens is None:
-        tokens = np.memmap(prefix + ".bin", dtype=ds.dtype, mode="r")
+    tokenizer = (read_manifest(prefix) or {}).get("tokenizer") or {}
+    if isinstance(tokenizer.get("vocab_size"), int) and tokenizer["vocab_size"] > 0:
+        return padded_vocab_size(tokenizer["vocab_size"])
+    tokens = IndexedDataset(prefix).tokens
     max_id = int(tokens.max()) if tokens.size else 0
     return padded_vocab_size(max_id + 1)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..data.tokenize import dataset_tokenizer
 from ..io import write_text_atomic
 from . import checkpoint as ckpt
 from .distributed import DistContext, init_distributed
@@ -92,29 +93,6 @@ def validation_windows(prefix: str, seq_len: int, num_samples: int) -> np.ndarra
     if k <= 0:
         raise ValueError(f"validation set {prefix} has {len(stream)} tokens; needs at least seq_len + 1 = {seq_len + 1}")
     return np.stack([stream[j * seq_len: j * seq_len + seq_len + 1] for j in range(k)])  # (k, S+1)
-
-
-def dataset_tokenizer(prefix: str) -> Path | None:
-    """The tokenizer.json a dataset was tokenized with, from its manifest (pythia data tokenize),
-    when it is still there and unchanged; checkpoints then carry it, so each step loads as a
-    complete Hugging Face model + tokenizer."""
-    import json
-
-    from ..io import sha256_file
-
-    manifest = Path(prefix + ".manifest.json")
-    try:
-        info = json.loads(manifest.read_text()).get("tokenizer") or {}
-    except (OSError, ValueError):
-        return None
-    path = Path(info.get("path") or "")
-    if not info.get("path") or not path.is_file():
-        return None
-    if info.get("sha256") and sha256_file(path) != info["sha256"]:
-        print(f"warning: {path} changed since {manifest} was written; checkpoints get no tokenizer",
-              file=sys.stderr)
-        return None
-    return path
 
 
 def _build_orders(spec: SuiteSpec, members: list[Member], ctx: DistContext, progress: bool) -> dict:
