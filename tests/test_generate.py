@@ -154,3 +154,17 @@ def test_argmax_rows_matches_torch_argmax_with_ties_and_nan(V):
     got = argmax_rows(logits, out)
     assert got.data_ptr() == out.data_ptr()
     assert torch.equal(out, logits.argmax(dim=-1))
+
+
+def test_generating_past_max_seq_len_leaves_the_model_trainable():
+    """Rotary tables extended inside generate (inference mode) must still work for backward."""
+    torch.manual_seed(0)
+    cfg = custom_config(num_layers=1, hidden_size=32, num_heads=4, vocab_size=128, max_seq_len=16)
+    model = GPTNeoX(cfg)
+    prompts = torch.randint(0, 128, (2, 10))
+    out = model.generate_greedy(prompts, max_new_tokens=10)  # 20 > max_seq_len: tables grow
+    assert out.shape == (2, 20)
+    ids = torch.randint(0, 128, (2, 20))
+    loss = model(ids[:, :-1], labels=ids[:, 1:])
+    loss.backward()
+    assert model.embed_out.weight.grad is not None

@@ -37,12 +37,15 @@ class RotaryEmbedding(nn.Module):
         self._build(self.cos.device, self.max_seq_len)
 
     def _build(self, device: torch.device, length: int) -> None:
-        r = self.dims
-        inv_freq = 1.0 / (self.base ** (torch.arange(0, r, 2, dtype=torch.float32, device=device) / r))  # (r/2,)
-        pos = torch.arange(length, dtype=torch.float32, device=device)  # (S,)
-        ang = pos[:, None] * inv_freq[None, :]  # (S, r/2)
-        emb = torch.cat([ang, ang], dim=-1)  # (S, r)
-        self.cos, self.sin = emb.cos(), emb.sin()
+        # Never inference tensors, even when first extended inside generate's inference_mode:
+        # a later training step must be able to save them for backward.
+        with torch.inference_mode(False):
+            r = self.dims
+            inv_freq = 1.0 / (self.base ** (torch.arange(0, r, 2, dtype=torch.float32, device=device) / r))  # (r/2,)
+            pos = torch.arange(length, dtype=torch.float32, device=device)  # (S,)
+            ang = pos[:, None] * inv_freq[None, :]  # (S, r/2)
+            emb = torch.cat([ang, ang], dim=-1)  # (S, r)
+            self.cos, self.sin = emb.cos(), emb.sin()
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
