@@ -186,19 +186,28 @@ def save_pretrained(model, path: str | os.PathLike, tokenizer: Any = None, dtype
     dtype: storage dtype (default: the model's). The result loads in
     transformers.GPTNeoXForCausalLM.from_pretrained and in load_model.
     """
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        write_pretrained(model, tmp, tokenizer=tokenizer, dtype=dtype)
+    return path
+
+
+def write_pretrained(model, folder: Path, tokenizer: Any = None, dtype: torch.dtype | None = None,
+                     state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The HF files into an existing (temporary) folder; for writers that own the atomic step,
+    such as training checkpoints. `state` overrides model.state_dict() (e.g. an FSDP-gathered
+    one). Returns the CPU tensors written, so callers can hash them without reading back."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    state = model.state_dict()
-    store_dtype = dtype or model.embed_out.weight.dtype
+    state = model.state_dict() if state is None else state
+    store_dtype = dtype or next(iter(state.values())).dtype
     tensors = {k: v.detach().to(device="cpu", dtype=store_dtype).contiguous() for k, v in state.items()}
-    with atomic_dir(path) as tmp:
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        hf = to_hf_config(model.config, store_dtype)
-        (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
-        if tokenizer is not None:
-            _write_tokenizer(tokenizer, tmp, model.config.max_seq_len)
-    return path
+    save_file(tensors, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
+    hf = to_hf_config(model.config, store_dtype)
+    (Path(folder) / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
+    if tokenizer is not None:
+        _write_tokenizer(tokenizer, Path(folder), model.config.max_seq_len)
+    return tensors
 
 
 # ---------------------------------------------------------------------------------------------

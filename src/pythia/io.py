@@ -30,6 +30,14 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def fsync_tree(root: Path) -> None:
+    """fsync every file below `root`."""
+    for p in sorted(Path(root).rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path next to `target`; rename it onto `target` on success."""
@@ -59,6 +67,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
+        fsync_tree(tmp)  # contents durable before the rename publishes the folder
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             if old.exists():

@@ -184,13 +184,16 @@ def save_checkpoint(
     member_dir: Path,
     step: int,
     *,
-    write_hf: Callable[[Path], None],
+    write_hf: Callable[[Path], dict[str, torch.Tensor]],
     state: TrainingState,
 ) -> Path:
-    """Write RUN/{member}/step{N}/ atomically: HF files, training_state/, then manifest.json."""
+    """Write RUN/{member}/step{N}/ atomically: HF files, training_state/, then manifest.json.
+
+    write_hf writes the HF files into the folder and returns the tensors it wrote (hashed for
+    the manifest's weights_digest without reading them back)."""
     target = Path(member_dir) / step_dir_name(step)
     with atomic_dir(target) as tmp:
-        write_hf(tmp)
+        weights = write_hf(tmp)
         ts = tmp / "training_state"
         ts.mkdir()
         opt_tensors: dict[str, torch.Tensor] = {}
@@ -214,16 +217,8 @@ def save_checkpoint(
             **state.extra,
         }
         (ts / "state.json").write_text(json.dumps(scalars, indent=2, sort_keys=True) + "\n")
-        write_manifest(tmp, step, digest_of_checkpoint(tmp))
-        _fsync_tree(tmp)  # contents durable before atomic_dir's rename publishes the folder
+        write_manifest(tmp, step, weights_digest(weights))
     return target
-
-
-def _fsync_tree(root: Path) -> None:
-    for p in sorted(Path(root).rglob("*")):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
 
 
 def load_training_state(step_dir: Path) -> TrainingState:

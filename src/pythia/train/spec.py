@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ..config import PRECISIONS, ModelConfig, custom_config, model_config, padded_vocab_size
-from .schedule import LR_SCHEDULES, checkpoint_steps
+from .schedule import LR_SCHEDULES, checkpoint_steps, warmup_iters_for
 
 PARALLEL_MODES = ("ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda")
@@ -393,7 +393,7 @@ class SuiteSpec:
         return checkpoint_steps(self.train.iters, self.checkpoints.interval, self.checkpoints.log_spaced)
 
     def warmup_iters(self) -> int:
-        return int(self.train.warmup_fraction * self.train.iters)
+        return warmup_iters_for(self.train.iters, self.train.warmup_fraction)
 
     def resolve_members(self, dataset_vocab: int | None = None) -> list[Member]:
         """Shapes x seeds, in spec order (shape-major). `dataset_vocab` sizes custom shapes."""

@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 
 from ..data.tokenize import dataset_tokenizer
+from ..data.tokenizer import load_tokenizer
 from ..io import write_text_atomic
 from . import checkpoint as ckpt
 from .distributed import DistContext, init_distributed
@@ -137,7 +138,8 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
         orders = _build_orders(spec, members, ctx, progress)
         valid = (validation_windows(spec.data.valid, spec.data.seq_len, spec.eval_samples)
                  if spec.data.valid else None)
-        tokenizer = dataset_tokenizer(spec.data.train)
+        tokenizer_path = dataset_tokenizer(spec.data.train)  # parsed once, copied into every checkpoint
+        tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path is not None else None
         iters = spec.train.iters
         done = {m.name: _last_step(run_dir / m.name) for m in members}
         bar = _bar(len(members) * iters, sum(done.values()), progress, ctx)

@@ -27,6 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from . import checkpoint as ckpt
+from ..hf import write_pretrained
 from .distributed import DistContext, rank_slice, unwrap, wrap_model
 from .metrics import MemberLog, batch_fingerprint
 from .optim import DynamicLossScaler, build_optimizer, grad_norm_and_clip, set_lr
@@ -55,8 +56,8 @@ class MemberRun:
     """(N, S+1) int64 held-out windows, or None when the spec has no validation data."""
     ctx: DistContext = field(default_factory=DistContext)
     build_model: Callable = default_build_model
-    tokenizer: Path | None = None
-    """tokenizer.json copied into every checkpoint (None: weights and config only)."""
+    tokenizer: Any = None
+    """tokenizers.Tokenizer (or tokenizer.json path) copied into every checkpoint; None: weights only."""
 
 
 class Trainer:
@@ -149,7 +150,7 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         scale = self.scaler.loss_scale
-        loss_sum = 0.0
+        losses = []
         ddp = isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
         for micro_step in range(self.gas):
             rows = tokens[rank_slice(self.B, self.micro, self.ctx.world_size, micro_step, self.ctx.rank)]
@@ -159,8 +160,8 @@ class Trainer:
             with sync:
                 loss = self._loss(rows) / self.gas
                 (loss * scale).backward()
-            loss_sum += float(loss.detach())
-        return loss_sum
+            losses.append(loss.detach())
+        return sum(torch.stack(losses).double().tolist())  # one device sync per step, not per micro-step
 
     def apply_update(self) -> tuple[float, bool]:
         """Unscale, clip, AdamW step unless the grad norm overflowed; returns (norm, overflow)."""
@@ -245,17 +246,11 @@ class Trainer:
             self.log.log_eval(val)
         self.ctx.barrier()
 
-    def _hf_writer(self, full_state: dict | None) -> Callable[[Path], None]:
-        if full_state is None:
-            return lambda path: unwrap(self.model).save_pretrained(path, tokenizer=self.run.tokenizer)
-
-        def write(path: Path) -> None:  # FSDP: rebuild an unsharded copy on the meta device
-            with torch.random.fork_rng(devices=[]):
-                copy = self.run.build_model(self.run.member.config, torch.device("meta"))
-            copy.load_state_dict(full_state, assign=True)
-            copy.save_pretrained(path, tokenizer=self.run.tokenizer)
-
-        return write
+    def _hf_writer(self, full_state: dict | None) -> Callable[[Path], dict]:
+        """Writes the HF files into the checkpoint's temporary folder; under FSDP from the
+        gathered full state dict, otherwise from the (unwrapped) model itself."""
+        model = unwrap(self.model)
+        return lambda folder: write_pretrained(model, folder, tokenizer=self.run.tokenizer, state=full_state)
 
     # -- the loop --------------------------------------------------------------------------
     def run_loop(self, bar=None) -> dict:

@@ -109,11 +109,11 @@ def verify_member(member_dir: Path, expected_steps: list[int] | None, spec: Suit
         extra = sorted(present - set(expected_steps))
         if extra:
             rep.notes.append(f"checkpoints outside the schedule: {', '.join(f'step{s}' for s in extra)}")
-    _check_identical(rep, digests, read_jsonl(member_dir / "metrics.jsonl"), spec)
+    _check_identical(rep, digests, read_jsonl(member_dir / "metrics.jsonl"))
     return rep
 
 
-def _check_identical(rep: MemberReport, digests: dict[int, str], metrics: list[dict], spec: SuiteSpec | None) -> None:
+def _check_identical(rep: MemberReport, digests: dict[int, str], metrics: list[dict]) -> None:
     groups: dict[str, list[int]] = {}
     for step, d in sorted(digests.items()):
         groups.setdefault(d, []).append(step)
