@@ -54,3 +54,15 @@ def test_preshuffled_export_matches_order(make_dataset, tmp_path):
         pre.batch(12, 8)
     with pytest.raises(ValueError, match="not preshuffled"):
         PreshuffledOrder(prefix)
+
+
+def test_unshard_checks_the_index_hash(make_dataset, tmp_path):
+    prefix = make_dataset(np.random.default_rng(1).integers(1, 500, 20), name="document")
+    shard(prefix + ".bin", tmp_path / "sh", 3, progress=False)
+    idx = next(p for p in (tmp_path / "sh").iterdir() if p.suffix == ".idx")
+    raw = bytearray(idx.read_bytes())
+    raw[-1] ^= 0xFF
+    idx.write_bytes(bytes(raw))
+    with pytest.raises(ShardError, match="sha256 mismatch"):
+        unshard(tmp_path / "sh", tmp_path / "joined" / "document", progress=False)
+    assert not (tmp_path / "joined" / "document.idx").exists()

@@ -128,5 +128,8 @@ def unshard(manifest_or_dir, out_prefix, progress: bool = True) -> Path:
             raise ShardError(f"{out_bin}: rejoined file's sha256 differs from the manifest")
     if "idx" in manifest:
         with atomic_path(out_bin.with_suffix(".idx")) as tmp:
-            shutil.copyfile(folder / manifest["idx"]["file"], tmp)
+            src = folder / manifest["idx"]["file"]
+            shutil.copyfile(src, tmp)
+            if manifest["idx"].get("sha256") and sha256_file(tmp) != manifest["idx"]["sha256"]:
+                raise ShardError(f"{src}: sha256 mismatch (corrupted index)")
     return out_bin
