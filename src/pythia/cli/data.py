@@ -18,9 +18,12 @@ def _add(sub, name: str, help_: str, description: str, examples: str, func):
 def _steps(text: str) -> tuple[int, int]:
     a, _, b = text.partition(":")
     try:
-        return int(a), int(b)
+        a, b = int(a), int(b)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--steps wants A:B (end exclusive), got {text!r}") from None
+    if b <= a:
+        raise argparse.ArgumentTypeError(f"--steps {text!r} is empty: A:B needs B > A (end exclusive)")
+    return a, b
 
 
 def _order_args(p, batch_required: bool = False, preshuffled: bool = False) -> None:
@@ -93,12 +96,12 @@ def _index(args) -> int:
 def _decode_path(args) -> str:
     if args.tokenizer:
         return args.tokenizer
-    from pythia.data.tokenize import read_manifest
+    from pythia.data.tokenize import dataset_tokenizer
 
-    manifest = read_manifest(args.prefix)
-    if manifest is not None:
-        return manifest["tokenizer"]["path"]
-    raise ValueError("--decode needs --tokenizer (no PREFIX.manifest.json to find it)")
+    path = dataset_tokenizer(args.prefix)
+    if path is not None:
+        return str(path)
+    raise ValueError("--decode needs --tokenizer (PREFIX.manifest.json names no tokenizer file that still exists)")
 
 
 def _batch(args) -> int:

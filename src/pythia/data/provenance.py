@@ -15,13 +15,12 @@ def locate(order, k: int) -> list[dict]:
     [doc_start, doc_end), where the range lands in the sample (sample_offset), source metadata."""
     order._check_positions(k, k + 1)
     j = np.array([int(order.shuffle_idx[k])], dtype=np.int64)
-    _, slots, lo, hi = order._segments(j)
+    slots, items, lo, hi = order._segments(j)
     meta = DocumentMetadata(order.dataset.prefix)
     out, at = [], 0
-    for slot, a, b in zip(slots.tolist(), lo.tolist(), hi.tolist()):
+    for slot, doc, a, b in zip(slots.tolist(), items.tolist(), lo.tolist(), hi.tolist()):
         if b <= a:
             continue  # empty item inside the sample
-        doc = int(order.doc_idx[slot])
         out.append({"position": k, "sample": int(j[0]), "document": doc, "slot": slot,
                     "doc_start": a, "doc_end": b, "sample_offset": at, "source": meta[doc]})
         at += b - a
