@@ -59,8 +59,7 @@ def _trainer(tmp_path, order, micro: int, precision: str = "fp32", **train) -> T
                          "warmup_fraction": 0.0, **train})
     spec = SuiteSpec.from_dict(d)
     member = spec.resolve_members(384)[0]
-    t = Trainer(MemberRun(member=member, spec=spec, member_dir=tmp_path / f"m{micro}{precision}", order=order,
-                          valid_tokens=None))
+    t = Trainer(MemberRun(member=member, spec=spec, member_dir=tmp_path / f"m{micro}{precision}", order=order))
     t.setup()
     return t
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pythia.cli import main as cli_main
+from pythia.run import open_run
 from pythia.train.checkpoint import write_manifest
 from pythia.train.metrics import read_jsonl
 from pythia.train.spec import SuiteSpec
@@ -39,7 +40,10 @@ def test_layout_and_logs(run):
         assert {"loss", "lr", "grad_norm", "loss_scale", "tokens_per_s", "batch_fp"} <= set(metrics[0])
         evals = read_jsonl(d / "evals.jsonl")
         assert [r["step"] for r in evals] == STEPS
-        assert all(r["val_loss"] > 0 and r["val_samples"] == 8 for r in evals)
+        assert all(r["val_loss"] > 0 for r in evals)
+    # the trainer's checkpoint-time val_loss lands in the results table, one row per checkpoint
+    rows = open_run(run).results().rows(analysis="val_loss")
+    assert sorted((r["member"], r["step"]) for r in rows) == sorted((m, s) for m in MEMBERS for s in STEPS)
 
 
 def test_same_order_across_sizes_and_seeds(run):
@@ -59,8 +63,8 @@ def test_per_member_data_seed_and_no_validation(datasets, tmp_path):
     fp1 = [r["batch_fp"] for r in read_jsonl(run / "tiny-seed1" / "metrics.jsonl")]
     fp2 = [r["batch_fp"] for r in read_jsonl(run / "tiny-seed2" / "metrics.jsonl")]
     assert fp1 != fp2
-    evals = read_jsonl(run / "tiny-seed1" / "evals.jsonl")
-    assert evals and all(r["val_loss"] is None and "no validation data" in r["note"] for r in evals)
+    assert read_jsonl(run / "tiny-seed1" / "evals.jsonl") == []  # no validation data: no checkpoint-time eval
+    assert open_run(run).results().rows() == []
     assert list((run / "tiny-seed1" / "tb").glob("events.out.tfevents.*"))
 
 

@@ -3,7 +3,8 @@
 `SuiteSpec.from_yaml(path)` / `SuiteSpec.from_dict(d)` validate everything up front; an error
 names the field (`train.iters`, `members[1].hidden_size`) and says what is allowed, and unknown
 keys are errors that list the allowed keys. The annotated schema lives in examples/suite.yaml.
-Relative paths are taken relative to the current directory and stored absolute.
+Relative paths in a YAML file are taken relative to that file's folder (in a dict: to the
+current directory) and stored absolute.
 """
 from __future__ import annotations
 
@@ -276,6 +277,21 @@ class MemberSpec:
         return out
 
 
+def member_name(shape: str, seed: int) -> str:
+    """The one place a member's folder name is made: `{shape name}-seed{seed}`."""
+    return f"{shape}-seed{seed}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemberKey:
+    """A member's identity without its ModelConfig (which may need the dataset's vocabulary)."""
+
+    name: str
+    shape: str
+    seed: int
+    data_seed: int
+
+
 @dataclass(frozen=True, kw_only=True)
 class Member:
     """One trained model of the suite: a shape x an init seed, resolved to a ModelConfig."""
@@ -302,9 +318,11 @@ class SuiteSpec:
     eval_samples: int = 32
     """Validation sequences (the first N windows of the valid set, in file order)."""
     tensorboard: bool = False
+    analyses: tuple[str, ...] | None = None
+    """Per-checkpoint analyses run at checkpoint time; None = ["val_loss"] when data.valid is set."""
 
     _TOP = ("name", "data", "train", "checkpoints", "members", "output")
-    _OPTIONAL = ("seeds", "eval", "tensorboard")
+    _OPTIONAL = ("seeds", "eval", "tensorboard", "analyses")
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -336,6 +354,7 @@ class SuiteSpec:
             output=_path(d["output"], "output"),
             eval_samples=_int(eval_d.get("samples", 32), "eval.samples"),
             tensorboard=_bool(d.get("tensorboard", False), "tensorboard"),
+            analyses=_analyses(d.get("analyses")),
         )
         names = [m.name for m in members]
         if len(set(names)) != len(names):
@@ -352,7 +371,7 @@ class SuiteSpec:
         except yaml.YAMLError as exc:
             raise SpecError(f"{path}: not valid YAML: {exc}") from None
         try:
-            return cls.from_dict(d)
+            return cls.from_dict(_relative_to(d, path.resolve().parent))
         except SpecError as exc:
             raise SpecError(f"{path}: {exc}") from None
 
@@ -379,6 +398,7 @@ class SuiteSpec:
             "output": self.output,
             "eval": {"samples": self.eval_samples},
             "tensorboard": self.tensorboard,
+            "analyses": None if self.analyses is None else list(self.analyses),
         }
 
     def to_yaml(self) -> str:
@@ -392,8 +412,21 @@ class SuiteSpec:
     def checkpoint_steps(self) -> list[int]:
         return checkpoint_steps(self.train.iters, self.checkpoints.interval, self.checkpoints.log_spaced)
 
+    def checkpoint_analyses(self) -> tuple[str, ...]:
+        if self.analyses is not None:
+            return self.analyses
+        return ("val_loss",) if self.data.valid else ()
+
     def warmup_iters(self) -> int:
         return warmup_iters_for(self.train.iters, self.train.warmup_fraction)
+
+    def data_seed_for(self, seed: int) -> int:
+        return seed if self.data.seed == "per_member" else int(self.data.seed)
+
+    def member_keys(self) -> list[MemberKey]:
+        """Shapes x seeds in spec order (shape-major), names only: cheap, needs no data."""
+        return [MemberKey(name=member_name(m.name, seed), shape=m.name, seed=seed, data_seed=self.data_seed_for(seed))
+                for m in self.members for seed in self.seeds]
 
     def resolve_members(self, dataset_vocab: int | None = None) -> list[Member]:
         """Shapes x seeds, in spec order (shape-major). `dataset_vocab` sizes custom shapes."""
@@ -424,10 +457,47 @@ class SuiteSpec:
             if min_lr > lr:
                 raise SpecError(f"member {m.name!r}: min_lr {min_lr} is above lr {lr}")
             for seed in self.seeds:
-                data_seed = seed if self.data.seed == "per_member" else int(self.data.seed)
-                out.append(Member(name=f"{m.name}-seed{seed}", config=config, seed=seed,
-                                  data_seed=data_seed, lr=lr, min_lr=min_lr))
+                out.append(Member(name=member_name(m.name, seed), config=config, seed=seed,
+                                  data_seed=self.data_seed_for(seed), lr=lr, min_lr=min_lr))
         return out
+
+
+def _analyses(value: Any) -> tuple[str, ...] | None:
+    """`analyses:` names registered per-checkpoint analyses (pythia analyze --list)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"analyses must be a list of analysis names, got {value!r}")
+    from ..analysis.base import AnalysisError, get
+
+    for i, name in enumerate(value):
+        try:
+            cls = get(name)
+        except AnalysisError as exc:
+            raise SpecError(f"analyses[{i}]: {exc}") from None
+        if cls.scope != "checkpoint":
+            raise SpecError(f"analyses[{i}]: {name!r} is a whole-run analysis; only per-checkpoint analyses run "
+                            "at checkpoint time (run it afterwards with pythia analyze)")
+    return tuple(dict.fromkeys(value))
+
+
+def _relative_to(d: Any, base: Path) -> Any:
+    """The spec dict with its relative paths made absolute against `base` (the spec file's
+    folder), so a spec means the same thing from whatever directory it is used."""
+    if not isinstance(d, dict):
+        return d
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            return str(base / value)
+        return value
+
+    out = dict(d)
+    if isinstance(out.get("data"), dict):
+        out["data"] = {k: fix(v) if k in ("train", "valid", "order_dir") else v for k, v in out["data"].items()}
+    if "output" in out:
+        out["output"] = fix(out["output"])
+    return out
 
 
 def dataset_vocab_size(prefix: str) -> int:

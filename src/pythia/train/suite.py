@@ -21,7 +21,7 @@ from .spec import Member, SpecError, SuiteSpec, dataset_vocab_size
 from .trainer import MemberRun, Trainer
 
 # Fields that may change between a run and its resumption without changing the math.
-_RESUME_FREE = {("output",), ("tensorboard",), ("data", "order_dir")}
+_RESUME_FREE = {("output",), ("tensorboard",), ("data", "order_dir"), ("analyses",)}
 
 
 def resolve(spec: SuiteSpec) -> list[Member]:
@@ -31,15 +31,50 @@ def resolve(spec: SuiteSpec) -> list[Member]:
     return spec.resolve_members(vocab)
 
 
+def check_inputs(spec: SuiteSpec) -> list[Member]:
+    """Resolve the members and check the data they will read: the training and validation
+    datasets open, and every member's vocabulary holds the dataset's largest token id.
+    Raises a named error; writes nothing."""
+    from ..data.indexed import IndexedDataset
+
+    for field_name, prefix in (("data.train", spec.data.train), ("data.valid", spec.data.valid)):
+        if prefix is None:
+            continue
+        try:
+            IndexedDataset(prefix)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{field_name}: {exc}") from None
+    members = resolve(spec)
+    top = max_token_id(spec.data.train)
+    for m in members:
+        if top >= m.config.vocab_size:
+            raise SpecError(f"member {m.name}: vocab_size {m.config.vocab_size} is too small for the dataset "
+                            f"{spec.data.train}, whose largest token id is {top} (needs vocab_size > {top})")
+    return members
+
+
+def max_token_id(prefix: str) -> int:
+    """Largest token id of a dataset: from its manifest's tokenizer when recorded, else one pass
+    over the .bin."""
+    from ..data.indexed import IndexedDataset
+    from ..data.tokenize import read_manifest
+
+    tok = (read_manifest(prefix) or {}).get("tokenizer") or {}
+    if isinstance(tok.get("vocab_size"), int) and tok["vocab_size"] > 0:
+        return tok["vocab_size"] - 1
+    tokens = IndexedDataset(prefix).tokens
+    return int(tokens.max()) if tokens.size else 0
+
+
 def describe(spec: SuiteSpec) -> str:
     """The --dry-run text: resolved spec, member list, checkpoint steps."""
     lines = ["# resolved suite spec", spec.to_yaml().rstrip(), "", "# members"]
     try:
-        members = resolve(spec)
+        members = check_inputs(spec)
     except FileNotFoundError as exc:  # dry run before the data exists: list names only
         lines.append(f"# (custom shapes need the dataset's vocabulary: {exc})")
         members = []
-        lines += [f"{m.name}-seed{s}" for m in spec.members for s in spec.seeds]
+        lines += [k.name for k in spec.member_keys()]
     for m in members:
         lines.append(f"{m.name:<28} params {m.config.num_params():>14,}  L{m.config.num_layers} d{m.config.hidden_size} "
                      f"H{m.config.num_heads} V{m.config.vocab_size}  lr {m.lr:g} -> {m.min_lr:g}  "
@@ -129,15 +164,16 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
     ctx = init_distributed(spec.train.device)
     try:
         run_dir = Path(spec.output)
-        members = resolve(spec)
+        members = check_inputs(spec)  # before anything is written: a typo must not pin a spec
         if ctx.is_main:
             _check_same_suite(run_dir, spec)
             run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(run_dir / "suite.yaml", spec.to_yaml())
         ctx.barrier()
         orders = _build_orders(spec, members, ctx, progress)
-        valid = (validation_windows(spec.data.valid, spec.data.seq_len, spec.eval_samples)
-                 if spec.data.valid else None)
+        from ..run import open_run
+
+        view = open_run(run_dir)
         tokenizer_path = dataset_tokenizer(spec.data.train)  # parsed once, copied into every checkpoint
         tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path is not None else None
         iters = spec.train.iters
@@ -148,7 +184,7 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
                 if done[m.name] >= iters:
                     continue
                 run = MemberRun(member=m, spec=spec, member_dir=run_dir / m.name, order=orders[m.data_seed],
-                                valid_tokens=valid, ctx=ctx, tokenizer=tokenizer)
+                                view=view, ctx=ctx, tokenizer=tokenizer)
                 Trainer(run).run_loop(bar)
         finally:
             bar.close()

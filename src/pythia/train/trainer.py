@@ -52,8 +52,8 @@ class MemberRun:
     member_dir: Path
     order: Any
     """Object with .batch(step, batch_size) -> np.ndarray int64 (B, S+1) (a TrainingOrder)."""
-    valid_tokens: np.ndarray | None
-    """(N, S+1) int64 held-out windows, or None when the spec has no validation data."""
+    view: Any = None
+    """The run's RunView (pythia.run): checkpoint-time analyses write into its results table."""
     ctx: DistContext = field(default_factory=DistContext)
     build_model: Callable = default_build_model
     tokenizer: Any = None
@@ -113,8 +113,6 @@ class Trainer:
             self.step = state.step
             ckpt.restore_rng(state.rng_tensors, state.rng_scalars)
         self.log = MemberLog(self.run.member_dir, resume, self.spec.tensorboard) if self.ctx.is_main else None
-        if state is not None and self.log is not None and "val_loss_record" in state.extra:
-            self.log.log_eval(state.extra["val_loss_record"])  # eval of the resumed checkpoint, if lost
         return self.step
 
     def _find_resume_point(self) -> int | None:
@@ -207,30 +205,10 @@ class Trainer:
             "time": time.time(),
         }
 
-    # -- evaluation and checkpoints --------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self) -> dict:
-        """Mean next-token loss over the fixed held-out windows (same value on every rank)."""
-        if self.run.valid_tokens is None:
-            return {"step": self.step, "val_loss": None,
-                    "note": "no validation data: set data.valid in the suite spec to get a val loss"}
-        self.model.eval()
-        windows = self.run.valid_tokens  # (N, S+1)
-        model = self.model if self.fsdp else unwrap(self.model)
-        total, count = 0.0, 0
-        for start in range(0, len(windows), self.micro):
-            x = torch.from_numpy(windows[start:start + self.micro]).to(self.device)  # (b, S+1)
-            with self._autocast():
-                logits = model(x[:, :-1])  # (b, S, V)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
-            total += float(loss)
-            count += x[:, 1:].numel()
-        self.model.train()
-        return {"step": self.step, "val_loss": total / count, "val_samples": int(len(windows)), "val_tokens": count}
-
+    # -- checkpoints and checkpoint-time analyses -----------------------------------------
     def save(self) -> None:
-        """Eval, gather full state (collective under FSDP), rank 0 writes step{N}/."""
-        val = self.evaluate()
+        """Gather full state (collective under FSDP), rank 0 writes step{N}/, then every rank
+        runs the spec's checkpoint-time analyses (`analyses:`, val_loss by default)."""
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_state = get_model_state_dict(self.model, options=opts) if self.fsdp else None
         optim_state = get_optimizer_state_dict(self.model, self.optimizer, options=opts)
@@ -239,12 +217,37 @@ class Trainer:
             state = ckpt.TrainingState(
                 step=self.step, consumed_samples=self.step * self.B, optimizer=optim_state,
                 scaler=self.scaler.state_dict(), rng_tensors=rng_tensors, rng_scalars=rng_scalars,
-                extra={"scheduler_step": self.updates, "member": self.run.member.name, "val_loss_record": val,
+                extra={"scheduler_step": self.updates, "member": self.run.member.name,
                        "global_batch": self.B, "seq_len": self.spec.data.seq_len},
             )
             ckpt.save_checkpoint(self.run.member_dir, self.step, write_hf=self._hf_writer(model_state), state=state)
-            self.log.log_eval(val)
         self.ctx.barrier()
+        self.checkpoint_analyses()
+
+    def checkpoint_analyses(self) -> None:
+        """Run the spec's checkpoint-time analyses on the model in memory; rank 0 stores the rows
+        in the run's results table and logs the scalars to evals.jsonl (and TensorBoard)."""
+        names = self.spec.checkpoint_analyses()
+        if not names or self.run.view is None:
+            return
+        from ..analysis.runner import run_checkpoint_hooks
+
+        view = self.run.view
+        member = view.member(self.run.member.name)
+        model = self.model if self.fsdp else unwrap(self.model)
+        values = run_checkpoint_hooks(view, member, member.checkpoint(self.step), names, model=model,
+                                      device=self.device, write=self.ctx.is_main, autocast=self.autocast_dtype,
+                                      options={"val_batch": self.micro})
+        if self.log is not None:
+            self.log.log_eval({"step": self.step, **values})
+
+    def _analyses_missing(self, step: int) -> bool:
+        """A crash between a checkpoint and its analyses leaves them unwritten: redo on resume."""
+        view = self.run.view
+        if view is None or not self.spec.checkpoint_analyses():
+            return False
+        store = view.results()
+        return any(store.unit_key(n, self.run.member.name, step) is None for n in self.spec.checkpoint_analyses())
 
     def _hf_writer(self, full_state: dict | None) -> Callable[[Path], dict]:
         """Writes the HF files into the checkpoint's temporary folder; under FSDP from the
@@ -260,6 +263,8 @@ class Trainer:
         try:
             if start == 0 and 0 in self.ckpt_steps and not (self.run.member_dir / "step0").is_dir():
                 self.save()
+            elif start in self.ckpt_steps and self._analyses_missing(start):
+                self.checkpoint_analyses()
             last = None
             for n in range(start, iters):
                 record = self.train_step(n)

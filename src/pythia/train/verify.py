@@ -56,7 +56,7 @@ class VerifyReport:
 
 
 def _member_names(spec: SuiteSpec) -> list[str]:
-    return [f"{m.name}-seed{s}" for m in spec.members for s in spec.seeds]
+    return [k.name for k in spec.member_keys()]
 
 
 def _noop_updates(metrics: list[dict], a: int, b: int) -> tuple[bool, str]:

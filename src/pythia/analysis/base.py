@@ -1,0 +1,180 @@
+"""The analysis contract: a small registered unit the runner applies to checkpoints or runs.
+
+An analysis subclasses `Analysis`, sets `name`, `summary` and `scope`, declares its `options`,
+and implements `compute(ctx)` (scope "checkpoint": one `(member, step)`, returning `Row`s) or
+`compute_run(run, store)` (scope "run": reads the results table or the whole run, returning
+full table rows). `@register` makes it known to `pythia analyze`; the built-in analyses are the
+modules of this package, and other packages add theirs through the `pythia.analyses` entry-point
+group. The runner (`runner.py`) does everything else: choosing checkpoints, loading each once,
+caching by (analysis version, options, checkpoint digest), progress, ranks, writing rows.
+
+The pattern follows lm-evaluation-harness's `LM` base class and registry (lm_eval/api/model.py,
+lm_eval/api/registry.py), with a single registration point.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from ..results import Row
+
+__all__ = ["Analysis", "AnalysisError", "CheckpointContext", "Option", "Row", "available", "get", "register"]
+
+SCOPES = ("checkpoint", "run")
+
+
+class AnalysisError(ValueError):
+    """Bad input for an analysis (options, data, checkpoint): named before any work is done."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of an analysis; the CLI turns it into `--name-with-dashes`."""
+
+    name: str
+    type: Callable = str
+    default: Any = None
+    help: str = ""
+    choices: tuple | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+class Analysis:
+    """Base class of every analysis. Subclasses are small: options + compute."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    """One line for `pythia analyze --list`."""
+    scope: ClassVar[str] = "checkpoint"
+    version: ClassVar[int] = 1
+    """Bump when the computation changes: cached results of older versions are recomputed."""
+    options: ClassVar[tuple[Option, ...]] = ()
+    cacheable: ClassVar[bool] = True
+    """False for cheap whole-run analyses whose inputs are files outside the results table
+    (they are simply recomputed every time)."""
+
+    def __init__(self, **opts: Any):
+        known = {o.name: o for o in self.options}
+        unknown = sorted(set(opts) - set(known))
+        if unknown:
+            raise AnalysisError(f"analysis {self.name!r} has no option(s) {unknown}; options: "
+                                f"{', '.join(known) or 'none'}")
+        self.opts = {}
+        for name, o in known.items():
+            value = opts.get(name, o.default)
+            if value is not None and o.choices and value not in o.choices:
+                raise AnalysisError(f"{self.name}: {o.flag} must be one of {', '.join(map(str, o.choices))}, got {value!r}")
+            self.opts[name] = value
+
+    def cache_key(self, digest: str | None) -> dict:
+        """What the unit's result depends on; a stored unit with an equal key is not recomputed."""
+        return {"analysis": self.name, "version": self.version, "options": _jsonable(self.opts), "digest": digest}
+
+    def check(self, run: Any, members: list) -> None:
+        """Refuse bad input up front (raise AnalysisError naming it). Default: nothing to check."""
+
+    def compute(self, ctx: "CheckpointContext") -> list[Row]:
+        raise NotImplementedError(f"{type(self).__name__} (scope {self.scope}) has no compute()")
+
+    def compute_run(self, run: Any, store: Any, members: list) -> list[dict]:
+        raise NotImplementedError(f"{type(self).__name__} (scope {self.scope}) has no compute_run()")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+@dataclass
+class CheckpointContext:
+    """What `Analysis.compute` gets: the checkpoint, its member and run, and the model, loaded
+    at most once for all analyses of this checkpoint."""
+
+    run: Any
+    member: Any
+    checkpoint: Any
+    device: Any
+    dtype: Any = None
+    """dtype the weights are loaded in (None: float32)."""
+    autocast: Any = None
+    """torch.autocast dtype for forward passes (the trainer's bf16/fp16), None = none."""
+    progress: bool = False
+    model_override: Any = field(default=None, repr=False)
+    """The trainer passes its in-memory model (checkpoint-time hooks); None = load from disk."""
+    shared: dict = field(default_factory=dict, repr=False)
+    """Per-run scratch space shared across checkpoints (e.g. validation windows read once)."""
+
+    @property
+    def step(self) -> int:
+        return self.checkpoint.step
+
+    @cached_property
+    def model(self):
+        if self.model_override is not None:
+            return self.model_override
+        return self.checkpoint.load(device=self.device, dtype=self.dtype)
+
+    def artifact_dir(self, analysis: str) -> Path:
+        """Folder for an analysis' per-item outputs of this checkpoint (created on demand)."""
+        path = Path(self.run.results_dir) / "artifacts" / analysis / self.member.name / self.checkpoint.revision
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+# ---------------------------------------------------------------------------------------------
+# registry
+
+_REGISTRY: dict[str, type[Analysis]] = {}
+_LOADED = False
+
+
+def register(cls: type[Analysis]) -> type[Analysis]:
+    """Class decorator: make an analysis known by its `name`."""
+    if not cls.name or cls.scope not in SCOPES:
+        raise TypeError(f"{cls.__name__}: an analysis needs a name and a scope in {SCOPES}")
+    other = _REGISTRY.get(cls.name)
+    if other is not None and other is not cls and other.__qualname__ != cls.__qualname__:
+        raise TypeError(f"analysis name {cls.name!r} is taken by {other.__module__}.{other.__qualname__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    """Import this package's modules (each registers its analyses) and entry-point plugins."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    from importlib.metadata import entry_points
+
+    from .. import analysis as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in ("base", "runner") and not info.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
+    for ep in entry_points(group="pythia.analyses"):
+        ep.load()
+
+
+def available() -> dict[str, type[Analysis]]:
+    _load_all()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get(name: str) -> type[Analysis]:
+    found = available()
+    if name not in found:
+        raise AnalysisError(f"unknown analysis {name!r}; available: {', '.join(found)}")
+    return found[name]

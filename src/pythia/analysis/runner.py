@@ -1,0 +1,221 @@
+"""One runner for every analysis: `pythia analyze RUN NAME[,NAME] [--members] [--steps]`.
+
+For each selected checkpoint `(member, step)` it asks every per-checkpoint analysis whether its
+stored unit has the same cache key (analysis version, options, the checkpoint's weights
+digest); if all have, the checkpoint is skipped without loading anything. Otherwise the
+checkpoint's manifest is checked, the model is loaded once, and each stale analysis computes
+and writes its unit atomically -- a `kill -9` loses at most the checkpoint in progress. Under
+`torchrun` the checkpoints are dealt round-robin to the ranks, which write disjoint units; whole-
+run analyses then run on rank 0 after a barrier. Checkpoints that fail (bad manifest, an error in
+an analysis) are named, skipped, and make the run end non-zero.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..results import ResultsStore, Row
+from .base import Analysis, AnalysisError, CheckpointContext, get
+
+__all__ = ["AnalyzeSummary", "build_analyses", "full_rows", "resolve_device", "run_analyses", "run_checkpoint_hooks"]
+
+
+@dataclass
+class AnalyzeSummary:
+    computed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def format(self) -> str:
+        lines = [f"analyze: {len(self.computed)} computed, {len(self.cached)} already up to date, "
+                 f"{len(self.failed)} failed"]
+        lines += [f"  failed: {f}" for f in self.failed]
+        return "\n".join(lines)
+
+
+def resolve_device(device: Any = "auto"):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AnalysisError("--device cuda asked for, but torch sees no CUDA device (use --device cpu)")
+    return device
+
+
+def build_analyses(names: Any, options: dict | None = None) -> list[Analysis]:
+    """Instantiate analyses by name, each with the options it declares (others are ignored,
+    so one option dict serves several analyses); an option no analysis knows is an error."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise AnalysisError("name at least one analysis (pythia analyze --list shows them)")
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    classes = [get(n) for n in dict.fromkeys(names)]
+    known = {o.name for c in classes for o in c.options}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise AnalysisError(f"option(s) {unknown} belong to none of {', '.join(c.name for c in classes)}")
+    return [c(**{o.name: options[o.name] for o in c.options if o.name in options}) for c in classes]
+
+
+def full_rows(run, member, step: int | None, analysis: str, rows: list) -> list[dict]:
+    """Analysis rows (`Row` or partial dicts) completed with the run's who-and-when columns."""
+    out = []
+    for r in rows:
+        d = dict(r.__dict__) if isinstance(r, Row) else dict(r)
+        m = member
+        if m is None and d.get("member"):
+            try:
+                m = run.member(d["member"])
+            except ValueError:
+                m = None
+        s = d.get("step", step)
+        d.setdefault("suite", run.name)
+        d["analysis"] = d.get("analysis") or analysis
+        if m is not None:
+            d.update(member=m.name, size=d.get("size") or m.shape, seed=d.get("seed", m.seed), step=s)
+            if d.get("tokens") is None and s is not None and m.global_batch and m.seq_len:
+                d["tokens"] = s * m.global_batch * m.seq_len
+        out.append(d)
+    return out
+
+
+def _rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _barrier(world: int) -> None:
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
+
+
+def _bar(total: int, progress: bool, rank: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not progress or rank != 0, unit="ckpt", desc="analyze", dynamic_ncols=True)
+
+
+def run_analyses(run, names: Any, *, members: Any = None, steps: Any = "all", device: Any = "auto",
+                 dtype: Any = None, options: dict | None = None, progress: bool = True,
+                 force: bool = False) -> AnalyzeSummary:
+    """Run analyses `names` over the selected checkpoints of `run` (a RunView); see module doc."""
+    analyses = build_analyses(names, options)
+    chosen = run.select(members)
+    for a in analyses:
+        a.check(run, chosen)
+    store = run.results()
+    rank, world = _rank_world()
+    summary = AnalyzeSummary()
+    per_ckpt = [a for a in analyses if a.scope == "checkpoint"]
+    if per_ckpt:
+        dev = resolve_device(device)
+        step_sel = steps if steps is not None else (run.focus_step if run.focus_step is not None else "all")
+        units = [(m, c) for m in chosen for c in m.checkpoints(step_sel)]
+        mine = units[rank::world]
+        shared: dict = {}
+        with _bar(len(mine), progress, rank) as bar:
+            for member, ck in mine:
+                bar.set_postfix_str(f"{member.name} {ck.revision}", refresh=False)
+                _one_checkpoint(run, member, ck, per_ckpt, store, dev, dtype, shared, summary, force)
+                bar.update(1)
+    _barrier(world)
+    if rank == 0:
+        for a in (a for a in analyses if a.scope == "run"):
+            _one_run_analysis(run, a, store, chosen, summary, force)
+        store.write_csv()
+    return summary
+
+
+def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, summary, force) -> None:
+    label = f"{member.name}/{ck.revision}"
+    try:
+        digest = ck.digest
+    except (OSError, ValueError) as exc:
+        summary.failed.append(f"{label}: {exc}")
+        return
+    todo = [a for a in analyses if force or store.unit_key(a.name, member.name, ck.step) != a.cache_key(digest)]
+    summary.cached += [f"{a.name} {label}" for a in analyses if a not in todo]
+    if not todo:
+        return
+    problems = ck.problems()
+    if problems:
+        summary.failed.append(f"{label}: checkpoint fails its manifest ({'; '.join(problems[:3])})")
+        return
+    ctx = CheckpointContext(run=run, member=member, checkpoint=ck, device=device, dtype=dtype, shared=shared)
+    for a in todo:
+        try:
+            rows = a.compute(ctx)
+        except AnalysisError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not stop the sweep
+            traceback.print_exc(file=sys.stderr)
+            summary.failed.append(f"{a.name} {label}: {type(exc).__name__}: {exc}")
+            continue
+        store.put(a.name, full_rows(run, member, ck.step, a.name, rows), key=a.cache_key(digest),
+                  member=member.name, step=ck.step)
+        summary.computed.append(f"{a.name} {label}")
+    ctx.__dict__.pop("model", None)  # free the weights before the next checkpoint
+
+
+def _inputs_digest(store: ResultsStore, exclude: str) -> str:
+    """Hash of every other unit's cache key: a whole-run analysis is stale when any input changed."""
+    h = hashlib.sha256()
+    for path in store.units():
+        rel = path.relative_to(store.root).as_posix()
+        if rel.startswith(f"units/{exclude}/"):
+            continue
+        h.update(rel.encode())
+        h.update(json.dumps(json.loads(path.read_text(encoding="utf-8")).get("key"), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _one_run_analysis(run, a: Analysis, store: ResultsStore, members, summary: AnalyzeSummary, force: bool) -> None:
+    key = a.cache_key(_inputs_digest(store, a.name))
+    key["members"] = [m.name for m in members]
+    if not force and a.cacheable and store.unit_key(a.name, None, None) == key:
+        summary.cached.append(a.name)
+        return
+    rows = a.compute_run(run, store, members)
+    store.put(a.name, full_rows(run, None, None, a.name, rows), key=key)
+    summary.computed.append(a.name)
+
+
+def run_checkpoint_hooks(run, member, checkpoint, names: list[str], *, model, device, write: bool,
+                         autocast=None, options: dict | None = None) -> dict:
+    """The trainer's checkpoint-time hook: run per-checkpoint analyses `names` on the model in
+    memory (every rank calls it, so sharded models work); rank 0 (`write`) stores the rows.
+    Returns {metric: value} of the rows with an empty task, for the trainer's own log."""
+    out: dict = {}
+    if not names:
+        return out
+    store = run.results() if write else None
+    ctx = CheckpointContext(run=run, member=member, checkpoint=checkpoint, device=device, model_override=model,
+                            autocast=autocast)
+    analyses = build_analyses(names)
+    if options:  # trainer-supplied defaults (e.g. its micro batch) for the options an analysis has
+        analyses = [type(a)(**{**a.opts, **{k: v for k, v in options.items() if k in a.opts}}) for a in analyses]
+    for a in analyses:
+        if a.scope != "checkpoint":
+            continue
+        rows = a.compute(ctx)
+        if store is not None:
+            store.put(a.name, full_rows(run, member, checkpoint.step, a.name, rows),
+                      key=a.cache_key(checkpoint.digest), member=member.name, step=checkpoint.step)
+        out.update({r.metric: r.value for r in rows if isinstance(r, Row) and not r.task})
+    return out
