@@ -1,6 +1,8 @@
 """Shared test fixtures: the read-only reference folder `../shared` beside the repository."""
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import pytest
@@ -19,3 +21,30 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def reference_dir(shared_dir: Path) -> Path:
     return shared_dir / "reference"
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """One `pythia demo --quick` run shared by every test that studies a small suite:
+    (output root, what the command printed). Tests must not modify it."""
+    from pythia.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["demo", "--quick", "--out", str(out), "--no-progress"])
+    assert rc == 0, buf.getvalue()
+    return out, buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def quick_hub(quick_demo, tmp_path_factory):
+    """The quick demo's first member laid out as a Hugging Face Hub cache (revisions stepN),
+    the way real Pythia checkpoints sit on disk: (cache folder, repo id). Point HF_HUB_CACHE
+    at the folder (monkeypatch.setenv) to open it with open_run(repo_id)."""
+    from tests.hub_cache import hub_cache_from_member
+
+    out, _ = quick_demo
+    member = sorted(p for p in (out / "run").iterdir() if (p / "step0").is_dir())[0]
+    cache = tmp_path_factory.mktemp("hub")
+    return cache, hub_cache_from_member(cache, member, "EleutherAI/pythia-quick-test")

@@ -59,19 +59,6 @@ def test_chunks_cut_only_at_block_starts():
 
 
 # ---------------------------------------------------------------------------------- demo
-@pytest.fixture(scope="module")
-def quick_demo(tmp_path_factory):
-    """One `pythia demo --quick` run shared by the checks below (it takes about a minute)."""
-    from pythia.cli import main
-
-    out = tmp_path_factory.mktemp("demo") / "out"
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(["demo", "--quick", "--out", str(out), "--no-progress"])
-    assert rc == 0, buf.getvalue()
-    return out, buf.getvalue()
-
-
 def test_demo_prints_where_everything_is(quick_demo):
     out, stdout = quick_demo
     for part in ("corpus", "suite.yaml", "results.csv", "learning_curves.png", "d64-l2"):
