@@ -143,7 +143,8 @@ def test_demo_report_plot_and_table(quick_demo):
     assert png[:8] == PNG_MAGIC and len(png) > 10_000
     with open(out / "report" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["suite", "member", "size", "seed", "step", "tokens", "metric", "value"]
+    assert list(rows[0]) == ["suite", "member", "size", "seed", "step", "tokens", "analysis", "task", "metric",
+                             "value", "stderr"]
     val = [r for r in rows if r["metric"] == "val_loss"]
     assert {(r["member"], int(r["step"])) for r in val} == {
         (m, s) for m in QUICK_MEMBERS for s in QUICK_STEPS}

@@ -212,8 +212,25 @@ def test_run_layout_revision(tmp_path):
     assert torch.equal(logits(loaded, ids), logits(model, ids))
     with pytest.raises(FileNotFoundError, match="step40"):
         load_model(tmp_path / "tiny-seed1", revision="step80")
-    with pytest.raises(FileNotFoundError, match="revision"):
-        load_model(tmp_path / "tiny-seed1")
+    model.save_pretrained(tmp_path / "tiny-seed1" / "step5")
+    assert torch.equal(logits(load_model(tmp_path / "tiny-seed1"), ids), logits(model, ids))  # last = step40
+    assert torch.equal(logits(load_model(tmp_path / "tiny-seed1", revision=40), ids), logits(model, ids))
+    assert torch.equal(logits(load_model(tmp_path / "tiny-seed1", revision="main"), ids), logits(model, ids))
+    with pytest.raises(FileNotFoundError, match=r"\['step5', 'step40'\]"):  # numeric order, not text order
+        load_model(tmp_path / "tiny-seed1", revision="step80")
+    (tmp_path / "other" / "step20").mkdir(parents=True)
+    for bad in ("../other/step20", "step20/..", "best", 2.5):
+        with pytest.raises(ValueError, match="revision"):
+            load_model(tmp_path / "tiny-seed1", revision=bad)
+    with pytest.raises(ValueError, match="revision= only with a member folder"):
+        load_model(tmp_path / "tiny-seed1" / "step40", revision="step40")
+    half = load_model(tmp_path / "tiny-seed1", revision="step40", dtype="float16")
+    assert next(half.parameters()).dtype == torch.float16
+    with pytest.raises(ValueError, match="dtype"):
+        load_model(tmp_path / "tiny-seed1", dtype="half-ish")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            load_model(tmp_path / "tiny-seed1", device="cuda")
 
 
 def test_clear_errors(tmp_path):

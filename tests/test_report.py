@@ -14,30 +14,34 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STEPS = [0, 1, 2, 4, 8, 16, 20]
 
 
-def make_run(root: Path, sizes=("small", "large"), seeds=(1, 2), torn_line=False) -> Path:
+def make_run(root: Path, sizes=("small", "large"), seeds=(1, 2)) -> Path:
+    """A run folder whose results table holds synthetic losses (the report reads only that)."""
+    from pythia.results import ResultsStore
+
     run = root / "run"
     run.mkdir()
-    (run / "suite.yaml").write_text(
-        "name: synth\ndata:\n  seq_len: 32\ntraining:\n  global_batch: 4\n")
+    members = [{"name": size, "num_layers": 1, "hidden_size": 32, "num_heads": 4} for size in sizes]
+    spec = {"name": "synth", "data": {"train": "unused", "seq_len": 32},
+            "train": {"iters": 20, "global_batch": 4}, "checkpoints": {"interval": 10},
+            "members": members, "seeds": list(seeds), "output": str(run)}
+    (run / "suite.yaml").write_text(json.dumps(spec))  # JSON is YAML
+    store = ResultsStore(run / "results")
     for si, size in enumerate(sizes):
         for seed in seeds:
-            member = run / f"{size}-seed{seed}"
-            member.mkdir()
-            lines = []
-            for step in range(21):
-                lines.append({"step": step, "loss": 6.0 - step * 0.1 - si, "lr": 1e-3})
+            member = f"{size}-seed{seed}"
+            (run / member).mkdir()
+            common = {"suite": "synth", "member": member, "size": size, "seed": seed}
             for step in STEPS:
-                lines.append({"step": step, "val_loss": 6.5 - math.log1p(step) * (si + 1)
-                              - 0.01 * seed})
-            text = "\n".join(json.dumps(x) for x in lines) + "\n"
-            if torn_line:
-                text += '{"step": 21, "lo'
-            (member / "metrics.jsonl").write_text(text)
+                store.put("val_loss", [{**common, "step": step, "tokens": step * 4 * 32, "metric": "val_loss",
+                                        "value": 6.5 - math.log1p(step) * (si + 1) - 0.01 * seed}],
+                          key={}, member=member, step=step)
+            store.put("train_loss", [{**common, "step": step, "metric": "train_loss", "value": 6.0 - step * 0.1 - si}
+                                     for step in range(1, 21)], key={}, member=member)
     return run
 
 
 def test_read_run_tidy_rows(tmp_path):
-    run = make_run(tmp_path, torn_line=True)
+    run = make_run(tmp_path)
     rows = report.read_run(run)
     assert {tuple(sorted(r)) for r in rows} == {tuple(sorted(report.COLUMNS))}
     members = {r["member"] for r in rows}
@@ -46,8 +50,10 @@ def test_read_run_tidy_rows(tmp_path):
     assert [r["step"] for r in val] == STEPS
     assert all(r["size"] == "large" and r["seed"] == 2 and r["suite"] == "synth" for r in val)
     assert [r["tokens"] for r in val] == [s * 4 * 32 for s in STEPS]
-    assert report.pick_metric(rows, report.VAL_LOSS_KEYS) == "val_loss"
-    assert report.pick_metric(rows, report.TRAIN_LOSS_KEYS) == "loss"
+    assert report.pick_metric(rows, "val_loss") == "val_loss"
+    assert report.pick_metric(rows, "loss") is None
+    only = report.read_run(run / "small-seed1")  # a member folder: that member's rows
+    assert {r["member"] for r in only} == {"small-seed1"}
 
 
 def test_build_report_writes_csv_plot_summary(tmp_path):
@@ -68,19 +74,16 @@ def test_build_report_writes_csv_plot_summary(tmp_path):
     assert "small" in rep.summary_text.read_text()
 
 
-def test_corrupt_metrics_line_names_file_and_line(tmp_path):
+def test_corrupt_results_unit_names_file(tmp_path):
     run = make_run(tmp_path, sizes=("a",), seeds=(1,))
-    path = run / "a-seed1" / "metrics.jsonl"
-    lines = path.read_text().splitlines()
-    lines.insert(3, "{not json")
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"metrics.jsonl:4"):
+    unit = run / "results" / "units" / "val_loss" / "a-seed1" / "step4.json"
+    unit.write_text("{not json")
+    with pytest.raises(ValueError, match=r"step4\.json"):
         report.read_run(run)
 
-
 def test_missing_run_is_clear(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="no such folder"):
         report.read_run(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no member"):
+    with pytest.raises(ValueError, match="not a run"):
         report.read_run(tmp_path / "empty")

@@ -251,27 +251,56 @@ def resolve_hub_cache(repo_id: str, revision: str | None = None, cache_dir: str 
     return snapshot
 
 
-def resolve_checkpoint(path_or_repo_id: str | os.PathLike, revision: str | None = None) -> Path:
-    """An HF directory: `path`, `path/revision` (our run layout), or a Hub id from the local cache."""
+def resolve_checkpoint(path_or_repo_id: str | os.PathLike, revision: Any = None) -> Path:
+    """The HF folder to load: a checkpoint folder; a run, demo output or member folder at
+    `revision` ("stepN", N, or "main"/None = the last step; via pythia.run); a models--ORG--NAME
+    cache folder or an ORG/NAME Hub id from the local cache."""
+    from .run import RunError, open_run, parse_revision
+    from .train.checkpoint import parse_step
+
     path = Path(path_or_repo_id).expanduser()
     if path.is_dir():
         if (path / "refs").is_dir() and (path / "snapshots").is_dir():  # a models--ORG--NAME folder
-            return resolve_hub_cache(path.name.removeprefix("models--").replace("--", "/"), revision, path.parent)
-        if revision is not None:
-            sub = path / revision
-            if not (sub / "config.json").is_file():
-                have = sorted(p.name for p in path.iterdir() if (p / "config.json").is_file())
-                raise FileNotFoundError(f"{sub}: no checkpoint for revision {revision!r} (available: {have})")
-            return sub
-        if not (path / "config.json").is_file():
-            have = sorted(p.name for p in path.iterdir() if (p / "config.json").is_file())
+            return resolve_hub_cache(path.name.removeprefix("models--").replace("--", "/"), _hub_revision(revision),
+                                     path.parent)
+        if (path / "config.json").is_file():
+            if revision is not None:
+                raise ValueError(f"{path} is one checkpoint; pass revision= only with a member folder "
+                                 f"(e.g. load_model({str(path.parent)!r}, revision={revision!r})) or drop it")
+            return path
+        try:
+            view = open_run(path)
+        except RunError:
+            view = None
+        if view is not None:
+            if view.kind == "step":
+                raise ValueError(f"{path} is a step folder without config.json (incomplete checkpoint?)")
+            return view.member().checkpoint(revision).path
+        step = parse_revision(revision)  # refuses paths and odd names before touching the disk
+        have = sorted((p.name for p in path.iterdir() if (p / "config.json").is_file()),
+                      key=lambda n: (parse_step(n) is None, parse_step(n) or 0, n))
+        if step is None and have:
+            step = parse_step(have[-1]) if parse_step(have[-1]) is not None else None
+        if step is None:
             hint = f"; pass revision= one of {have}" if have else ""
             raise FileNotFoundError(f"{path}: no config.json, not a Hugging Face model directory{hint}")
-        return path
+        sub = path / f"step{step}"
+        if not (sub / "config.json").is_file():
+            raise FileNotFoundError(f"{sub}: no checkpoint for revision {revision!r} (available: {have})")
+        return sub
     text = str(path_or_repo_id)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith((".", "/")) and not path.exists():
-        return resolve_hub_cache(text, revision)
+        return resolve_hub_cache(text, _hub_revision(revision))
     raise FileNotFoundError(f"{text}: no such directory (and not an ORG/NAME Hub repo id)")
+
+
+def _hub_revision(revision: Any) -> str | None:
+    """Hub revisions are branch names; an integer step means its `stepN` branch."""
+    if isinstance(revision, int) and not isinstance(revision, bool):
+        return f"step{revision}"
+    if revision is not None and not isinstance(revision, str):
+        raise ValueError(f"revision must be a string like 'step3000' or an integer step, got {revision!r}")
+    return revision
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,10 +352,32 @@ def _normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _torch_dtype(dtype: Any) -> torch.dtype:
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in names:
+        raise ValueError(f"dtype must be a torch dtype or one of {', '.join(names)}, got {dtype!r}")
+    return names[dtype]
+
+
+def _device(device: Any) -> torch.device:
+    try:
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device (use device='cpu')")
+    return dev
+
+
 def load_model(
     path_or_repo_id: str | os.PathLike,
-    revision: str | None = None,
-    dtype: torch.dtype | None = None,
+    revision: Any = None,
+    dtype: Any = None,
     device: str | torch.device | None = None,
 ):
     """Load a GPTNeoX checkpoint as our GPTNeoX (eval mode).
@@ -347,8 +398,8 @@ def load_model(
     config = from_hf_config(hf, source=str(config_file))
     files = _weight_files(folder)
     state = _normalise_keys(_read_weights(files))
-    dtype = dtype or torch.float32
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    dtype = _torch_dtype(dtype)
+    device = _device(device)
 
     model = GPTNeoX(config, device="meta", dtype=dtype)
     expected = {k: v.shape for k, v in model.state_dict().items()}

@@ -1,40 +1,23 @@
-"""Turn a trained run folder into one tidy results table, a learning-curve plot and a summary.
+"""A run's report: the results table as CSV, learning curves, and a summary.
 
-A run folder (see `pythia.train`) holds one folder per member (`{size}-seed{seed}`), each with
-`metrics.jsonl` (training telemetry, one JSON object a line) and, when the trainer keeps them
-apart, a per-checkpoint file with the validation loss. This module reads them all into rows
-of the project's results table (DESIGN.md, "Formats"):
-
-    suite, member, size, seed, step, tokens, metric, value
-
-and draws Pythia-style curves: loss against step on a log axis (step 0 kept on it through a
-symlog scale), one colour per size, the seeds as a min-max band around their mean.
+The report reads only the run's results table (`pythia.results`; columns suite, member, size,
+seed, step, tokens, analysis, task, metric, value, stderr), which the trainer and `pythia
+analyze` fill: `val_loss` at every checkpoint, `train_loss` at every update. It draws
+Pythia-style curves: loss against step on a log axis (step 0 kept on it through a symlog
+scale), one colour per size, the seeds as a min-max band around their mean.
 """
 from __future__ import annotations
 
-import csv
-import json
-import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from pythia.io import atomic_path, write_text_atomic
+from pythia.results import COLUMNS, ResultsStore
 
-COLUMNS = ("suite", "member", "size", "seed", "step", "tokens", "metric", "value")
-# Names the trainer may use for the two losses we plot; the first present wins.
-VAL_LOSS_KEYS = ("val_loss", "valid_loss", "validation_loss", "eval_loss", "val/loss",
-                 "valid/loss", "eval/loss")
-TRAIN_LOSS_KEYS = ("train_loss", "loss", "train/loss")
-# Per-line bookkeeping fields that are not metrics.
-_NOT_METRICS = frozenset({"step", "tokens", "member", "size", "seed", "suite", "time",
-                          "timestamp", "wall_time", "elapsed", "event", "kind", "split",
-                          "iteration", "samples", "consumed_samples", "path", "name",
-                          "val_samples", "val_tokens", "note", "skipped"})
-_METRIC_FILES = ("metrics.jsonl", "checkpoints.jsonl", "evals.jsonl", "eval.jsonl")
-_MEMBER_RE = re.compile(r"^(?P<size>.+)-seed(?P<seed>\d+)$")
+VAL_METRIC = "val_loss"
+TRAIN_METRIC = "train_loss"
 
 
 @dataclass
@@ -53,116 +36,24 @@ class Report:
 
 
 # ---------------------------------------------------------------------------------- reading
-def _read_jsonl(path: Path) -> Iterable[dict]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if lineno == len(lines):  # a crash can leave a torn last line; skip it
-                return
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc})") from exc
-        if isinstance(obj, dict):
-            yield obj
+def read_run(source: str | Path) -> list[dict]:
+    """The results table of a run (any source `pythia.run.open_run` accepts); a member folder
+    gives that member's rows."""
+    from pythia.run import open_run
+
+    view = open_run(source)
+    rows = view.results().rows()
+    if view.focus_member:
+        rows = [r for r in rows if r["member"] == view.focus_member]
+    return rows
 
 
-def _suite_info(run_dir: Path) -> dict:
-    """The resolved suite spec the trainer copied into the run (empty when absent)."""
-    path = run_dir / "suite.yaml"
-    if not path.is_file():
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from exc
-    return data if isinstance(data, dict) else {}
-
-
-def _tokens_per_step(info: dict) -> int | None:
-    """global batch x sequence length from the suite spec, wherever the spec keeps them."""
-    def find(d, names):
-        if isinstance(d, dict):
-            for k, v in d.items():
-                if k in names and isinstance(v, int):
-                    return v
-            for v in d.values():
-                hit = find(v, names)
-                if hit is not None:
-                    return hit
-        return None
-
-    batch = find(info, {"global_batch", "batch_size", "global_batch_size"})
-    seq = find(info, {"seq_len", "seq_length", "sequence_length"})
-    return batch * seq if batch and seq else None
-
-
-def member_dirs(run_dir: Path) -> list[Path]:
-    """Member folders of a run: those holding metrics or step checkpoints, in natural order."""
-    found = []
-    dirs = (p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for d in sorted(dirs, key=lambda p: _natural_key(p.name)):
-        if any((d / f).is_file() for f in _METRIC_FILES) or any(d.glob("step*/config.json")):
-            found.append(d)
-    return found
-
-
-def read_run(run_dir: str | Path) -> list[dict]:
-    """All numeric metrics of every member of `run_dir` as tidy rows (last value wins)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    info = _suite_info(run_dir)
-    suite = str(info.get("name") or run_dir.name)
-    per_step = _tokens_per_step(info)
-    members = member_dirs(run_dir)
-    if not members:
-        raise FileNotFoundError(f"{run_dir} has no member folders with metrics.jsonl")
-
-    table: dict[tuple, dict] = {}
-    for mdir in members:
-        m = _MEMBER_RE.match(mdir.name)
-        size, seed = (m["size"], int(m["seed"])) if m else (mdir.name, None)
-        for fname in _METRIC_FILES:
-            path = mdir / fname
-            if not path.is_file():
-                continue
-            for rec in _read_jsonl(path):
-                step = rec.get("step", rec.get("iteration"))
-                if not isinstance(step, int):
-                    continue
-                tokens = rec.get("tokens")
-                if not isinstance(tokens, int):
-                    tokens = step * per_step if per_step else None
-                for key, value in rec.items():
-                    if key in _NOT_METRICS or isinstance(value, bool):
-                        continue
-                    if not isinstance(value, (int, float)) or not math.isfinite(value):
-                        continue
-                    row = {"suite": suite, "member": mdir.name, "size": rec.get("size", size),
-                           "seed": rec.get("seed", seed), "step": step, "tokens": tokens,
-                           "metric": key, "value": float(value)}
-                    table[(mdir.name, step, key)] = row
-    return sorted(table.values(), key=lambda r: (r["member"], r["metric"], r["step"]))
-
-
-def pick_metric(rows: list[dict], candidates: tuple[str, ...]) -> str | None:
-    present = {r["metric"] for r in rows}
-    return next((k for k in candidates if k in present), None)
+def pick_metric(rows: list[dict], metric: str) -> str | None:
+    return metric if any(r["metric"] == metric for r in rows) else None
 
 
 def write_table(rows: list[dict], path: str | Path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            for r in rows:
-                writer.writerow({k: ("" if r.get(k) is None else r[k]) for k in COLUMNS})
-    return path
+    return ResultsStore(Path(path).parent).write_csv(path, rows)
 
 
 # ---------------------------------------------------------------------------------- summary
@@ -269,18 +160,22 @@ def plot_learning_curves(rows: list[dict], path: str | Path, val_metric: str | N
 
 
 # ---------------------------------------------------------------------------------- entry
-def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Report:
-    """Write results.csv, learning_curves.png and summary.txt for `run_dir` into `out_dir`.
+def build_report(source: str | Path, out_dir: str | Path | None = None) -> Report:
+    """Write results.csv, learning_curves.png and summary.txt for a run into `out_dir`.
 
-    `out_dir` defaults to `RUN/report`. Cheap, so it is simply rebuilt every time.
+    `source`: a run folder, demo output or member folder; `out_dir` defaults to `RUN/report`.
+    Cheap, so it is simply rebuilt every time.
     """
-    run_dir = Path(run_dir)
+    from pythia.run import open_run
+
+    view = open_run(source)
+    run_dir = view.root
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
-    rows = read_run(run_dir)
-    val_metric = pick_metric(rows, VAL_LOSS_KEYS)
-    train_metric = pick_metric(rows, TRAIN_LOSS_KEYS)
+    rows = read_run(source)
+    val_metric = pick_metric(rows, VAL_METRIC)
+    train_metric = pick_metric(rows, TRAIN_METRIC)
     table = write_table(rows, out_dir / "results.csv")
-    suite = rows[0]["suite"] if rows else run_dir.name
+    suite = view.name
     plot = plot_learning_curves(rows, out_dir / "learning_curves.png", val_metric,
                                 train_metric, title=suite)
     summary = summarize(rows, val_metric) if val_metric else []

@@ -107,17 +107,9 @@ class Checkpoint:
 
 
 def _dtype(dtype: Any):
-    if dtype is None:
-        return None
-    import torch
+    from .hf import _torch_dtype
 
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
-    if dtype not in names:
-        raise RunError(f"dtype must be one of {', '.join(names)}, got {dtype!r}")
-    return names[dtype]
+    return _torch_dtype(dtype)
 
 
 @dataclass
@@ -367,13 +359,13 @@ def open_run(source: str | os.PathLike | list, *, results_dir: str | os.PathLike
         raise RunError(f"{text}: not a folder; open a run folder, a demo output, a member or a step folder")
     path = path.resolve()
     results = Path(results_dir) if results_dir else None
-    if (path / "suite.yaml").is_file():
-        return _open_local(path, "run", text, results)
     if (path / "demo.json").is_file():
         run = path / "run"
         if not (run / "suite.yaml").is_file():
             raise RunError(f"{text}: a pythia demo output whose run ({run}) has not been trained yet; run `pythia demo`")
         return _open_local(run, "demo", text, results)
+    if (path / "suite.yaml").is_file():
+        return _open_local(path, "run", text, results)
     if parse_step(path.name) is not None and (path.parent.parent / "suite.yaml").is_file():
         return _open_local(path.parent.parent, "step", text, results, member=path.parent.name,
                            step=parse_step(path.name))

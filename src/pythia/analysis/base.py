@@ -40,6 +40,8 @@ class Option:
     default: Any = None
     help: str = ""
     choices: tuple | None = None
+    affects_result: bool = True
+    """False for options that change only how the work is done (batch sizes): not in cache keys."""
 
     @property
     def flag(self) -> str:
@@ -75,7 +77,8 @@ class Analysis:
 
     def cache_key(self, digest: str | None) -> dict:
         """What the unit's result depends on; a stored unit with an equal key is not recomputed."""
-        return {"analysis": self.name, "version": self.version, "options": _jsonable(self.opts), "digest": digest}
+        opts = {o.name: self.opts[o.name] for o in self.options if o.affects_result}
+        return {"analysis": self.name, "version": self.version, "options": _jsonable(opts), "digest": digest}
 
     def check(self, run: Any, members: list) -> None:
         """Refuse bad input up front (raise AnalysisError naming it). Default: nothing to check."""

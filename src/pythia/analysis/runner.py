@@ -22,7 +22,11 @@ from typing import Any
 from ..results import ResultsStore, Row
 from .base import Analysis, AnalysisError, CheckpointContext, get
 
-__all__ = ["AnalyzeSummary", "build_analyses", "full_rows", "resolve_device", "run_analyses", "run_checkpoint_hooks"]
+CRASH_ENV = "PYTHIA_ANALYZE_CRASH_AFTER"
+"""Test hook: "N" kills the process (os._exit(137)) right after the N-th unit it computed."""
+
+__all__ = ["AnalyzeSummary", "build_analyses", "full_rows", "refresh_run_analysis", "resolve_device", "run_analyses",
+           "run_checkpoint_hooks"]
 
 
 @dataclass
@@ -135,9 +139,9 @@ def run_analyses(run, names: Any, *, members: Any = None, steps: Any = "all", de
                 _one_checkpoint(run, member, ck, per_ckpt, store, dev, dtype, shared, summary, force)
                 bar.update(1)
     _barrier(world)
-    if rank == 0:
+    if rank == 0:  # whole-run analyses see every member (their one unit holds the whole run's rows)
         for a in (a for a in analyses if a.scope == "run"):
-            _one_run_analysis(run, a, store, chosen, summary, force)
+            _one_run_analysis(run, a, store, run.members, summary, force)
         store.write_csv()
     return summary
 
@@ -170,6 +174,8 @@ def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, sum
         store.put(a.name, full_rows(run, member, ck.step, a.name, rows), key=a.cache_key(digest),
                   member=member.name, step=ck.step)
         summary.computed.append(f"{a.name} {label}")
+        if os.environ.get(CRASH_ENV) == str(len(summary.computed)):
+            os._exit(137)  # test hook: what SIGKILL looks like, right after a unit was written
     ctx.__dict__.pop("model", None)  # free the weights before the next checkpoint
 
 
@@ -194,6 +200,13 @@ def _one_run_analysis(run, a: Analysis, store: ResultsStore, members, summary: A
     rows = a.compute_run(run, store, members)
     store.put(a.name, full_rows(run, None, None, a.name, rows), key=key)
     summary.computed.append(a.name)
+
+
+def refresh_run_analysis(run, name: str) -> None:
+    """Recompute one whole-run analysis over all members, in this process only (no barrier):
+    the trainer's rank 0 keeps `train_loss` current this way."""
+    a = build_analyses(name)[0]
+    _one_run_analysis(run, a, run.results(), run.members, AnalyzeSummary(), force=False)
 
 
 def run_checkpoint_hooks(run, member, checkpoint, names: list[str], *, model, device, write: bool,

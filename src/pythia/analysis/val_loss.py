@@ -19,7 +19,7 @@ class ValLoss(Analysis):
     summary = "mean next-token loss on the run's held-out windows (the trainer's checkpoint-time eval)"
     options = (
         Option("val_samples", int, None, "held-out windows to score (default: the spec's eval.samples)"),
-        Option("val_batch", int, 8, "windows per forward pass"),
+        Option("val_batch", int, 8, "windows per forward pass", affects_result=False),
     )
 
     def check(self, run, members) -> None:

@@ -2,7 +2,7 @@
 
 Each area registers its own subcommands from a module of this package, so this file only
 assembles them: models (model table), data (tokenizers, datasets, training order),
-train/verify (suites), demo (the end-to-end job).
+train/verify (suites), demo/report (the end-to-end job), analyze/results (the studies).
 """
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import argparse
 import os
 import sys
 
+from . import analyze as _analyze
 from . import data as _data
 from . import demo as _demo
 from . import models as _models
 from . import train as _train
 
-_AREAS = (_models, _data, _train, _demo)
+_AREAS = (_models, _data, _train, _demo, _analyze)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  pythia data batch demo-output/data/train --seq-len 128 --train-iters 256 --batch-size 16 --step 0\n"
             "  pythia train examples/suite.yaml\n"
             "  pythia verify runs/example-suite\n"
+            "  pythia analyze runs/example-suite val_loss   # an analysis over every checkpoint\n"
+            "  pythia results runs/example-suite --format table\n"
             "  pythia report runs/example-suite  # results.csv + learning-curve plot\n"
             "run `pythia COMMAND --help` for each command's options."
         ),
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `pythia data batch ... | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # user errors: no traceback
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # user errors (RunError, SpecError, ...)
         print(f"pythia: error: {exc}", file=sys.stderr)
         return 2
 

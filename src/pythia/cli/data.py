@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -26,16 +27,21 @@ def _steps(text: str) -> tuple[int, int]:
     return a, b
 
 
-def _order_args(p, batch_required: bool = False, preshuffled: bool = False) -> None:
+def _order_args(p, batch_required: bool = False, preshuffled: bool = False, run: bool = False) -> None:
+    if run:
+        g = p.add_argument_group("from a run (reads everything below from the run's spec)")
+        g.add_argument("--run", metavar="RUN", help="a run folder or demo output: dataset, seq-len, seed, iterations "
+                       "and batch size are the member's own (a member with its own data seed has its own order)")
+        g.add_argument("--member", metavar="M", help="member of --run (needed when the run has several data seeds)")
     g = p.add_argument_group("training order (GPT-NeoX train_0 parameters)")
     g.add_argument("--seq-len", type=int, help="sequence length S (samples have S+1 tokens)")
     g.add_argument("--seed", type=int, default=1234, help="data seed (default: 1234, Pythia's)")
     g.add_argument("--num-samples", type=int, help="samples requested N (cache name's {N}ns)")
     g.add_argument("--train-iters", type=int,
                    help="instead of --num-samples: N = ceil(train_iters x batch_size x 1.005)")
-    g.add_argument("--batch-size", type=int, required=batch_required, default=None if batch_required else 1024,
-                   help="global batch size B (positions per optimizer step)"
-                   + ("" if batch_required else "; default 1024"))
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="global batch size B (positions per optimizer step)" + ("" if batch_required else
+                                                                               "; required without --run"))
     g.add_argument("--name", default="train_0", help="dataset name in the cache file names (default train_0)")
     g.add_argument("--out-dir", help="folder of the cached *_idx.npy files (default: beside PREFIX)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -44,21 +50,57 @@ def _order_args(p, batch_required: bool = False, preshuffled: bool = False) -> N
                        help="PREFIX is a preshuffled file (item k = position k): no order parameters")
 
 
-def _order(args):
+def _run_member(args):
+    """The member --run/--member name (None without --run); fills args from its spec."""
+    if not getattr(args, "run", None):
+        if getattr(args, "member", None):
+            raise ValueError("--member needs --run")
+        if getattr(args, "prefix", None) is None:
+            raise ValueError("give a dataset PREFIX, or --run RUN [--member M]")
+        return None
+    from pythia.run import open_run
+
+    view = open_run(args.run)
+    if args.member or view.focus_member:
+        member = view.member(args.member)
+    else:
+        seeds = {m.data_seed for m in view.members}
+        if len(seeds) > 1:
+            raise ValueError(f"{args.run}: members read {len(seeds)} different orders (data seeds {sorted(seeds)}); "
+                             f"pass --member, one of: {', '.join(m.name for m in view.members)}")
+        member = view.members[0]
+    given = [f for f in ("seq_len", "num_samples", "train_iters", "batch_size") if getattr(args, f, None) is not None]
+    if given or getattr(args, "prefix", None):
+        raise ValueError(f"--run reads the dataset and order parameters from the run; drop "
+                         f"{', '.join(['PREFIX'] * bool(getattr(args, 'prefix', None)) + ['--' + f.replace('_', '-') for f in given])}")
+    args.prefix, args.batch_size = member.dataset, member.global_batch
+    return member
+
+
+def _order(args, member=None):
     from pythia.data.order import PreshuffledOrder, TrainingOrder, num_samples_for
 
+    if member is not None:
+        return member.order(progress=not args.no_progress)
     if getattr(args, "preshuffled", False):
         return PreshuffledOrder(args.prefix)
     if args.seq_len is None:
-        raise ValueError("--seq-len is required (or --preshuffled for a preshuffled file)")
+        raise ValueError("--seq-len is required (or --run RUN, or --preshuffled for a preshuffled file)")
     n = args.num_samples
     if n is None:
         if args.train_iters is None or args.batch_size is None:
-            raise ValueError("give --num-samples, or --train-iters with --batch-size")
+            raise ValueError("give --batch-size with --train-iters (or --num-samples): the order depends on them "
+                             "(or use --run RUN to read them from a run)")
         n = num_samples_for(args.train_iters, args.batch_size)
     return TrainingOrder.build(args.prefix, args.seq_len, args.seed, n, name=args.name,
                                out_dir=args.out_dir, progress=not args.no_progress,
                                rebuild=getattr(args, "rebuild", False))
+
+
+def _need_batch_size(args) -> int:
+    if args.batch_size is None:
+        raise ValueError("--batch-size is required (the global batch the run trained with), or use --run RUN")
+    return args.batch_size
 
 
 def _train_tokenizer(args) -> int:
@@ -107,9 +149,16 @@ def _decode_path(args) -> str:
 def _batch(args) -> int:
     import numpy as np
 
-    order = _order(args)
+    member = _run_member(args)
+    order = _order(args, member)
+    bsz = _need_batch_size(args)
     a, b = args.steps if args.steps else (args.step, args.step + 1)
-    tokens = np.stack([order.batch(n, args.batch_size) for n in range(a, b)])  # (steps, B, S+1)
+    if member is not None and member.train_iters is not None and b > member.train_iters:
+        print(f"note: {member.name} trained {member.train_iters} steps; steps >= {member.train_iters} were never "
+              "trained on", file=sys.stderr)
+    tokens = np.stack([order.batch(n, bsz) for n in range(a, b)])  # (steps, B, S+1)
+    if args.check:
+        return _check_fingerprints(member, tokens, a)
     if args.out:
         from pythia.io import atomic_path
 
@@ -125,34 +174,65 @@ def _batch(args) -> int:
         return 0
     for s, block in zip(range(a, b), tokens):
         for r, row in enumerate(block):
-            k = s * args.batch_size + r
+            k = s * bsz + r
             body = tok.decode(row.tolist(), skip_special_tokens=False) if tok else " ".join(map(str, row.tolist()))
             print(f"=== step {s} row {r} (position {k}) ===\n{body}")
     return 0
 
 
+def _check_fingerprints(member, tokens, first_step: int) -> int:
+    """Compare batches with the fingerprints the member's metrics.jsonl recorded (exit 1 on mismatch)."""
+    from pythia.train.metrics import batch_fingerprint
+
+    if member is None:
+        raise ValueError("--check compares with a run's metrics.jsonl: give --run RUN [--member M]")
+    logged = {r["step"]: r.get("batch_fp") for r in member.metrics() if isinstance(r.get("step"), int)}
+    bad = 0
+    for i, block in enumerate(tokens):
+        n = first_step + i
+        want = logged.get(n + 1)  # metrics line `step` counts updates: update n+1 read batch n
+        got = batch_fingerprint(block)
+        if want is None:
+            print(f"step {n}: no fingerprint in {member.path / 'metrics.jsonl'} (not trained yet?)")
+            bad += 1
+        elif want == got:
+            print(f"step {n}: match ({got})")
+        else:
+            print(f"step {n}: MISMATCH: rebuilt batch {got}, run recorded {want}")
+            bad += 1
+    return 1 if bad else 0
+
+
 def _where(args) -> int:
-    order = _order(args)
+    member = _run_member(args)
+    order = _order(args, member)
     if args.position is not None:
         rows = order.locate(args.position)
     else:
-        rows = order.find_document(args.document, batch_size=args.batch_size)
+        rows = order.find_document(args.document, batch_size=_need_batch_size(args))
+        iters = member.train_iters if member is not None else args.train_iters
+        for r in rows:
+            r["trained"] = iters is None or r["step"] < iters
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     if args.position is not None:
-        print(f"position {args.position} (step {args.position // args.batch_size}, row "
-              f"{args.position % args.batch_size}) = sample {rows[0]['sample'] if rows else '?'}:")
+        bsz = args.batch_size
+        where = f"step {args.position // bsz}, row {args.position % bsz}" if bsz else "give --batch-size for its step"
+        print(f"position {args.position} ({where}) = sample {rows[0]['sample'] if rows else '?'}:")
         for r in rows:
             src = r["source"] or {}
             print(f"  tokens [{r['sample_offset']}, {r['sample_offset'] + r['doc_end'] - r['doc_start']}) "
                   f"<- document {r['document']} tokens [{r['doc_start']}, {r['doc_end']})  "
                   f"{src.get('file', '')}:{src.get('location', '')} {json.dumps(src.get('fields', {}))}")
     else:
-        print(f"document {args.document}: trained on at {len(rows)} positions")
+        trained = [r for r in rows if r["trained"]]
+        print(f"document {args.document}: trained on at {len(trained)} positions"
+              + (f" ({len(rows) - len(trained)} more in the order after the last trained step)" if len(rows) > len(trained) else ""))
         for r in rows:
+            mark = "" if r["trained"] else "  [after the run's last step: not trained on]"
             print(f"  step {r['step']} row {r['row']} (position {r['position']}, copy {r['copy']}): "
-                  f"document tokens [{r['doc_start']}, {r['doc_end']}) at sample offset {r['sample_offset']}")
+                  f"document tokens [{r['doc_start']}, {r['doc_end']}) at sample offset {r['sample_offset']}{mark}")
     return 0
 
 
@@ -162,7 +242,7 @@ def _preshuffle(args) -> int:
     order = _order(args)
     n = args.num_positions
     if n is None and args.export_steps is not None:
-        n = args.export_steps * args.batch_size
+        n = args.export_steps * _need_batch_size(args)
     info = export_preshuffled(order, args.out, num_positions=n, progress=not args.no_progress)
     print(f"wrote {args.out}.bin/.idx: {info['items']} items of {info['width']} tokens ({info['dtype']})")
     return 0
@@ -256,29 +336,35 @@ def register(sub) -> None:
     p = _add(dsub, "batch", "tokens of a training step (B, S+1), constant time in the step",
              "Show or save the tokens of optimizer step n: training positions [B*n, B*(n+1)). Works on "
              "our datasets (with the order's parameters) and on preshuffled files (--preshuffled).",
+             "  pythia data batch --run demo-output --member d64-l2-seed1 --step 100 --decode\n"
+             "  pythia data batch --run demo-output --steps 0:10 --check   # vs the run's logged fingerprints\n"
              "  pythia data batch data/pile --seq-len 2048 --train-iters 143000 --batch-size 1024 --step 142999 --out b.npy\n"
              "  pythia data batch pile-preshuffled/document --preshuffled --batch-size 1024 --steps 0:2 --decode\n", _batch)
-    p.add_argument("prefix", help="dataset PREFIX")
+    p.add_argument("prefix", nargs="?", help="dataset PREFIX (or --run RUN)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--step", type=int, help="0-based optimizer step")
     g.add_argument("--steps", type=_steps, help="steps A:B (end exclusive); saved as (B-A, batch, S+1)")
     p.add_argument("--decode", action="store_true", help="print the text (tokenizer from --tokenizer or the manifest)")
     p.add_argument("--tokenizer", help="tokenizer.json for --decode")
     p.add_argument("--out", help="save the int64 tokens as .npy")
-    _order_args(p, preshuffled=True)
+    p.add_argument("--check", action="store_true", help="with --run: compare each batch with the fingerprint the "
+                   "run logged in metrics.jsonl; prints match/MISMATCH, exit 1 on a mismatch")
+    _order_args(p, preshuffled=True, run=True)
 
     p = _add(dsub, "where", "provenance: position -> documents, or document -> steps",
              "With --position k: the documents, token ranges and source metadata that make up training "
              "position k. With --document d: every step, row and offset at which document d's tokens "
              "were trained on (a document can appear once per epoch copy).",
-             "  pythia data where data/pile --seq-len 2048 --train-iters 143000 --position 12345\n"
-             "  pythia data where data/pile --seq-len 2048 --train-iters 143000 --document 42 --json\n", _where)
-    p.add_argument("prefix", help="dataset PREFIX")
+             "  pythia data where --run demo-output --document 1225\n"
+             "  pythia data where data/pile --seq-len 2048 --train-iters 143000 --batch-size 1024 --position 12345\n"
+             "  pythia data where data/pile --seq-len 2048 --train-iters 143000 --batch-size 1024 --document 42 --json\n", _where)
+    p.add_argument("prefix", nargs="?", help="dataset PREFIX (or --run RUN)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--position", type=int, help="training position k")
     g.add_argument("--document", type=int, help="document (item) id d")
-    p.add_argument("--json", action="store_true", help="print JSON records")
-    _order_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON records (with --document: `trained` is false "
+                   "for positions after the run's last step)")
+    _order_args(p, run=True)
 
     p = _add(dsub, "preshuffle", "export the order as a preshuffled dataset (item k = position k)",
              "Write the training order out as EleutherAI's preshuffled layout: one item of S+1 tokens "

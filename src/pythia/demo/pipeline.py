@@ -240,10 +240,11 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
 
 def describe(result: DemoResult) -> str:
     """The closing message: where everything is and the final losses."""
-    from pythia.report import format_summary, member_dirs
+    from pythia.report import format_summary
+    from pythia.run import open_run
 
     rep = result.report
-    members = [p.name for p in member_dirs(result.run_dir)]
+    members = [m.name for m in open_run(result.run_dir).members]
     first = members[0] if members else "MEMBER"
     lines = [
         "",

@@ -227,12 +227,16 @@ class Trainer:
     def checkpoint_analyses(self) -> None:
         """Run the spec's checkpoint-time analyses on the model in memory; rank 0 stores the rows
         in the run's results table and logs the scalars to evals.jsonl (and TensorBoard)."""
-        names = self.spec.checkpoint_analyses()
-        if not names or self.run.view is None:
+        if self.run.view is None:
             return
-        from ..analysis.runner import run_checkpoint_hooks
+        from ..analysis.runner import refresh_run_analysis, run_checkpoint_hooks
 
         view = self.run.view
+        if self.ctx.is_main:
+            refresh_run_analysis(view, "train_loss")  # the report reads losses from the results table
+        names = self.spec.checkpoint_analyses()
+        if not names:
+            return
         member = view.member(self.run.member.name)
         model = self.model if self.fsdp else unwrap(self.model)
         values = run_checkpoint_hooks(view, member, member.checkpoint(self.step), names, model=model,

@@ -55,10 +55,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _member_names(spec: SuiteSpec) -> list[str]:
-    return [k.name for k in spec.member_keys()]
-
-
 def _noop_updates(metrics: list[dict], a: int, b: int) -> tuple[bool, str]:
     """Were updates a+1..b all no-ops (lr 0 or skipped) according to metrics.jsonl?"""
     by_step = {r["step"]: r for r in metrics if isinstance(r.get("step"), int)}
@@ -133,26 +129,48 @@ def _check_identical(rep: MemberReport, digests: dict[int, str], metrics: list[d
                                     f"in between ({why}): one of them is probably a copy of the other")
 
 
-def verify_run(run_dir: str | Path) -> VerifyReport:
-    """Check every member of a run folder; `report.ok` is False on any problem."""
-    run_dir = Path(run_dir)
-    report = VerifyReport(run_dir=str(run_dir))
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    spec, expected, names = None, None, []
-    spec_path = run_dir / "suite.yaml"
-    if spec_path.is_file():
-        try:
-            spec = SuiteSpec.from_yaml(spec_path)
-            expected, names = spec.checkpoint_steps(), _member_names(spec)
-        except ValueError as exc:
-            report.problems.append(f"suite.yaml unreadable ({exc}); checking folders without a schedule")
-    else:
+def verify_run(source: str | Path) -> VerifyReport:
+    """Check every member of a run (a run folder, demo output, or one member folder through
+    pythia.run.open_run); `report.ok` is False on any problem. A plain folder of member folders
+    without suite.yaml is checked too, hashes only."""
+    from ..run import RunError, open_run
+
+    path = Path(source)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run folder {path} does not exist")
+    try:
+        view = open_run(path)
+    except RunError:
+        view = None
+    except ValueError as exc:  # suite.yaml present but invalid
+        report = VerifyReport(run_dir=str(path))
+        report.problems.append(f"suite.yaml unreadable ({exc}); checking folders without a schedule")
+        return _verify_folders(path, report)
+    if view is None:
+        report = VerifyReport(run_dir=str(path))
         report.notes.append("no suite.yaml: the expected checkpoint schedule is unknown, only hashes are checked")
-    found = sorted(p.name for p in run_dir.iterdir()
-                   if p.is_dir() and not p.name.startswith(".") and any(ckpt.parse_step(q.name) is not None for q in p.iterdir()))
-    for name in names + [n for n in found if n not in names]:
-        report.members.append(verify_member(run_dir / name, expected if name in names else None, spec))
+        return _verify_folders(path, report)
+    report = VerifyReport(run_dir=str(view.root))
+    expected = view.spec.checkpoint_steps()
+    chosen = view.select(None)
+    for m in chosen:
+        report.members.append(verify_member(m.path, expected, view.spec))
+    if view.focus_member is None:
+        known = {m.name for m in view.members}
+        for extra in _step_folders(view.root):
+            if extra.name not in known:
+                report.members.append(verify_member(extra, None, view.spec))
+    return report
+
+
+def _step_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and any(ckpt.parse_step(q.name) is not None for q in p.iterdir()))
+
+
+def _verify_folders(run_dir: Path, report: VerifyReport) -> VerifyReport:
+    for folder in _step_folders(run_dir):
+        report.members.append(verify_member(folder, None, None))
     if not report.members:
         report.problems.append(f"{run_dir} holds no member folders with step* checkpoints")
     return report
