@@ -2,6 +2,9 @@
 
 Nothing is ever written under its final name until it is complete: writers get a temporary
 path beside the target and the rename happens only when the block exits without error.
+Every file and folder they publish gets the mode the process umask gives (0644/0755 under
+umask 022): mkstemp, mkdtemp and safetensors create theirs private (0600), which would keep
+colleagues on a shared machine from reading the weights.
 """
 from __future__ import annotations
 
@@ -10,15 +13,40 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 
 def _umask() -> int:
+    """The process umask; read from /proc where possible, since setting it to probe is not thread-safe."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _umask_mode(path: Path, mask: int) -> None:
+    """chmod `path` to what open()/mkdir() would have made under `mask` (owner-executable files stay executable)."""
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return
+    full = 0o777 if stat.S_ISDIR(st.st_mode) or st.st_mode & stat.S_IXUSR else 0o666
+    if stat.S_IMODE(st.st_mode) != full & ~mask:
+        path.chmod(full & ~mask)
+
+
+def apply_umask(root: str | os.PathLike) -> None:
+    """Give `root` and everything below it the modes the umask gives (undoing private 0600 files)."""
+    root, mask = Path(root), _umask()
+    _umask_mode(root, mask)
+    if root.is_dir() and not root.is_symlink():
+        for p in root.rglob("*"):
+            _umask_mode(p, mask)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -44,11 +72,11 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; finished files get the usual mode
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
+        apply_umask(tmp)  # mkstemp made it 0600, and the writer may have re-created it
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -64,9 +92,9 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
+        apply_umask(tmp)  # mkdtemp makes 0700, safetensors 0600
         fsync_tree(tmp)  # contents durable before the rename publishes the folder
         if target.exists():
             old = target.with_name(f".{target.name}.old")

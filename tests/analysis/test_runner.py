@@ -159,3 +159,13 @@ def test_toy_plugin_runs_through_the_runner(demo_copy):
     expected = float(np.linalg.norm(w[:10].numpy().astype(np.float64), axis=1).mean())
     assert rows[-1]["step"] == 20 and rows[-1]["value"] == pytest.approx(expected, rel=1e-6)
     assert rows[-1]["tokens"] == 20 * 8 * 64 and rows[-1]["size"] == "d32-l2" and rows[-1]["seed"] == 2
+
+
+def test_second_writer_of_a_results_table_is_refused(demo_copy):
+    from pythia.lock import LockedError, RunLock
+
+    run = open_run(demo_copy)
+    with RunLock(run.results_dir, "another pythia analyze", name=".analyze.lock"):
+        with pytest.raises(LockedError, match="another pythia analyze"):
+            run_analyses(run, "val_loss", steps="last", progress=False)
+    assert run_analyses(run, "val_loss", steps="last", progress=False).ok  # released: no stale lock

@@ -125,6 +125,20 @@ def run_analyses(run, names: Any, *, members: Any = None, steps: Any = "all", de
         a.check(run, chosen)
     store = run.results()
     rank, world = _rank_world()
+    lock = None
+    if rank == 0:  # one writer of a results table at a time (torchrun's other ranks follow rank 0)
+        from ..lock import RunLock
+
+        store.root.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(store.root, "pythia analyze", name=".analyze.lock").acquire()
+    try:
+        return _sweep(run, analyses, chosen, store, rank, world, steps, device, dtype, progress, force)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _sweep(run, analyses, chosen, store, rank, world, steps, device, dtype, progress, force) -> AnalyzeSummary:
     summary = AnalyzeSummary()
     per_ckpt = [a for a in analyses if a.scope == "checkpoint"]
     if per_ckpt:

@@ -7,6 +7,7 @@ train/verify (suites), demo/report (the end-to-end job), analyze/results (the st
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -15,6 +16,7 @@ from . import data as _data
 from . import demo as _demo
 from . import models as _models
 from . import train as _train
+from ..lock import LockedError
 
 _AREAS = (_models, _data, _train, _demo, _analyze)
 
@@ -64,6 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as exc:  # user errors (RunError, SpecError, ...)
         print(f"pythia: error: {exc}", file=sys.stderr)
         return 2
+    except LockedError as exc:  # another writer holds the output: try again later (EX_TEMPFAIL)
+        print(f"pythia: error: {exc}", file=sys.stderr)
+        return 75
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        hint = "" if "re-run" in str(exc) else (  # DiskFullError already says what to do
+            " Nothing is half-written under a final name: free some space and re-run the same command to go on.")
+        print(f"pythia: error: {exc}{hint}", file=sys.stderr)
+        return 74  # EX_IOERR
 
 
 if __name__ == "__main__":

@@ -14,6 +14,14 @@ examples:
 Re-running the same command after a crash or kill resumes every member from its last
 complete checkpoint (bit-identical on CPU in fp32). The YAML schema is documented in
 examples/suite.yaml; the run folder layout in docs/training.md.
+
+One writer per run: while a `pythia train` writes a run folder (it holds RUN/.pythia.lock),
+a second one on the same folder is refused at once, naming the holder (host, pid, user,
+since when); exit status 75. The lock goes with its process, even after kill -9.
+`pythia verify` and `pythia report` only read, and work meanwhile.
+If the disk fills up during a checkpoint, training stops with a message saying how much a
+checkpoint needs (exit status 74); nothing half-written is kept, and re-running resumes.
+--dry-run prints the disk the run will take.
 """
 
 _VERIFY_EPILOG = """\
@@ -29,7 +37,7 @@ lr = 0 first update); 1 otherwise.
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="suite spec YAML (schema: examples/suite.yaml)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved spec, members and checkpoint steps; train nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved spec, members, checkpoint steps and the disk they will take; train nothing")
     p.add_argument("--out", metavar="DIR", help="output folder (overrides the spec's `output`)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -15,7 +15,9 @@ import yaml
 from ..data.tokenize import dataset_tokenizer
 from ..data.tokenizer import load_tokenizer
 from ..io import write_text_atomic
+from ..lock import LockedError, RunLock
 from . import checkpoint as ckpt
+from .disk import run_disk_lines, tokenizer_text
 from .distributed import DistContext, init_distributed
 from .spec import Member, SpecError, SuiteSpec, dataset_vocab_size
 from .trainer import MemberRun, Trainer
@@ -82,6 +84,10 @@ def describe(spec: SuiteSpec) -> str:
     steps = spec.checkpoint_steps()
     lines += ["", f"# checkpoint steps ({len(steps)} per member)", " ".join(map(str, steps)),
               f"# output: {spec.output}/{{member}}/step{{N}}"]
+    if members:
+        tokenizer = dataset_tokenizer(spec.data.train)
+        text = tokenizer_text(load_tokenizer(tokenizer)) if tokenizer is not None else None
+        lines += ["", *run_disk_lines(members, len(steps), text, spec.output)]
     return "\n".join(lines)
 
 
@@ -162,9 +168,11 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
     Rank 0 alone writes RUN/suite.yaml, checkpoints and logs; every rank computes.
     """
     ctx = init_distributed(spec.train.device)
+    lock = None
     try:
         run_dir = Path(spec.output)
         members = check_inputs(spec)  # before anything is written: a typo must not pin a spec
+        lock = _lock_run(run_dir, ctx)  # before anything in run_dir is written or cleaned up
         if ctx.is_main:
             _check_same_suite(run_dir, spec)
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -190,7 +198,31 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
             bar.close()
         return run_dir
     finally:
+        if lock is not None:
+            lock.release()
         ctx.close()
+
+
+def _lock_run(run_dir: Path, ctx: DistContext) -> RunLock | None:
+    """Rank 0 alone holds the run's writer lock, since it alone writes; the other ranks learn its
+    outcome, so a refused torchrun job stops on every rank instead of hanging at a barrier.
+    (Each rank locking would refuse its own job's ranks, flock being per open file, and the
+    ranks of other nodes may not even see the run folder.)"""
+    lock, refusal = None, None
+    if ctx.is_main:
+        try:
+            lock = RunLock(run_dir, "pythia train").acquire()
+        except LockedError as exc:
+            refusal = exc
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        box = [None if refusal is None else str(refusal)]
+        dist.broadcast_object_list(box, src=0)
+        refusal = refusal or (LockedError(box[0]) if box[0] is not None else None)
+    if refusal is not None:
+        raise refusal
+    return lock
 
 
 def _last_step(member_dir: Path) -> int:

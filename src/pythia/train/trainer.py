@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from . import checkpoint as ckpt
 from ..hf import write_pretrained
+from .disk import explain_disk_full
 from .distributed import DistContext, rank_slice, unwrap, wrap_model
 from .metrics import MemberLog, batch_fingerprint
 from .optim import DynamicLossScaler, build_optimizer, grad_norm_and_clip, set_lr
@@ -220,7 +221,8 @@ class Trainer:
                 extra={"scheduler_step": self.updates, "member": self.run.member.name,
                        "global_batch": self.B, "seq_len": self.spec.data.seq_len},
             )
-            ckpt.save_checkpoint(self.run.member_dir, self.step, write_hf=self._hf_writer(model_state), state=state)
+            with explain_disk_full(self.run.member_dir, self.step, unwrap(self.model), self.run.tokenizer):
+                ckpt.save_checkpoint(self.run.member_dir, self.step, write_hf=self._hf_writer(model_state), state=state)
         self.ctx.barrier()
         self.checkpoint_analyses()
 
