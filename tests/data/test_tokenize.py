@@ -18,8 +18,8 @@ from pythia.data.tokenizer import load_tokenizer, padded_vocab_size, train_token
 from .conftest import write_jsonl
 
 
-def test_20b_tokenizer_ids(reference_dir):
-    tok = load_tokenizer(reference_dir / "20B_tokenizer.json")
+def test_20b_tokenizer_ids(gpt_neox_20b_tokenizer):
+    tok = load_tokenizer(gpt_neox_20b_tokenizer)
     assert tok.encode("Hello, I am").ids == [12092, 13, 309, 717]
     assert tok.token_to_id("<|endoftext|>") == 0 and tok.token_to_id("<|padding|>") == 1
     assert padded_vocab_size(tok.get_vocab_size()) == 50304
