@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -28,6 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from . import checkpoint as ckpt
 from ..hf import write_pretrained
+from ..loss import token_loss, token_loss_sum
 from .distributed import DistContext, rank_slice, unwrap, wrap_model
 from .metrics import MemberLog, batch_fingerprint
 from .optim import DynamicLossScaler, build_optimizer, grad_norm_and_clip, set_lr
@@ -129,17 +129,9 @@ class Trainer:
         return None
 
     # -- one update ------------------------------------------------------------------------
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
     def _loss(self, rows: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(rows)).to(self.device)  # (micro, S+1) int64
-        inputs, labels = x[:, :-1], x[:, 1:]  # (micro, S) each
-        with self._autocast():
-            logits = self.model(inputs)  # (micro, S, V)
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        """Mean next-token loss of (micro, S+1) windows through the fused head (pythia.loss)."""
+        return token_loss(self.model, rows, autocast_dtype=self.autocast_dtype, device=self.device)
 
     def forward_backward(self, tokens: np.ndarray) -> float:
         """Accumulate (loss x scale) gradients of this rank's slices of a (B, S+1) global batch.
@@ -219,12 +211,9 @@ class Trainer:
         model = self.model if self.fsdp else unwrap(self.model)
         total, count = 0.0, 0
         for start in range(0, len(windows), self.micro):
-            x = torch.from_numpy(windows[start:start + self.micro]).to(self.device)  # (b, S+1)
-            with self._autocast():
-                logits = model(x[:, :-1])  # (b, S, V)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
+            loss, n = token_loss_sum(model, windows[start:start + self.micro], self.autocast_dtype, self.device)
             total += float(loss)
-            count += x[:, 1:].numel()
+            count += n
         self.model.train()
         return {"step": self.step, "val_loss": total / count, "val_samples": int(len(windows)), "val_tokens": count}
 
