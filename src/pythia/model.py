@@ -353,11 +353,12 @@ class GPTNeoX(nn.Module):
 
         return generate_greedy(self, prompts, max_new_tokens)
 
-    def save_pretrained(self, path, tokenizer=None, dtype: torch.dtype | None = None):
-        """Write a Hugging Face GPTNeoX directory (config.json, model.safetensors[, tokenizer])."""
+    def save_pretrained(self, path, tokenizer=None, dtype: torch.dtype | None = None, max_shard_bytes: int | None = None):
+        """Write a Hugging Face GPTNeoX directory (config.json, model.safetensors or shards +
+        index above max_shard_bytes[, tokenizer])."""
         from .hf import save_pretrained
 
-        return save_pretrained(self, path, tokenizer=tokenizer, dtype=dtype)
+        return save_pretrained(self, path, tokenizer=tokenizer, dtype=dtype, max_shard_bytes=max_shard_bytes)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, revision=None, dtype=None, device=None) -> GPTNeoX:

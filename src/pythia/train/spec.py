@@ -80,6 +80,27 @@ def _bool(value: Any, name: str) -> bool:
     return value
 
 
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def _size_bytes(value: Any, name: str) -> int:
+    """A byte count: an integer, or a number with a unit as transformers writes it ("2GB", "500MB")."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str):
+        text = value.strip().upper().replace(" ", "")
+        number = text.rstrip("KMGTIB")
+        unit = text[len(number):]
+        try:
+            n = int(float(number) * _SIZE_UNITS[unit])
+        except (ValueError, KeyError, OverflowError):
+            n = 0
+        if n >= 1:
+            return n
+    raise SpecError(f"{name} must be a size such as 2GB, 500MB or a number of bytes, got {value!r}")
+
+
 def _path(value: Any, name: str) -> str:
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise SpecError(f"{name} must be a path string, got {value!r}")
@@ -155,9 +176,12 @@ class TrainSpec:
     loss_scale: LossScaleSpec = field(default_factory=LossScaleSpec)
     parallel: str = "ddp"
     device: str = "auto"
+    optimizer_state_every: int = 1
+    """Keep the optimizer state (2 fp32 moments per parameter) on every k-th checkpoint of the
+    schedule and the last; the others hold weights only. Resume uses the newest that has it."""
 
     _KEYS = ("micro_batch", "precision", "lr_schedule", "lr", "min_lr", "warmup_fraction", "weight_decay",
-             "grad_clip", "adam_betas", "adam_eps", "loss_scale", "parallel", "device")
+             "grad_clip", "adam_betas", "adam_eps", "loss_scale", "parallel", "device", "optimizer_state_every")
 
     @classmethod
     def from_dict(cls, d: Any) -> TrainSpec:
@@ -181,6 +205,7 @@ class TrainSpec:
             loss_scale=LossScaleSpec.from_dict(d.get("loss_scale") or {}),
             parallel=_choice(d.get("parallel", "ddp"), "train.parallel", PARALLEL_MODES),
             device=_choice(d.get("device", "auto"), "train.device", DEVICES),
+            optimizer_state_every=_int(d.get("optimizer_state_every", 1), "train.optimizer_state_every"),
         )
         if spec.micro_batch is not None and spec.global_batch % spec.micro_batch:
             raise SpecError(
@@ -195,14 +220,23 @@ class CheckpointSpec:
     """Save every `interval` steps (Pythia: 1000), plus the final step."""
     log_spaced: bool = True
     """Also save step 0 and 1, 2, 4, ... below the interval (Pythia's early checkpoints)."""
+    max_shard_size: int | str = "2GB"
+    """HF weights above this go to model-0000k-of-0000n.safetensors + an index (bytes or "500MB", "2GB")."""
 
     @classmethod
     def from_dict(cls, d: Any) -> CheckpointSpec:
-        _check_keys(d, "checkpoints", ("interval",), ("log_spaced",))
+        _check_keys(d, "checkpoints", ("interval",), ("log_spaced", "max_shard_size"))
+        size = d.get("max_shard_size", "2GB")
+        _size_bytes(size, "checkpoints.max_shard_size")
         return cls(
             interval=_int(d["interval"], "checkpoints.interval"),
             log_spaced=_bool(d.get("log_spaced", True), "checkpoints.log_spaced"),
+            max_shard_size=size,
         )
+
+    @property
+    def max_shard_bytes(self) -> int:
+        return _size_bytes(self.max_shard_size, "checkpoints.max_shard_size")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -372,8 +406,10 @@ class SuiteSpec:
                       "precision": t.precision, "lr_schedule": t.lr_schedule, "lr": t.lr, "min_lr": t.min_lr,
                       "warmup_fraction": t.warmup_fraction, "weight_decay": t.weight_decay, "grad_clip": t.grad_clip,
                       "adam_betas": list(t.adam_betas), "adam_eps": t.adam_eps,
-                      "loss_scale": dataclasses.asdict(t.loss_scale), "parallel": t.parallel, "device": t.device},
-            "checkpoints": {"interval": self.checkpoints.interval, "log_spaced": self.checkpoints.log_spaced},
+                      "loss_scale": dataclasses.asdict(t.loss_scale), "parallel": t.parallel, "device": t.device,
+                      "optimizer_state_every": t.optimizer_state_every},
+            "checkpoints": {"interval": self.checkpoints.interval, "log_spaced": self.checkpoints.log_spaced,
+                            "max_shard_size": self.checkpoints.max_shard_size},
             "members": [m.to_dict() for m in self.members],
             "seeds": list(self.seeds),
             "output": self.output,
@@ -391,6 +427,12 @@ class SuiteSpec:
 
     def checkpoint_steps(self) -> list[int]:
         return checkpoint_steps(self.train.iters, self.checkpoints.interval, self.checkpoints.log_spaced)
+
+    def optimizer_state_steps(self) -> list[int]:
+        """Scheduled checkpoints that keep optimizer state: every k-th (k = train.optimizer_state_every,
+        counting from step 0's) and the last."""
+        steps, k = self.checkpoint_steps(), self.train.optimizer_state_every
+        return [s for i, s in enumerate(steps) if i % k == 0 or i == len(steps) - 1]
 
     def warmup_iters(self) -> int:
         return warmup_iters_for(self.train.iters, self.train.warmup_fraction)

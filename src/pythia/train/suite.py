@@ -6,6 +6,7 @@ interrupted one from its last intact checkpoint. Members share one TrainingOrder
 """
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -17,11 +18,13 @@ from ..data.tokenizer import load_tokenizer
 from ..io import write_text_atomic
 from . import checkpoint as ckpt
 from .distributed import DistContext, init_distributed
+from .preempt import StopSignal, TrainingInterrupted
 from .spec import Member, SpecError, SuiteSpec, dataset_vocab_size
 from .trainer import MemberRun, Trainer
 
 # Fields that may change between a run and its resumption without changing the math.
-_RESUME_FREE = {("output",), ("tensorboard",), ("data", "order_dir")}
+_RESUME_FREE = {("output",), ("tensorboard",), ("data", "order_dir"), ("checkpoints", "max_shard_size"),
+                ("train", "optimizer_state_every")}
 
 
 def resolve(spec: SuiteSpec) -> list[Member]:
@@ -46,8 +49,34 @@ def describe(spec: SuiteSpec) -> str:
                      f"init seed {m.seed}  data seed {m.data_seed}")
     steps = spec.checkpoint_steps()
     lines += ["", f"# checkpoint steps ({len(steps)} per member)", " ".join(map(str, steps)),
-              f"# output: {spec.output}/{{member}}/step{{N}}"]
+              f"# output: {spec.output}/{{member}}/step{{N}}", ""] + _storage_lines(spec, members)
     return "\n".join(lines)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.2f} GB" if n < 1e12 else f"{n / 1e12:,.2f} TB"
+
+
+def _storage_lines(spec: SuiteSpec, members: list[Member]) -> list[str]:
+    """Disk per member: fp32 weights at every checkpoint, optimizer state (two fp32 AdamW
+    moments per parameter) only where train.optimizer_state_every keeps it."""
+    steps, kept = spec.checkpoint_steps(), spec.optimizer_state_steps()
+    k = spec.train.optimizer_state_every
+    lines = [f"# checkpoint storage: optimizer state on {len(kept)} of {len(steps)} checkpoints "
+             f"(train.optimizer_state_every: {k}): " + " ".join(map(str, kept))]
+    saved_total = 0
+    for m in members:
+        p = m.config.num_params()
+        weights, optim = 4 * p, 8 * p
+        saved = (len(steps) - len(kept)) * optim
+        saved_total += saved
+        lines.append(f"#   {m.name:<26} {_gb(len(steps) * weights + len(kept) * optim):>12}  "
+                     f"(weights {_gb(weights)} x {len(steps)}, optimizer {_gb(optim)} x {len(kept)}); "
+                     f"saves {_gb(saved)}")
+    if members:
+        lines.append(f"# optimizer_state_every {k} saves {_gb(saved_total)} over the suite"
+                     + ("" if k > 1 else " (set train.optimizer_state_every: k > 1 to keep it on every k-th only)"))
+    return lines
 
 
 def _flatten(d: dict, prefix: tuple = ()) -> dict:
@@ -144,12 +173,17 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
         done = {m.name: _last_step(run_dir / m.name) for m in members}
         bar = _bar(len(members) * iters, sum(done.values()), progress, ctx)
         try:
-            for m in members:
-                if done[m.name] >= iters:
-                    continue
-                run = MemberRun(member=m, spec=spec, member_dir=run_dir / m.name, order=orders[m.data_seed],
-                                valid_tokens=valid, ctx=ctx, tokenizer=tokenizer)
-                Trainer(run).run_loop(bar)
+            with StopSignal() as stop:  # SIGTERM/SIGINT: finish the step, checkpoint, stop (preempt.py)
+                previous = None
+                for m in members:
+                    if done[m.name] >= iters:
+                        continue
+                    if previous is not None and ctx.any(stop.signum is not None):  # arrived as a member ended
+                        raise TrainingInterrupted(stop.signum or signal.SIGTERM, previous, iters)
+                    run = MemberRun(member=m, spec=spec, member_dir=run_dir / m.name, order=orders[m.data_seed],
+                                    valid_tokens=valid, ctx=ctx, tokenizer=tokenizer)
+                    Trainer(run).run_loop(bar, stop)
+                    previous = m.name
         finally:
             bar.close()
         return run_dir
