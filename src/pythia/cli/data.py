@@ -82,6 +82,10 @@ def _tokenize(args) -> int:
     print(f"wrote {args.out}.bin/.idx: {m['documents']} documents, {m['tokens']} tokens, {m['dtype']}")
     if m["skipped"]:
         print(f"skipped: {m['skipped']}")
+    ignored = m["ignored_in_folders"]
+    if ignored["files"]:
+        print(f"ignored {ignored['files']} file(s) in the folders without a corpus suffix (e.g. "
+              f"{', '.join(ignored['examples'][:3])}); name a file explicitly to read it as text")
     return 0
 
 
@@ -221,7 +225,8 @@ def register(sub) -> None:
              "Train a byte-level BPE on corpus files with <|endoftext|>=0 and <|padding|>=1, NFC "
              "normalization and no prefix space (as GPT-NeoX-20B's tokenizer); writes tokenizer.json.",
              "  pythia data train-tokenizer corpus/ --vocab-size 512 --out tok.json\n", _train_tokenizer)
-    p.add_argument("inputs", nargs="+", help="corpus files or folders (.jsonl[.zst|.gz], .parquet, text)")
+    p.add_argument("inputs", nargs="+", help="corpus files or folders (.jsonl[.zst|.gz], .parquet, text: .txt, .md, "
+                   ".py, ...)")
     p.add_argument("--vocab-size", type=int, required=True, help="target vocabulary size (>= 258)")
     p.add_argument("--out", required=True, help="output tokenizer.json path")
     p.add_argument("--text-field", default="text", help="JSON/Parquet text field (default text)")
@@ -233,7 +238,9 @@ def register(sub) -> None:
              "(hashes, counts, tokenizer, inputs) and PREFIX.meta.jsonl (per-document source metadata).",
              "  pythia data tokenize pile/00.jsonl.zst --tokenizer 20B_tokenizer.json --out data/pile00\n"
              "  pythia data tokenize books/ --tokenizer tok.json --out data/books --skip-bad\n", _tokenize)
-    p.add_argument("inputs", nargs="+", help="corpus files or folders (one document per plain-text file)")
+    p.add_argument("inputs", nargs="+", help="corpus files or folders; folders are searched for .jsonl[.zst|.gz], "
+                   ".json, .parquet and text files (.txt, .md, .py, ...; one document per file), never for "
+                   "tokenize's own outputs")
     p.add_argument("--tokenizer", required=True, help="tokenizer.json (or a folder holding it)")
     p.add_argument("--out", required=True, help="output PREFIX (writes PREFIX.bin, PREFIX.idx, ...)")
     p.add_argument("--text-field", default="text", help="JSON/Parquet text field (default text)")
