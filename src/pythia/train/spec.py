@@ -7,7 +7,9 @@ Relative paths are taken relative to the current directory and stored absolute.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,8 @@ def _check_keys(d: Any, where: str, required: tuple[str, ...], optional: tuple[s
     allowed = required + optional
     for key in d:
         if key not in allowed:
-            raise SpecError(f"unknown key {_join(where, key)!r}; allowed keys{' in ' + where if where else ''}: {', '.join(allowed)}")
+            raise SpecError(f"unknown key {_join(where, key)!r}{_did_you_mean(key, allowed)}; "
+                            f"allowed keys{' in ' + where if where else ''}: {', '.join(allowed)}")
     for key in required:
         if key not in d or d[key] is None:
             raise SpecError(f"missing required field {_join(where, key)!r}")
@@ -58,19 +61,35 @@ def _int(value: Any, name: str, minimum: int = 1) -> int:
     return value
 
 
-def _float(value: Any, name: str, minimum: float = 0.0, maximum: float | None = None) -> float:
+def _float(value: Any, name: str, minimum: float = 0.0, maximum: float | None = None, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(f"{name} must be a number, got {value!r}")
+        hint = ""
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                float(value)
+                mantissa, _, exponent = value.strip().lower().partition("e")
+                if exponent:  # YAML 1.1 floats need a dot in the mantissa and a sign in the exponent
+                    mantissa = mantissa if "." in mantissa else mantissa + ".0"
+                    exponent = exponent if exponent[0] in "+-" else "+" + exponent
+                    hint = f" (YAML reads {value} as a string; write {mantissa}e{exponent})"
+        raise SpecError(f"{name} must be a number, got {value!r}{hint}")
     value = float(value)
+    if positive and value <= 0:
+        raise SpecError(f"{name} must be > 0, got {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
         rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise SpecError(f"{name} must be {rng}, got {value!r}")
     return value
 
 
+def _did_you_mean(value: Any, allowed) -> str:
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise SpecError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise SpecError(f"{name} must be one of {', '.join(allowed)}; got {value!r}{_did_you_mean(value, allowed)}")
     return value
 
 
@@ -127,6 +146,9 @@ class DataSpec:
     def from_dict(cls, d: Any) -> DataSpec:
         _check_keys(d, "data", ("train", "seq_len"), ("seed", "valid", "order_dir"))
         seed = d.get("seed", 1234)
+        if isinstance(seed, str) and seed != "per_member":
+            raise SpecError(f"data.seed must be an integer >= 0 or per_member, got {seed!r}"
+                            f"{_did_you_mean(seed, ('per_member',))}")
         if seed != "per_member":
             seed = _int(seed, "data.seed", minimum=0)
         return cls(
@@ -195,7 +217,7 @@ class TrainSpec:
             micro_batch=_int(d["micro_batch"], "train.micro_batch") if d.get("micro_batch") is not None else None,
             precision=_choice(d.get("precision", "fp32"), "train.precision", PRECISIONS),
             lr_schedule=_choice(d.get("lr_schedule", "neox"), "train.lr_schedule", LR_SCHEDULES),
-            lr=_float(d["lr"], "train.lr", minimum=0.0) if d.get("lr") is not None else None,
+            lr=_float(d["lr"], "train.lr", positive=True) if d.get("lr") is not None else None,
             min_lr=_float(d["min_lr"], "train.min_lr", minimum=0.0) if d.get("min_lr") is not None else None,
             warmup_fraction=_float(d.get("warmup_fraction", 0.01), "train.warmup_fraction", 0.0, 1.0),
             weight_decay=_float(d.get("weight_decay", 0.1), "train.weight_decay"),
@@ -261,7 +283,7 @@ class MemberSpec:
             d = {"size": d}
         _check_keys(d, where, (), ("size", "name", "num_layers", "hidden_size", "num_heads", "vocab_size",
                                    "lr", "min_lr") + _CUSTOM_MODEL_KEYS)
-        lr = _float(d["lr"], f"{where}.lr") if d.get("lr") is not None else None
+        lr = _float(d["lr"], f"{where}.lr", positive=True) if d.get("lr") is not None else None
         min_lr = _float(d["min_lr"], f"{where}.min_lr") if d.get("min_lr") is not None else None
         if d.get("size") is not None:
             shape_keys = [k for k in ("num_layers", "hidden_size", "num_heads", "vocab_size") + _CUSTOM_MODEL_KEYS if k in d]
@@ -336,6 +358,8 @@ class SuiteSpec:
     eval_samples: int = 32
     """Validation sequences (the first N windows of the valid set, in file order)."""
     tensorboard: bool = False
+    source: str | None = field(default=None, compare=False)
+    """The YAML file it was read from (named in later errors); not part of the spec."""
 
     _TOP = ("name", "data", "train", "checkpoints", "members", "output")
     _OPTIONAL = ("seeds", "eval", "tensorboard")
@@ -386,7 +410,7 @@ class SuiteSpec:
         except yaml.YAMLError as exc:
             raise SpecError(f"{path}: not valid YAML: {exc}") from None
         try:
-            return cls.from_dict(d)
+            return dataclasses.replace(cls.from_dict(d), source=str(path))
         except SpecError as exc:
             raise SpecError(f"{path}: {exc}") from None
 
@@ -439,6 +463,12 @@ class SuiteSpec:
 
     def resolve_members(self, dataset_vocab: int | None = None) -> list[Member]:
         """Shapes x seeds, in spec order (shape-major). `dataset_vocab` sizes custom shapes."""
+        try:
+            return self._resolve_members(dataset_vocab)
+        except SpecError as exc:
+            raise SpecError(f"{self.source}: {exc}" if self.source else str(exc)) from None
+
+    def _resolve_members(self, dataset_vocab: int | None) -> list[Member]:
         out = []
         for m in self.members:
             if m.size is not None:
