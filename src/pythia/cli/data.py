@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -108,27 +109,41 @@ def _decode_path(args) -> str:
     raise ValueError("--decode needs --tokenizer (PREFIX.manifest.json names no tokenizer file that still exists)")
 
 
-def _batch(args) -> int:
+def _save_batches(path: str, order, steps: range, batch_size: int, stacked: bool) -> tuple:
+    """Stream the batches of `steps` into one .npy (header first, then each batch's bytes):
+    memory holds one batch, whatever the range. Written under a temporary name, then renamed."""
     import numpy as np
+    from tqdm.auto import tqdm
 
+    from pythia.io import atomic_path
+
+    first = order.batch(steps.start, batch_size)  # (B, S+1)
+    shape = (len(steps), *first.shape) if stacked else first.shape
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<i8")), "fortran_order": False, "shape": shape}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        bar = tqdm(steps, unit="step", desc="batches", disable=len(steps) < 2 or not sys.stderr.isatty())
+        for n in bar:
+            block = first if n == steps.start else order.batch(n, batch_size)
+            f.write(np.ascontiguousarray(block, dtype="<i8").tobytes())
+    return shape
+
+
+def _batch(args) -> int:
     order = _order(args)
     a, b = args.steps if args.steps else (args.step, args.step + 1)
-    tokens = np.stack([order.batch(n, args.batch_size) for n in range(a, b)])  # (steps, B, S+1)
     if args.out:
-        from pythia.io import atomic_path
-
-        with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
-            np.save(f, tokens if args.steps else tokens[0])
-        print(f"wrote {args.out}: shape {tokens.shape if args.steps else tokens[0].shape} int64")
+        shape = _save_batches(args.out, order, range(a, b), args.batch_size, stacked=bool(args.steps))
+        print(f"wrote {args.out}: shape {shape} int64")
+        if not args.decode:
+            return 0
     tok = None
     if args.decode:
         from pythia.data.tokenizer import load_tokenizer
 
         tok = load_tokenizer(_decode_path(args))
-    if args.out and not args.decode:
-        return 0
-    for s, block in zip(range(a, b), tokens):
-        for r, row in enumerate(block):
+    for s in range(a, b):  # one batch in memory at a time
+        for r, row in enumerate(order.batch(s, args.batch_size)):
             k = s * args.batch_size + r
             body = tok.decode(row.tolist(), skip_special_tokens=False) if tok else " ".join(map(str, row.tolist()))
             print(f"=== step {s} row {r} (position {k}) ===\n{body}")
@@ -268,7 +283,8 @@ def register(sub) -> None:
     p.add_argument("prefix", help="dataset PREFIX")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--step", type=int, help="0-based optimizer step")
-    g.add_argument("--steps", type=_steps, help="steps A:B (end exclusive); saved as (B-A, batch, S+1)")
+    g.add_argument("--steps", type=_steps, help="steps A:B (end exclusive); --out saves them as one (B-A, batch, S+1) array, "
+                   "streamed batch by batch (memory holds one batch)")
     p.add_argument("--decode", action="store_true", help="print the text (tokenizer from --tokenizer or the manifest)")
     p.add_argument("--tokenizer", help="tokenizer.json for --decode")
     p.add_argument("--out", help="save the int64 tokens as .npy")
