@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TOKENIZER = ROOT.parent / "shared" / "reference" / "20B_tokenizer.json"
+DEFAULT_TOKENIZER = ROOT / "tests" / "fixtures" / "20B_tokenizer.json"
 WORDS = ("The model was trained on the Pile, a large corpus of English text drawn from 22 sources; "
          "each document ends with an end-of-text token, and samples of 2049 tokens are cut from the "
          "shuffled stream. Results: accuracy rose from 41.2% to 57.9% (n=1,024) between steps 512 "

@@ -1,4 +1,5 @@
-"""Shared test fixtures: the read-only reference folder `../shared` beside the repository."""
+"""Shared test fixtures: real reference files kept in tests/fixtures/ (see its README for their
+source and licence). Nothing outside the repository is read, so a fresh clone tests on its own."""
 from __future__ import annotations
 
 import contextlib
@@ -7,20 +8,18 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED_DIR.is_dir():
-        pytest.fail(f"reference folder {SHARED_DIR} is missing (it sits beside the repository)")
-    return SHARED_DIR
+def fixtures_dir() -> Path:
+    return FIXTURES_DIR
 
 
 @pytest.fixture(scope="session")
-def reference_dir(shared_dir: Path) -> Path:
-    return shared_dir / "reference"
+def gpt_neox_20b_tokenizer(fixtures_dir: Path) -> Path:
+    """The GPT-NeoX-20B tokenizer.json of every Pythia model."""
+    return fixtures_dir / "20B_tokenizer.json"
 
 
 @pytest.fixture(scope="session")

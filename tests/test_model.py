@@ -183,5 +183,13 @@ def test_fused_loss_matches_cross_entropy_and_grads():
     y = torch.randint(0, 30, (10,))
     full = F.cross_entropy(h @ w.t(), y)
     assert linear_cross_entropy(h, w, y, chunk_rows=3).item() == pytest.approx(full.item(), abs=1e-5)
+    y[2] = -100  # sum over the non-ignored rows, value and gradient
+    hs = h.clone().requires_grad_()
+    F.cross_entropy(hs @ w.t(), y, reduction="sum").backward()
+    hf = h.clone().requires_grad_()
+    total = linear_cross_entropy(hf, w, y, chunk_rows=3, reduction="sum")
+    total.backward()
+    assert total.item() == pytest.approx(F.cross_entropy(h @ w.t(), y, reduction="sum").item(), rel=1e-6)
+    torch.testing.assert_close(hf.grad, hs.grad, rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         assert model(ids, labels=labels).item() == pytest.approx(ref.item(), abs=1e-5)

@@ -1,8 +1,8 @@
 """Model shapes and training recipes of the Pythia suite, one explicit row per published size.
 
 Everything here is plain Python (no torch import) so the table, the parameter counts and the
-CLI stay instant. Sources: the per-size ymls of https://github.com/EleutherAI/pythia (models/*/),
-the HF model cards and config.json files, and /work/shared/spec/pythia-model.md (sections 1-6).
+CLI stay instant. Sources: the per-size ymls of https://github.com/EleutherAI/pythia (models/*/)
+and the HF model cards and config.json files.
 """
 from __future__ import annotations
 

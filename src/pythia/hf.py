@@ -180,34 +180,104 @@ def _write_tokenizer(tokenizer: Any, out: Path, max_len: int) -> None:
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
 
 
-def save_pretrained(model, path: str | os.PathLike, tokenizer: Any = None, dtype: torch.dtype | None = None) -> Path:
-    """Write `path/` (config.json, model.safetensors[, tokenizer files]) atomically.
+def save_pretrained(model, path: str | os.PathLike, tokenizer: Any = None, dtype: torch.dtype | None = None,
+                    max_shard_bytes: int | None = None) -> Path:
+    """Write `path/` (config.json, model.safetensors or shards + index[, tokenizer files]) atomically.
 
     dtype: storage dtype (default: the model's). The result loads in
     transformers.GPTNeoXForCausalLM.from_pretrained and in load_model.
     """
     path = Path(path)
     with atomic_dir(path) as tmp:
-        write_pretrained(model, tmp, tokenizer=tokenizer, dtype=dtype)
+        write_pretrained(model, tmp, tokenizer=tokenizer, dtype=dtype, max_shard_bytes=max_shard_bytes)
     return path
 
 
+DEFAULT_MAX_SHARD_BYTES = 2 * 10**9
+"""HF weights above this size are written as model-0000k-of-0000n.safetensors + an index."""
+INDEX_NAME = "model.safetensors.index.json"
+
+
+class WeightsDigest:
+    """sha256 over (name, dtype, shape, bytes) of tensors fed in name order: the checkpoint
+    manifest's `weights_digest`, computed while the weights stream to disk."""
+
+    def __init__(self):
+        import hashlib
+
+        self._h = hashlib.sha256()
+
+    def update(self, name: str, t: torch.Tensor) -> None:
+        t = t.detach().cpu().contiguous()
+        self._h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        self._h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def shard_plan(nbytes: dict[str, int], max_shard_bytes: int) -> list[list[str]]:
+    """Names in sorted order cut greedily into consecutive shards of at most max_shard_bytes
+    (a single larger tensor gets a shard of its own), like transformers' save_pretrained."""
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name in sorted(nbytes):
+        if shards[-1] and size + nbytes[name] > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes[name]
+    return shards
+
+
+def _full_cpu(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The whole tensor on CPU; a DTensor shard (FSDP2) is gathered first (a collective)."""
+    if hasattr(t, "full_tensor"):
+        t = t.full_tensor()
+    return t.detach().to(device="cpu", dtype=dtype).contiguous()
+
+
 def write_pretrained(model, folder: Path, tokenizer: Any = None, dtype: torch.dtype | None = None,
-                     state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                     state: dict[str, torch.Tensor] | None = None, max_shard_bytes: int | None = None,
+                     writer: bool = True) -> str | None:
     """The HF files into an existing (temporary) folder; for writers that own the atomic step,
-    such as training checkpoints. `state` overrides model.state_dict() (e.g. an FSDP-gathered
-    one). Returns the CPU tensors written, so callers can hash them without reading back."""
+    such as training checkpoints. Returns the weights digest (see WeightsDigest).
+
+    `state` overrides model.state_dict(); it may hold FSDP2 DTensor shards, which are gathered
+    one tensor at a time, so the writing rank holds at most one file's worth of weights (never
+    the whole model). Then every rank must call this (the gathers are collectives) and only
+    the one with writer=True writes files (the others get None). Weights larger than
+    max_shard_bytes (default DEFAULT_MAX_SHARD_BYTES) go to model-0000k-of-0000n.safetensors
+    files listed in model.safetensors.index.json, the layout transformers writes and reads.
+    """
     from safetensors.torch import save_file
 
+    folder = Path(folder)
     state = model.state_dict() if state is None else state
     store_dtype = dtype or next(iter(state.values())).dtype
-    tensors = {k: v.detach().to(device="cpu", dtype=store_dtype).contiguous() for k, v in state.items()}
-    save_file(tensors, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
+    nbytes = {k: v.numel() * store_dtype.itemsize for k, v in state.items()}
+    shards = shard_plan(nbytes, max_shard_bytes or DEFAULT_MAX_SHARD_BYTES)
+    names = ["model.safetensors"] if len(shards) == 1 else [
+        f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    digest = WeightsDigest()
+    for file_name, keys in zip(names, shards):
+        tensors = {k: _full_cpu(state[k], store_dtype) for k in keys}  # (every rank: collectives)
+        if writer:
+            for k in keys:
+                digest.update(k, tensors[k])
+            save_file(tensors, str(folder / file_name), metadata={"format": "pt"})
+        del tensors
+    if not writer:
+        return None
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(nbytes.values())},
+                 "weight_map": {k: f for f, keys in zip(names, shards) for k in keys}}
+        (folder / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     hf = to_hf_config(model.config, store_dtype)
-    (Path(folder) / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
     if tokenizer is not None:
-        _write_tokenizer(tokenizer, Path(folder), model.config.max_seq_len)
-    return tensors
+        _write_tokenizer(tokenizer, folder, model.config.max_seq_len)
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

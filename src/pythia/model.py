@@ -164,7 +164,7 @@ class GPTNeoXModel(nn.Module):
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of (h @ W^T) without materialising the (N, V) logits.
+    """Cross-entropy of (h @ W^T), mean or sum over rows, without materialising the (N, V) logits.
 
     Works over row chunks; each chunk's softmax gradient is formed in place in its logits
     buffer and immediately contracted into dL/dh and dL/dW, so the forward already computes
@@ -174,11 +174,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, labels, ignore_index: int, chunk: int, need_grad: bool):
-        # h (N, d), weight (V, d), labels (N,) -> scalar mean loss over non-ignored rows (fp32)
+    def forward(ctx, h, weight, labels, ignore_index: int, chunk: int, need_grad: bool, mean: bool):
+        # h (N, d), weight (V, d), labels (N,) -> scalar mean (or sum) loss over non-ignored rows (fp32)
         N = h.shape[0]
         valid = labels != ignore_index  # (N,)
-        count = valid.sum().clamp(min=1).to(torch.float32)
+        count = valid.sum().clamp(min=1).to(torch.float32) if mean else torch.ones((), device=h.device)
         safe = torch.where(valid, labels, 0)[:, None]  # (N, 1)
         loss = torch.zeros((), dtype=torch.float32, device=h.device)
         grad_h = torch.empty_like(h) if need_grad else None
@@ -192,7 +192,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             zsum = z.sum(dim=-1, keepdim=True)  # (c, 1)
             loss += ((zsum.log() + zmax - z_label) * vc).sum()
             if need_grad:
-                # d(mean CE)/dz = (softmax - onehot) / count on valid rows, 0 on ignored rows
+                # d(mean CE)/dz = (softmax - onehot) / count on valid rows, 0 on ignored rows (sum: count = 1)
                 z.mul_(vc / (zsum * count))
                 z.scatter_add_(1, yc, -(vc / count))
                 g = z.to(h.dtype)  # (c, V)
@@ -213,18 +213,26 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad_h, grad_w = ctx.saved_tensors
         if grad_out.device.type == "cpu" and grad_out.item() == 1.0:  # loss.backward(): skip two full passes
-            return grad_h, grad_w, None, None, None, None
-        return grad_h * grad_out.to(grad_h.dtype), grad_w * grad_out.to(grad_w.dtype), None, None, None, None
+            return grad_h, grad_w, None, None, None, None, None
+        return grad_h * grad_out.to(grad_h.dtype), grad_w * grad_out.to(grad_w.dtype), None, None, None, None, None
 
 
 def linear_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100, chunk_rows: int | None = None
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int = -100,
+    chunk_rows: int | None = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """mean CE(hidden @ weight^T, labels) over non-ignored rows, same value and gradients as
-    F.cross_entropy on the full logits (fp32 softmax), in O(chunk x V) extra memory.
+    """CE(hidden @ weight^T, labels) over non-ignored rows, reduction "mean" or "sum": same
+    value and gradients as F.cross_entropy on the full logits (fp32 softmax), in O(chunk x V)
+    extra memory.
 
     hidden (..., d), labels (...) long; returns a float32 scalar.
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     h = hidden.reshape(-1, hidden.shape[-1])  # (N, d)
     y = labels.reshape(-1)  # (N,)
     if h.shape[0] != y.shape[0]:
@@ -237,7 +245,7 @@ def linear_cross_entropy(
         chunk_rows = max(16, (2**23 if dev == "cpu" else 2**26) // weight.shape[0])
     need_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     with torch.autocast(dev, enabled=False):
-        return _LinearCrossEntropy.apply(h, weight, y, ignore_index, chunk_rows, need_grad)
+        return _LinearCrossEntropy.apply(h, weight, y, ignore_index, chunk_rows, need_grad, reduction == "mean")
 
 
 class GPTNeoX(nn.Module):
@@ -287,7 +295,11 @@ class GPTNeoX(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------
     def forward(
-        self, input_ids: torch.Tensor, output_hidden_states: bool = False, labels: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        output_hidden_states: bool = False,
+        labels: torch.Tensor | None = None,
+        loss_reduction: str = "mean",
     ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """input_ids (B, T) long -> logits (B, T, V) in the model dtype.
 
@@ -296,8 +308,9 @@ class GPTNeoX(nn.Module):
         LayerNorm output (in place of the raw output of layer L).
 
         With labels (B, T) (already shifted: labels[:, t] is the target after input_ids[:, t];
-        -100 = ignore) returns instead the mean cross-entropy, a float32 scalar, computed by
-        `linear_cross_entropy` without materialising the logits (the training path).
+        -100 = ignore) returns instead the cross-entropy (mean over tokens, or their sum with
+        loss_reduction="sum"), a float32 scalar, computed by `linear_cross_entropy` without
+        materialising the logits: the path of training and validation (see pythia.loss).
         """
         T = input_ids.shape[1]
         x = self.gpt_neox.embed_in(input_ids)  # (B, T, d)
@@ -309,7 +322,7 @@ class GPTNeoX(nn.Module):
                 hidden.append(x)
         x = self.gpt_neox.final_layer_norm(x)
         if labels is not None:
-            loss = linear_cross_entropy(x, self.embed_out.weight, labels)
+            loss = linear_cross_entropy(x, self.embed_out.weight, labels, reduction=loss_reduction)
             return loss if hidden is None else (loss, tuple(hidden[:-1]) + (x,))
         logits = self.embed_out(x)  # (B, T, V)
         if hidden is None:
@@ -340,11 +353,12 @@ class GPTNeoX(nn.Module):
 
         return generate_greedy(self, prompts, max_new_tokens)
 
-    def save_pretrained(self, path, tokenizer=None, dtype: torch.dtype | None = None):
-        """Write a Hugging Face GPTNeoX directory (config.json, model.safetensors[, tokenizer])."""
+    def save_pretrained(self, path, tokenizer=None, dtype: torch.dtype | None = None, max_shard_bytes: int | None = None):
+        """Write a Hugging Face GPTNeoX directory (config.json, model.safetensors or shards +
+        index above max_shard_bytes[, tokenizer])."""
         from .hf import save_pretrained
 
-        return save_pretrained(self, path, tokenizer=tokenizer, dtype=dtype)
+        return save_pretrained(self, path, tokenizer=tokenizer, dtype=dtype, max_shard_bytes=max_shard_bytes)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, revision=None, dtype=None, device=None) -> GPTNeoX:

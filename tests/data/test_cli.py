@@ -48,7 +48,14 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert main(["data", "batch", pre, "--preshuffled", "--batch-size", "4", "--steps", "0:3",
                  "--out", str(tmp_path / "p.npy")]) == 0
     assert np.load(tmp_path / "p.npy").shape == (3, 4, 17)
-    assert np.load(tmp_path / "p.npy")[2].tolist() == order.batch(2, 4).tolist()
+    assert np.load(tmp_path / "p.npy").tolist() == [order.batch(n, 4).tolist() for n in range(3)]
+    assert main(["data", "batch", prefix, "--steps", "1:3", "--out", str(tmp_path / "r.npy"), *order_args]) == 0
+    assert np.load(tmp_path / "r.npy").tolist() == [order.batch(n, 4).tolist() for n in (1, 2)]
+    # a step outside the order, found mid-stream: error, and no half-written file under the name
+    last = order.num_positions // 4  # first step past the order
+    assert main(["data", "batch", prefix, "--steps", f"{last - 2}:{last + 1}", "--out", str(tmp_path / "x.npy"),
+                 *order_args]) == 2
+    assert not (tmp_path / "x.npy").exists() and not list(tmp_path.glob(".x.npy*"))
     assert main(["data", "shard", pre + ".bin", "--num-shards", "3", "--out-dir", str(tmp_path / "sh"),
                  "--no-progress"]) == 0
     assert main(["data", "verify", str(tmp_path / "sh")]) == 0

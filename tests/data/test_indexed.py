@@ -87,3 +87,42 @@ def test_bin_size_mismatch(make_dataset, tmp_path):
     (tmp_path / "ds.bin").unlink()
     with pytest.raises(FileNotFoundError, match=r"ds\.bin"):
         IndexedDataset(prefix)
+
+
+def _patch(idx, offset: int, fmt: str, value) -> None:
+    raw = bytearray(idx.read_bytes())
+    struct.pack_into(fmt, raw, offset, value)
+    idx.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("block", [1 << 22, 2])  # one block, and the check's block edges
+def test_corrupt_sizes_and_pointers_are_refused_naming_the_item(make_dataset, tmp_path, monkeypatch, block):
+    monkeypatch.setattr(IndexedDataset, "CHECK_BLOCK", block)
+    prefix = make_dataset([10, 20, 30, 40, 50])  # uint16: pointers 0, 20, 60, 120, 200
+    idx = tmp_path / "ds.idx"
+    good = idx.read_bytes()
+    n = 5
+    _patch(idx, 34 + 4 * 2, "<i", -30)  # item 2: negative size
+    with pytest.raises(DataFormatError, match=r"ds\.idx: item 2 has a negative size -30"):
+        IndexedDataset(prefix)
+    idx.write_bytes(good)
+    _patch(idx, 34 + 4 * 3, "<i", 35)  # item 3 says 35 tokens; item 4 still starts at byte 120 + 80
+    with pytest.raises(DataFormatError, match=r"item 4 starts at byte 200 .* item 3 \(35 tokens from byte 120\) ends at byte 190"):
+        IndexedDataset(prefix)
+    idx.write_bytes(good)
+    _patch(idx, 34 + 4 * n + 8 * 2, "<q", 64)  # item 2's pointer moved: items would overlap
+    with pytest.raises(DataFormatError, match=r"item 2 starts at byte 64 .* ends at byte 60"):
+        IndexedDataset(prefix)
+    idx.write_bytes(good)
+    _patch(idx, 34 + 4 * n, "<q", 2)
+    with pytest.raises(DataFormatError, match=r"item 0 starts at byte 2 of the \.bin, not 0"):
+        IndexedDataset(prefix)
+    idx.write_bytes(good)
+    assert IndexedDataset(prefix)[4].size == 50
+
+
+def test_non_integer_token_dtype_is_refused(make_dataset, tmp_path):
+    prefix = make_dataset([3, 4])
+    _patch(tmp_path / "ds.idx", 17, "<B", 6)  # float32
+    with pytest.raises(DataFormatError, match=r"ds\.idx: token dtype float32 \(code 6 at offset 17\) is not an integer"):
+        IndexedDataset(prefix)

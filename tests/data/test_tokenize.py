@@ -18,8 +18,8 @@ from pythia.data.tokenizer import load_tokenizer, padded_vocab_size, train_token
 from .conftest import write_jsonl
 
 
-def test_20b_tokenizer_ids(reference_dir):
-    tok = load_tokenizer(reference_dir / "20B_tokenizer.json")
+def test_20b_tokenizer_ids(gpt_neox_20b_tokenizer):
+    tok = load_tokenizer(gpt_neox_20b_tokenizer)
     assert tok.encode("Hello, I am").ids == [12092, 13, 309, 717]
     assert tok.token_to_id("<|endoftext|>") == 0 and tok.token_to_id("<|padding|>") == 1
     assert padded_vocab_size(tok.get_vocab_size()) == 50304
@@ -101,3 +101,26 @@ def test_bad_text_file_and_missing_input(tiny_tokenizer, tmp_path):
         tokenize_corpus([tmp_path / "nope.jsonl"], tiny_tokenizer, tmp_path / "out", progress=False)
     with pytest.raises(FileNotFoundError, match="tokenizer"):
         tokenize_corpus([tmp_path / "t.txt"], tmp_path / "tok.json", tmp_path / "out", progress=False)
+
+
+def test_folder_walk_skips_own_outputs_and_unknown_suffixes(tiny_tokenizer, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    texts = write_jsonl(corpus / "a.jsonl", 10)
+    (corpus / "b.txt").write_text("plain text document")
+    (corpus / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    first = tokenize_corpus([corpus], tiny_tokenizer, corpus / "tokens", progress=False)  # outputs land in the folder
+    assert first["documents"] == 11 and first["ignored_in_folders"]["files"] == 1
+    assert {p.name for p in corpus.iterdir()} >= {"tokens.bin", "tokens.idx", "tokens.meta.jsonl", "tokens.manifest.json"}
+    again = tokenize_corpus([corpus], tiny_tokenizer, tmp_path / "again", progress=False)  # its outputs are not read
+    assert again["documents"] == 11 and [i["path"] for i in again["inputs"]] == [i["path"] for i in first["inputs"]]
+    assert (tmp_path / "again.bin").read_bytes() == (corpus / "tokens.bin").read_bytes()
+    ds = IndexedDataset(tmp_path / "again")
+    assert ds[0].tolist() == load_tokenizer(tiny_tokenizer).encode(texts[0]).ids + [0]
+    # a NUL byte means binary: refused, naming the file, even when named explicitly
+    (tmp_path / "data.bin").write_bytes(b"abc\x00def")
+    with pytest.raises(CorpusError, match=r"data\.bin: NUL byte at offset 3"):
+        tokenize_corpus([tmp_path / "data.bin"], tiny_tokenizer, tmp_path / "out", progress=False)
+    skipped = tokenize_corpus([tmp_path / "data.bin", corpus / "b.txt"], tiny_tokenizer, tmp_path / "out",
+                              progress=False, skip_bad=True)
+    assert skipped["documents"] == 1 and skipped["skipped"] == {"binary (NUL bytes)": 1}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pythia.train.spec import SpecError, SuiteSpec
 
@@ -75,3 +76,35 @@ def test_yaml_errors_name_the_file(tmp_path):
 def test_example_suite_yaml_parses():
     spec = SuiteSpec.from_yaml(REPO / "examples" / "suite.yaml")
     assert spec.members and spec.checkpoint_steps()[0] == 0
+
+
+def test_yaml_float_without_dot_gets_a_hint(tmp_path):
+    d = _spec(tmp_path)
+    text = yaml.safe_dump(d).replace("global_batch: 8", "global_batch: 8\n  lr: 2e-3")
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    assert yaml.safe_load(text)["train"]["lr"] == "2e-3"  # what YAML 1.1 really does
+    with pytest.raises(SpecError, match=r"suite\.yaml: train\.lr must be a number, got '2e-3' .*write 2\.0e-3"):
+        SuiteSpec.from_yaml(path)
+    path.write_text(text.replace("2e-3", "2.0e-3"))
+    assert SuiteSpec.from_yaml(path).train.lr == 2e-3
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"train": {"lr": 0}}, r"train\.lr must be > 0"),
+    ({"members": [{"size": "pythia-14m", "lr": 0.0}]}, r"members\[0\]\.lr must be > 0"),
+    ({"data": {"seed": "per-member"}}, r"data\.seed .* got 'per-member' \(did you mean per_member\?\)"),
+    ({"train": {"precision": "bf61"}}, r"did you mean bf16\?"),
+    ({"train": {"itres": 3}}, r"unknown key 'train\.itres' \(did you mean iters\?\)"),
+])
+def test_bad_values_are_explained(tmp_path, overrides, match):
+    with pytest.raises(SpecError, match=match):
+        SuiteSpec.from_dict(_spec(tmp_path, **overrides))
+
+
+def test_later_errors_name_the_spec_file(tmp_path):
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(_spec(tmp_path, members=[{"size": "pythia-14m", "lr": 1e-4, "min_lr": 1e-3}])))
+    spec = SuiteSpec.from_yaml(path).replace(output=tmp_path / "elsewhere")
+    with pytest.raises(SpecError, match=r"suite\.yaml: member 'pythia-14m': min_lr 0\.001 is above lr 0\.0001"):
+        spec.resolve_members()

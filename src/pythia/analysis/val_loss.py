@@ -3,12 +3,10 @@
 The windows are the first N (= the spec's `eval.samples`) (S+1)-token windows of the
 validation set in file order (`pythia.train.suite.validation_windows`), the same for every
 member and step, so the curves are comparable. The loss is averaged over every predicted token
-(N x S), in float32, with the model's fused head + cross-entropy (no (N, S, V) logits). The
-trainer calls this same analysis at checkpoint time.
+(N x S), with the one loss function training uses (`pythia.loss`: fused head + cross-entropy,
+no (N, S, V) logits, float32 sums). The trainer calls this same analysis at checkpoint time.
 """
 from __future__ import annotations
-
-import contextlib
 
 from .base import Analysis, AnalysisError, Option, Row, register
 
@@ -37,28 +35,20 @@ class ValLoss(Analysis):
         return ctx.shared[key]
 
     def compute(self, ctx) -> list[Row]:
-        total, count = token_loss_sum(ctx.model, self.windows(ctx), ctx.device, self.opts["val_batch"], ctx.autocast)
+        import torch
+
+        from ..loss import token_loss_sum
+
+        model, windows, batch = ctx.model, self.windows(ctx), self.opts["val_batch"]
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        try:
+            with torch.no_grad():
+                for start in range(0, len(windows), batch):
+                    loss, n = token_loss_sum(model, windows[start:start + batch], ctx.autocast, ctx.device)
+                    total += float(loss)
+                    count += n
+        finally:
+            model.train(was_training)
         return [Row("val_loss", total / count)]
-
-
-def token_loss_sum(model, windows, device, batch: int, autocast=None) -> tuple[float, int]:
-    """(sum of next-token losses, number of tokens) over (N, S+1) windows, batch by batch."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    cast = (torch.autocast(device_type=torch.device(device).type, dtype=autocast) if autocast is not None
-            else contextlib.nullcontext())
-    try:
-        with torch.no_grad():
-            for start in range(0, len(windows), batch):
-                x = torch.as_tensor(windows[start:start + batch], device=device)  # (b, S+1)
-                with cast:
-                    mean = model(x[:, :-1], labels=x[:, 1:])  # float32 scalar over b x S tokens
-                n = x[:, 1:].numel()
-                total += float(mean) * n
-                count += n
-    finally:
-        model.train(was_training)
-    return total, count

@@ -12,6 +12,7 @@ import os
 import sys
 
 from . import analyze as _analyze
+from .. import __version__
 from . import data as _data
 from . import demo as _demo
 from . import models as _models
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n"
-            "  pythia demo --quick            # micro suite end to end in about a minute\n"
+            "  pythia demo --quick            # micro suite end to end in under a minute\n"
             "  pythia models                  # Pythia sizes with exact parameter counts\n"
             "  pythia data batch demo-output/data/train --seq-len 128 --train-iters 256 --batch-size 16 --step 0\n"
             "  pythia train examples/suite.yaml\n"
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"pythia {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for area in _AREAS:
         area.register(sub)

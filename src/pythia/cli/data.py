@@ -124,6 +124,10 @@ def _tokenize(args) -> int:
     print(f"wrote {args.out}.bin/.idx: {m['documents']} documents, {m['tokens']} tokens, {m['dtype']}")
     if m["skipped"]:
         print(f"skipped: {m['skipped']}")
+    ignored = m["ignored_in_folders"]
+    if ignored["files"]:
+        print(f"ignored {ignored['files']} file(s) in the folders without a corpus suffix (e.g. "
+              f"{', '.join(ignored['examples'][:3])}); name a file explicitly to read it as text")
     return 0
 
 
@@ -146,9 +150,27 @@ def _decode_path(args) -> str:
     raise ValueError("--decode needs --tokenizer (PREFIX.manifest.json names no tokenizer file that still exists)")
 
 
-def _batch(args) -> int:
+def _save_batches(path: str, order, steps: range, batch_size: int, stacked: bool) -> tuple:
+    """Stream the batches of `steps` into one .npy (header first, then each batch's bytes):
+    memory holds one batch, whatever the range. Written under a temporary name, then renamed."""
     import numpy as np
+    from tqdm.auto import tqdm
 
+    from pythia.io import atomic_path
+
+    first = order.batch(steps.start, batch_size)  # (B, S+1)
+    shape = (len(steps), *first.shape) if stacked else first.shape
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<i8")), "fortran_order": False, "shape": shape}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        bar = tqdm(steps, unit="step", desc="batches", disable=len(steps) < 2 or not sys.stderr.isatty())
+        for n in bar:
+            block = first if n == steps.start else order.batch(n, batch_size)
+            f.write(np.ascontiguousarray(block, dtype="<i8").tobytes())
+    return shape
+
+
+def _batch(args) -> int:
     member = _run_member(args)
     order = _order(args, member)
     bsz = _need_batch_size(args)
@@ -156,31 +178,27 @@ def _batch(args) -> int:
     if member is not None and member.train_iters is not None and b > member.train_iters:
         print(f"note: {member.name} trained {member.train_iters} steps; steps >= {member.train_iters} were never "
               "trained on", file=sys.stderr)
-    tokens = np.stack([order.batch(n, bsz) for n in range(a, b)])  # (steps, B, S+1)
     if args.check:
-        return _check_fingerprints(member, tokens, a)
+        return _check_fingerprints(member, order, range(a, b), bsz)
     if args.out:
-        from pythia.io import atomic_path
-
-        with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
-            np.save(f, tokens if args.steps else tokens[0])
-        print(f"wrote {args.out}: shape {tokens.shape if args.steps else tokens[0].shape} int64")
+        shape = _save_batches(args.out, order, range(a, b), bsz, stacked=bool(args.steps))
+        print(f"wrote {args.out}: shape {shape} int64")
+        if not args.decode:
+            return 0
     tok = None
     if args.decode:
         from pythia.data.tokenizer import load_tokenizer
 
         tok = load_tokenizer(_decode_path(args))
-    if args.out and not args.decode:
-        return 0
-    for s, block in zip(range(a, b), tokens):
-        for r, row in enumerate(block):
+    for s in range(a, b):  # one batch in memory at a time
+        for r, row in enumerate(order.batch(s, bsz)):
             k = s * bsz + r
             body = tok.decode(row.tolist(), skip_special_tokens=False) if tok else " ".join(map(str, row.tolist()))
             print(f"=== step {s} row {r} (position {k}) ===\n{body}")
     return 0
 
 
-def _check_fingerprints(member, tokens, first_step: int) -> int:
+def _check_fingerprints(member, order, steps: range, batch_size: int) -> int:
     """Compare batches with the fingerprints the member's metrics.jsonl recorded (exit 1 on mismatch)."""
     from pythia.train.metrics import batch_fingerprint
 
@@ -188,8 +206,8 @@ def _check_fingerprints(member, tokens, first_step: int) -> int:
         raise ValueError("--check compares with a run's metrics.jsonl: give --run RUN [--member M]")
     logged = {r["step"]: r.get("batch_fp") for r in member.metrics() if isinstance(r.get("step"), int)}
     bad = 0
-    for i, block in enumerate(tokens):
-        n = first_step + i
+    for n in steps:
+        block = order.batch(n, batch_size)
         want = logged.get(n + 1)  # metrics line `step` counts updates: update n+1 read batch n
         got = batch_fingerprint(block)
         if want is None:
@@ -301,7 +319,8 @@ def register(sub) -> None:
              "Train a byte-level BPE on corpus files with <|endoftext|>=0 and <|padding|>=1, NFC "
              "normalization and no prefix space (as GPT-NeoX-20B's tokenizer); writes tokenizer.json.",
              "  pythia data train-tokenizer corpus/ --vocab-size 512 --out tok.json\n", _train_tokenizer)
-    p.add_argument("inputs", nargs="+", help="corpus files or folders (.jsonl[.zst|.gz], .parquet, text)")
+    p.add_argument("inputs", nargs="+", help="corpus files or folders (.jsonl[.zst|.gz], .parquet, text: .txt, .md, "
+                   ".py, ...)")
     p.add_argument("--vocab-size", type=int, required=True, help="target vocabulary size (>= 258)")
     p.add_argument("--out", required=True, help="output tokenizer.json path")
     p.add_argument("--text-field", default="text", help="JSON/Parquet text field (default text)")
@@ -313,7 +332,9 @@ def register(sub) -> None:
              "(hashes, counts, tokenizer, inputs) and PREFIX.meta.jsonl (per-document source metadata).",
              "  pythia data tokenize pile/00.jsonl.zst --tokenizer 20B_tokenizer.json --out data/pile00\n"
              "  pythia data tokenize books/ --tokenizer tok.json --out data/books --skip-bad\n", _tokenize)
-    p.add_argument("inputs", nargs="+", help="corpus files or folders (one document per plain-text file)")
+    p.add_argument("inputs", nargs="+", help="corpus files or folders; folders are searched for .jsonl[.zst|.gz], "
+                   ".json, .parquet and text files (.txt, .md, .py, ...; one document per file), never for "
+                   "tokenize's own outputs")
     p.add_argument("--tokenizer", required=True, help="tokenizer.json (or a folder holding it)")
     p.add_argument("--out", required=True, help="output PREFIX (writes PREFIX.bin, PREFIX.idx, ...)")
     p.add_argument("--text-field", default="text", help="JSON/Parquet text field (default text)")
@@ -343,7 +364,8 @@ def register(sub) -> None:
     p.add_argument("prefix", nargs="?", help="dataset PREFIX (or --run RUN)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--step", type=int, help="0-based optimizer step")
-    g.add_argument("--steps", type=_steps, help="steps A:B (end exclusive); saved as (B-A, batch, S+1)")
+    g.add_argument("--steps", type=_steps, help="steps A:B (end exclusive); --out saves them as one (B-A, batch, S+1) array, "
+                   "streamed batch by batch (memory holds one batch)")
     p.add_argument("--decode", action="store_true", help="print the text (tokenizer from --tokenizer or the manifest)")
     p.add_argument("--tokenizer", help="tokenizer.json for --decode")
     p.add_argument("--out", help="save the int64 tokens as .npy")

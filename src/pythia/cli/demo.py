@@ -5,6 +5,9 @@ import argparse
 import sys
 
 _FMT = argparse.RawDescriptionHelpFormatter
+# Wall time of the demos as README.md states it (tests/test_demo.py checks that both agree).
+FULL_DURATION = "about 3.5 minutes on 2 idle CPU cores"
+QUICK_DURATION = "under a minute"
 
 
 def register(sub) -> None:
@@ -20,8 +23,8 @@ def register(sub) -> None:
             "it with Pythia's log-spaced checkpoint schedule scaled to the run, scores the\n"
             "validation loss at every checkpoint, and writes a table (CSV) and learning-curve\n"
             "plot (PNG).\n\n"
-            "  full (default): 3 sizes x 2 seeds, 256 steps; about 5 minutes on 2 CPU cores\n"
-            "  --quick:        2 micro sizes x 2 seeds, 20 steps; about a minute\n\n"
+            f"  full (default): 3 sizes x 2 seeds, 256 steps; {FULL_DURATION}\n"
+            f"  --quick:        2 micro sizes x 2 seeds, 20 steps; {QUICK_DURATION}\n\n"
             "Re-running the same command continues an interrupted demo where it stopped;\n"
             "a finished demo is not retrained (the report is rebuilt)."
         ),
@@ -38,7 +41,7 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder (default: demo-output, or demo-output-quick with --quick)")
     p.add_argument("--quick", action="store_true",
-                   help="micro suite (2 sizes x 2 seeds, 20 steps) in about a minute")
+                   help=f"micro suite (2 sizes x 2 seeds, 20 steps), {QUICK_DURATION}")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_demo)
 

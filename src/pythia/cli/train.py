@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 _TRAIN_EPILOG = """\
 examples:
@@ -12,8 +13,11 @@ examples:
   torchrun --nproc-per-node 2 -m pythia.train examples/suite.yaml   # data-parallel (DDP)
 
 Re-running the same command after a crash or kill resumes every member from its last
-complete checkpoint (bit-identical on CPU in fp32). The YAML schema is documented in
-examples/suite.yaml; the run folder layout in docs/training.md.
+complete checkpoint that holds optimizer state (bit-identical on CPU in fp32). SIGTERM or
+SIGINT (Ctrl-C, a scheduler's preemption) lets the update in progress finish, writes a
+resumable checkpoint of that step and exits with status 128 + signal (143 for SIGTERM, 130 for
+SIGINT); a second signal stops at once. Exit status 0: every member trained; 2: bad spec or data.
+The YAML schema is documented in examples/suite.yaml; the run folder layout in docs/training.md.
 
 One writer per run: while a `pythia train` writes a run folder (it holds RUN/.pythia.lock),
 a second one on the same folder is refused at once, naming the holder (host, pid, user,
@@ -52,7 +56,13 @@ def run_train(args) -> int:
     if args.dry_run:
         print(describe(spec))
         return 0
-    run_dir = train_suite(spec, progress=not args.no_progress)
+    from ..train.preempt import TrainingInterrupted
+
+    try:
+        run_dir = train_suite(spec, progress=not args.no_progress)
+    except TrainingInterrupted as exc:
+        print(f"pythia train: {exc}", file=sys.stderr)
+        return exc.exit_code
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:

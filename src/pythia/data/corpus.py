@@ -1,6 +1,11 @@
 """Corpus readers: documents (text + source metadata) from .jsonl/.jsonl.zst/.jsonl.gz,
 Parquet, and plain text files or folders (one document per file), in a fixed order.
 
+Folder walks take only files with a known corpus suffix (JSONL, Parquet, TEXT_SUFFIXES), never
+tokenize's own outputs (.bin/.idx, .meta.jsonl, .manifest.json), so tokenizing a folder twice,
+or into itself, reads the same documents. A file named explicitly is read whatever its suffix;
+a "text" file holding NUL bytes is binary and is refused, naming it.
+
 Bad records raise CorpusError naming the file and line (or row); with skip_bad they are
 counted in `SkipCounts` instead, so a run can report what it dropped.
 """
@@ -17,6 +22,11 @@ from typing import Iterator
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.zst", ".jsonl.gz", ".json.zst", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
+TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst", ".tex", ".html", ".htm", ".xml", ".csv", ".tsv",
+                 ".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".java", ".js", ".ts", ".go", ".rs", ".rb", ".sh")
+CORPUS_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES + TEXT_SUFFIXES
+OUTPUT_SUFFIXES = (".meta.jsonl", ".manifest.json")
+"""Written by `pythia data tokenize` beside PREFIX.bin/.idx: never corpus input in a folder walk."""
 
 
 class CorpusError(ValueError):
@@ -35,21 +45,32 @@ class SkipCounts(Counter):
     """reason -> number of records skipped under skip_bad."""
 
 
-def expand_inputs(inputs) -> list[Path]:
-    """Files and folders -> sorted list of files (folders are walked recursively)."""
+def is_corpus_file(path: Path) -> bool:
+    """A folder walk's filter: a known corpus suffix, not hidden, not one of tokenize's outputs."""
+    name = path.name.lower()
+    return not name.startswith(".") and name.endswith(CORPUS_SUFFIXES) and not name.endswith(OUTPUT_SUFFIXES)
+
+
+def expand_inputs(inputs, ignored: list[Path] | None = None) -> list[Path]:
+    """Files and folders -> sorted list of files (folders are walked recursively, keeping only
+    corpus files; the others are appended to `ignored` when given)."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files.extend(sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")))
+            found = sorted(q for q in p.rglob("*") if q.is_file())
+            files.extend(q for q in found if is_corpus_file(q))
+            if ignored is not None:
+                ignored.extend(q for q in found if not is_corpus_file(q) and not q.name.startswith("."))
         elif p.is_file():
             files.append(p)
         else:
             raise FileNotFoundError(f"{p}: corpus input not found")
     if not files:
-        raise FileNotFoundError(f"no corpus files in {list(map(str, inputs))}")
+        raise FileNotFoundError(f"no corpus files in {list(map(str, inputs))} (folders are searched for "
+                                f"{', '.join(CORPUS_SUFFIXES)})")
     return files
 
 
@@ -151,6 +172,11 @@ def _iter_parquet(path: Path, src: int, text_field: str, skip_bad: bool, skipped
 
 def _iter_text(path: Path, src: int, skip_bad: bool, skipped) -> Iterator[Document]:
     raw = path.read_bytes()
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        _bad(f"{path}: NUL byte at offset {nul}: a binary file, not text (a corpus file is .jsonl[.zst|.gz], "
+             f".parquet or plain text)", "binary (NUL bytes)", skip_bad, skipped)
+        return
     try:
         text = _decode(raw, str(path))
     except CorpusError as exc:

@@ -1,6 +1,6 @@
 """GPT-NeoX v1.0's exact training order (megatron/data/gpt2_dataset.py + helpers.cpp),
 rebuilt with vectorized numpy and cached under GPT-NeoX's own file names, so its caches and
-ours are interchangeable. See /shared/spec/gpt-neox-data-order.md, sections 4-7.
+ours are interchangeable.
 
     stream       = all items concatenated in doc_idx order (every epoch's copies, shuffled jointly)
     sample j     = stream[S*j : S*j + S + 1]           (neighbours share one token)

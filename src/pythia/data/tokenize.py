@@ -92,7 +92,8 @@ def tokenize_corpus(inputs, tokenizer_path, out_prefix, text_field: str = "text"
     (Rust threads; the fastest choice on small machines). workers > 1: that many
     single-threaded processes. Both give byte-identical output."""
     out_prefix = strip_prefix(out_prefix)
-    files = expand_inputs(inputs)
+    ignored: list[Path] = []
+    files = expand_inputs(inputs, ignored)
     tok_info = tokenizer_info(tokenizer_path)
     eod = tok_info["eod_id"]
     dtype = best_fitting_dtype(tok_info["vocab_size"])
@@ -153,6 +154,7 @@ def tokenize_corpus(inputs, tokenizer_path, out_prefix, text_field: str = "text"
         | {"file": Path(tok_info["path"]).name, "path": str(Path(tok_info["path"]).resolve())},
         "inputs": [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files],
         "skipped": dict(sorted(skipped.items())),
+        "ignored_in_folders": {"files": len(ignored), "examples": [str(p) for p in ignored[:5]]},
     }
     write_json_atomic(manifest_path(out_prefix), manifest)
     return manifest

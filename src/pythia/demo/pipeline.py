@@ -63,8 +63,9 @@ class DemoSettings:
 
 # Full demo: three sizes (0.36M, 1.1M, 2.6M parameters) x two seeds, 256 steps of 16 x 128
 # tokens (~0.5M tokens, a fifth of the corpus), checkpoints 0, 1, 2, 4, ..., 32, then every
-# 32 (Pythia: ..., 512, then every 1000). Sized to finish in about 5 minutes on 2 idle CPU
-# cores (the bound is 10).
+# 32 (Pythia: ..., 512, then every 1000). Sized to finish in about 3.5 minutes on 2 idle CPU
+# cores (the bound is 10; README.md and `pythia demo --help` quote pythia.cli.demo's
+# FULL_DURATION / QUICK_DURATION).
 FULL = DemoSettings(
     mode="full",
     corpus=CorpusSettings(),
@@ -78,7 +79,7 @@ FULL = DemoSettings(
     lr=2e-3,
     min_lr=2e-4,
 )
-# Quick demo (what the tests run): micro models, 20 steps, a ~1.5 MB corpus: about a minute.
+# Quick demo (what the tests run): micro models, 20 steps, a ~1.5 MB corpus: under a minute.
 QUICK = DemoSettings(
     mode="quick",
     corpus=CorpusSettings(max_bytes=1_500_000),

@@ -3,25 +3,31 @@
 Layout of RUN/{member}/step{N}/ (written through pythia.io.atomic_dir, so a step folder
 either exists complete or not at all; a kill mid-write leaves only a hidden .step{N}.*.tmp):
 
-    config.json, model.safetensors, ...   HF directory from GPTNeoX.save_pretrained (fp32 weights)
-    training_state/optimizer.safetensors  AdamW moments by parameter name:
+    config.json, model.safetensors, ...   HF directory (fp32 weights); above checkpoints.max_shard_size
+                                          model-0000k-of-0000n.safetensors + model.safetensors.index.json
+    training_state/optimizer.safetensors  AdamW moments by parameter name (one process or DDP):
                                           "{name}.exp_avg", "{name}.exp_avg_sq" (fp32), "{name}.step"
+    training_state/optimizer/             the same state sharded as FSDP2 holds it, one file per rank
+                                          (torch.distributed.checkpoint; loads on any number of ranks)
     training_state/rng.safetensors        RNG states as uint8 tensors: torch_cpu, torch_cuda_{i},
                                           numpy_mt19937 (624 uint32 as bytes), python_mt (625 uint64 as bytes)
     training_state/state.json             scalars: step, consumed_samples, loss scaler, optimizer
-                                          groups (names, weight decay, betas, eps), rng scalars, val loss
+                                          groups (names, weight decay, betas, eps), rng scalars, val loss,
+                                          "optimizer_state": one of OPTIMIZER_FORMATS
     manifest.json                         {"format", "step", "weights_digest", "files": {relpath: {sha256, bytes}}}
 
-No pickle anywhere: safetensors + JSON only. `weights_digest` hashes the model tensors (name,
-dtype, shape, bytes) so `pythia verify` can spot different steps holding identical weights.
+Safetensors + JSON, except the sharded optimizer state, whose torch.distributed.checkpoint
+`.metadata` is a pickle: it is only ever read back by the run that wrote it. `weights_digest`
+hashes the model tensors (name, dtype, shape, bytes) so `pythia verify` can spot different
+steps holding identical weights.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,19 +37,32 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..hf import WeightsDigest
 from ..io import atomic_dir, sha256_file
 
 MANIFEST_FORMAT = "pythia-checkpoint/1"
+OPTIMIZER_FORMATS = {
+    "full": "training_state/optimizer.safetensors",
+    "sharded": "training_state/optimizer/ (torch.distributed.checkpoint)",
+    "empty": "no update applied yet: a fresh optimizer resumes exactly",
+    "omitted": "left out by train.optimizer_state_every: weights only, not resumable",
+}
 STATE_FORMAT = "pythia-train-state/1"
 CRASH_ENV = "PYTHIA_TRAIN_CRASH_AT"
 """Test hook: "ckpt:N" kills the process (os._exit) half-way through writing step N;
-"step:N" kills it right after update N, before any checkpoint of that step."""
+"step:N" kills it right after update N, before any checkpoint of that step; "sigterm:N"
+(or "sigterm:N@R", rank R only) sends the process a real SIGTERM right after update N."""
 
 
 def crash_point(kind: str, step: int) -> None:
-    """os._exit(137) (what SIGKILL looks like to the parent) when the env hook asks for it."""
-    if os.environ.get(CRASH_ENV) == f"{kind}:{step}":
+    """os._exit(137) (what SIGKILL looks like to the parent) or a SIGTERM when the env hook asks."""
+    hook = os.environ.get(CRASH_ENV, "")
+    if hook == f"{kind}:{step}":
         os._exit(137)
+    if kind == "step" and hook.startswith("sigterm:"):
+        at, _, rank = hook.removeprefix("sigterm:").partition("@")
+        if at == str(step) and rank in ("", os.environ.get("RANK", "0")):
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def step_dir_name(step: int) -> str:
@@ -93,11 +112,9 @@ def restore_rng(tensors: dict[str, torch.Tensor], scalars: dict) -> None:
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     """sha256 over (name, dtype, shape, bytes) of every tensor in name order."""
-    h = hashlib.sha256()
+    h = WeightsDigest()
     for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(name, state_dict[name])
     return h.hexdigest()
 
 
@@ -172,53 +189,66 @@ class TrainingState:
 
     step: int
     consumed_samples: int
-    optimizer: dict
-    """torch.distributed.checkpoint full optimizer state dict: {"state": {name: {...}}, "param_groups": [...]}."""
+    optimizer: dict | None
+    """torch.distributed.checkpoint full optimizer state dict: {"state": {name: {...}}, "param_groups": [...]};
+    None unless optimizer_format is "full" (param_groups alone for "sharded")."""
     scaler: dict
     rng_tensors: dict[str, torch.Tensor]
     rng_scalars: dict
     extra: dict
+    optimizer_format: str = "full"
+    """Where the optimizer state is: a key of OPTIMIZER_FORMATS."""
 
 
 def save_checkpoint(
     member_dir: Path,
     step: int,
     *,
-    write_hf: Callable[[Path], dict[str, torch.Tensor]],
+    write_hf: Callable[[Path], str | dict[str, torch.Tensor]],
     state: TrainingState,
 ) -> Path:
     """Write RUN/{member}/step{N}/ atomically: HF files, training_state/, then manifest.json.
 
-    write_hf writes the HF files into the folder and returns the tensors it wrote (hashed for
-    the manifest's weights_digest without reading them back)."""
+    write_hf writes the HF files (and, under FSDP, the sharded optimizer state: every rank
+    writes into the same folder) and returns the weights digest, or the tensors it wrote
+    (hashed here), so the manifest's weights_digest needs no read-back."""
+    if state.optimizer_format not in OPTIMIZER_FORMATS:
+        raise ValueError(f"unknown optimizer_format {state.optimizer_format!r}")
     target = Path(member_dir) / step_dir_name(step)
     with atomic_dir(target) as tmp:
-        weights = write_hf(tmp)
+        written = write_hf(tmp)
+        digest = written if isinstance(written, str) else weights_digest(written)
         ts = tmp / "training_state"
-        ts.mkdir()
-        opt_tensors: dict[str, torch.Tensor] = {}
-        for name, s in state.optimizer["state"].items():
-            for key, value in s.items():
-                value = value if torch.is_tensor(value) else torch.tensor(value)
-                opt_tensors[f"{name}.{key}"] = value.detach().cpu().contiguous()
-        save_file(opt_tensors, str(ts / "optimizer.safetensors"), metadata={"format": STATE_FORMAT})
+        ts.mkdir(exist_ok=True)
+        if state.optimizer_format == "full":
+            _write_full_optimizer(state.optimizer, ts / "optimizer.safetensors")
         crash_point("ckpt", step)
         save_file({k: v.contiguous() for k, v in state.rng_tensors.items()}, str(ts / "rng.safetensors"),
                   metadata={"format": STATE_FORMAT})
         groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
-                  for g in state.optimizer["param_groups"]]
+                  for g in (state.optimizer or {}).get("param_groups", [])]
         scalars = {
             "format": STATE_FORMAT,
             "step": state.step,
             "consumed_samples": state.consumed_samples,
             "loss_scaler": state.scaler,
             "optimizer": {"param_groups": groups},
+            "optimizer_state": state.optimizer_format,
             "rng": state.rng_scalars,
             **state.extra,
         }
         (ts / "state.json").write_text(json.dumps(scalars, indent=2, sort_keys=True) + "\n")
-        write_manifest(tmp, step, weights_digest(weights))
+        write_manifest(tmp, step, digest)
     return target
+
+
+def _write_full_optimizer(optimizer: dict, path: Path) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for name, s in optimizer["state"].items():
+        for key, value in s.items():
+            value = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{name}.{key}"] = value.detach().cpu().contiguous()
+    save_file(tensors, str(path), metadata={"format": STATE_FORMAT})
 
 
 def load_training_state(step_dir: Path) -> TrainingState:
@@ -226,24 +256,56 @@ def load_training_state(step_dir: Path) -> TrainingState:
     scalars = json.loads((ts / "state.json").read_text())
     if scalars.get("format") != STATE_FORMAT:
         raise ValueError(f"{ts / 'state.json'}: unknown format {scalars.get('format')!r}, expected {STATE_FORMAT}")
-    flat = load_file(str(ts / "optimizer.safetensors"))
-    per_param: dict[str, dict] = {}
-    for key, value in flat.items():
-        name, _, field_name = key.rpartition(".")
-        per_param.setdefault(name, {})[field_name] = value
+    fmt = scalars.get("optimizer_state", "full")
     groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()}
               for g in scalars["optimizer"]["param_groups"]]
+    optimizer = None
+    if fmt == "full":
+        per_param: dict[str, dict] = {}
+        for key, value in load_file(str(ts / "optimizer.safetensors")).items():
+            name, _, field_name = key.rpartition(".")
+            per_param.setdefault(name, {})[field_name] = value
+        optimizer = {"state": per_param, "param_groups": groups}
     extra = {k: v for k, v in scalars.items()
-             if k not in ("format", "step", "consumed_samples", "loss_scaler", "optimizer", "rng")}
+             if k not in ("format", "step", "consumed_samples", "loss_scaler", "optimizer", "optimizer_state", "rng")}
     return TrainingState(
         step=scalars["step"],
         consumed_samples=scalars["consumed_samples"],
-        optimizer={"state": per_param, "param_groups": groups},
+        optimizer=optimizer,
         scaler=scalars["loss_scaler"],
         rng_tensors=load_file(str(ts / "rng.safetensors")),
         rng_scalars=scalars["rng"],
         extra=extra,
+        optimizer_format=fmt,
     )
+
+
+def optimizer_format(step_dir: Path) -> str | None:
+    """The checkpoint's "optimizer_state" (a key of OPTIMIZER_FORMATS); None without state.json."""
+    path = Path(step_dir) / "training_state" / "state.json"
+    try:
+        return json.loads(path.read_text()).get("optimizer_state", "full")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def remove_preemption_checkpoints(member_dir: Path, schedule: list[int], below: int) -> list[int]:
+    """Delete off-schedule checkpoints written on SIGTERM/SIGINT (state.json "preempted") at
+    steps below `below`: once a later resumable checkpoint exists they are redundant, and the
+    suite's members keep identical step lists. Returns the steps removed."""
+    removed, keep = [], set(schedule)
+    for step in complete_checkpoints(member_dir):
+        step_dir = Path(member_dir) / step_dir_name(step)
+        if step >= below or step in keep:
+            continue
+        try:
+            preempted = json.loads((step_dir / "training_state" / "state.json").read_text()).get("preempted")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if preempted:
+            shutil.rmtree(step_dir)
+            removed.append(step)
+    return removed
 
 
 def recover_interrupted_writes(member_dir: Path) -> list[str]:

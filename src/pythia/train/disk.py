@@ -171,21 +171,25 @@ def explain_disk_full(member_dir: Path, step: int, model: torch.nn.Module, token
             "`pythia train SPEC --dry-run` prints the disk the whole run takes.", err) from exc
 
 
-def run_disk_lines(members: list, num_checkpoints: int, tokenizer_json: str | None, output: str) -> list[str]:
-    """The --dry-run lines: per member checkpoints x size, with and without optimizer state."""
-    lines = ["# disk (computed from the shapes; each checkpoint with / without optimizer state)"]
-    total_full = total_weights = 0
+def run_disk_lines(members: list, num_checkpoints: int, tokenizer_json: str | None, output: str,
+                   num_with_state: int | None = None) -> list[str]:
+    """The --dry-run lines: per member, checkpoints x size as scheduled (optimizer state on
+    `num_with_state` of them, train.optimizer_state_every), and with / without state everywhere."""
+    kept = num_checkpoints if num_with_state is None else num_with_state
+    lines = [f"# disk (computed from the shapes): optimizer state on {kept} of {num_checkpoints} checkpoints"]
+    total = total_full = total_weights = 0
     sizes: dict = {}  # seeds of one shape share a size
     for m in members:
         if m.config not in sizes:
             sizes[m.config] = checkpoint_size(meta_model(m.config), tokenizer_json)
         size = sizes[m.config]
+        planned = kept * size.full + (num_checkpoints - kept) * size.weights_only
+        total += planned
         total_full += num_checkpoints * size.full
         total_weights += num_checkpoints * size.weights_only
-        lines.append(f"{m.name:<28} {num_checkpoints} x {human(size.full)} = {human(num_checkpoints * size.full)}"
-                     f"   weights only: {num_checkpoints} x {human(size.weights_only)} = "
-                     f"{human(num_checkpoints * size.weights_only)}")
+        lines.append(f"{m.name:<28} {human(planned)} ({kept} x {human(size.full)} with optimizer state"
+                     f" + {num_checkpoints - kept} x {human(size.weights_only)} weights only)")
     free = free_bytes(output)
-    lines.append(f"# whole run: {human(total_full)} with optimizer state, {human(total_weights)} weights only; "
-                 f"free at {output}: {human(free) if free is not None else 'unknown'}")
+    lines.append(f"# whole run: {human(total)} as scheduled; {human(total_full)} with optimizer state everywhere, "
+                 f"{human(total_weights)} weights only; free at {output}: {human(free) if free is not None else 'unknown'}")
     return lines

@@ -43,6 +43,22 @@ class DistContext:
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
+    def any(self, flag: bool) -> bool:
+        """True on every rank when `flag` is true on at least one (e.g. a stop signal)."""
+        if not self.distributed:
+            return bool(flag)
+        t = torch.tensor([int(bool(flag))], dtype=torch.int32, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def broadcast_object(self, obj):
+        """Rank 0's `obj` on every rank (e.g. the path of a checkpoint being written)."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def close(self) -> None:
         if self.initialized_here and dist.is_initialized():
             dist.destroy_process_group()

@@ -8,7 +8,9 @@ current directory) and stored absolute.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +44,8 @@ def _check_keys(d: Any, where: str, required: tuple[str, ...], optional: tuple[s
     allowed = required + optional
     for key in d:
         if key not in allowed:
-            raise SpecError(f"unknown key {_join(where, key)!r}; allowed keys{' in ' + where if where else ''}: {', '.join(allowed)}")
+            raise SpecError(f"unknown key {_join(where, key)!r}{_did_you_mean(key, allowed)}; "
+                            f"allowed keys{' in ' + where if where else ''}: {', '.join(allowed)}")
     for key in required:
         if key not in d or d[key] is None:
             raise SpecError(f"missing required field {_join(where, key)!r}")
@@ -59,19 +62,35 @@ def _int(value: Any, name: str, minimum: int = 1) -> int:
     return value
 
 
-def _float(value: Any, name: str, minimum: float = 0.0, maximum: float | None = None) -> float:
+def _float(value: Any, name: str, minimum: float = 0.0, maximum: float | None = None, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(f"{name} must be a number, got {value!r}")
+        hint = ""
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                float(value)
+                mantissa, _, exponent = value.strip().lower().partition("e")
+                if exponent:  # YAML 1.1 floats need a dot in the mantissa and a sign in the exponent
+                    mantissa = mantissa if "." in mantissa else mantissa + ".0"
+                    exponent = exponent if exponent[0] in "+-" else "+" + exponent
+                    hint = f" (YAML reads {value} as a string; write {mantissa}e{exponent})"
+        raise SpecError(f"{name} must be a number, got {value!r}{hint}")
     value = float(value)
+    if positive and value <= 0:
+        raise SpecError(f"{name} must be > 0, got {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
         rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise SpecError(f"{name} must be {rng}, got {value!r}")
     return value
 
 
+def _did_you_mean(value: Any, allowed) -> str:
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise SpecError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise SpecError(f"{name} must be one of {', '.join(allowed)}; got {value!r}{_did_you_mean(value, allowed)}")
     return value
 
 
@@ -79,6 +98,27 @@ def _bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise SpecError(f"{name} must be true or false, got {value!r}")
     return value
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def _size_bytes(value: Any, name: str) -> int:
+    """A byte count: an integer, or a number with a unit as transformers writes it ("2GB", "500MB")."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str):
+        text = value.strip().upper().replace(" ", "")
+        number = text.rstrip("KMGTIB")
+        unit = text[len(number):]
+        try:
+            n = int(float(number) * _SIZE_UNITS[unit])
+        except (ValueError, KeyError, OverflowError):
+            n = 0
+        if n >= 1:
+            return n
+    raise SpecError(f"{name} must be a size such as 2GB, 500MB or a number of bytes, got {value!r}")
 
 
 def _path(value: Any, name: str) -> str:
@@ -107,6 +147,9 @@ class DataSpec:
     def from_dict(cls, d: Any) -> DataSpec:
         _check_keys(d, "data", ("train", "seq_len"), ("seed", "valid", "order_dir"))
         seed = d.get("seed", 1234)
+        if isinstance(seed, str) and seed != "per_member":
+            raise SpecError(f"data.seed must be an integer >= 0 or per_member, got {seed!r}"
+                            f"{_did_you_mean(seed, ('per_member',))}")
         if seed != "per_member":
             seed = _int(seed, "data.seed", minimum=0)
         return cls(
@@ -156,9 +199,12 @@ class TrainSpec:
     loss_scale: LossScaleSpec = field(default_factory=LossScaleSpec)
     parallel: str = "ddp"
     device: str = "auto"
+    optimizer_state_every: int = 1
+    """Keep the optimizer state (2 fp32 moments per parameter) on every k-th checkpoint of the
+    schedule and the last; the others hold weights only. Resume uses the newest that has it."""
 
     _KEYS = ("micro_batch", "precision", "lr_schedule", "lr", "min_lr", "warmup_fraction", "weight_decay",
-             "grad_clip", "adam_betas", "adam_eps", "loss_scale", "parallel", "device")
+             "grad_clip", "adam_betas", "adam_eps", "loss_scale", "parallel", "device", "optimizer_state_every")
 
     @classmethod
     def from_dict(cls, d: Any) -> TrainSpec:
@@ -172,7 +218,7 @@ class TrainSpec:
             micro_batch=_int(d["micro_batch"], "train.micro_batch") if d.get("micro_batch") is not None else None,
             precision=_choice(d.get("precision", "fp32"), "train.precision", PRECISIONS),
             lr_schedule=_choice(d.get("lr_schedule", "neox"), "train.lr_schedule", LR_SCHEDULES),
-            lr=_float(d["lr"], "train.lr", minimum=0.0) if d.get("lr") is not None else None,
+            lr=_float(d["lr"], "train.lr", positive=True) if d.get("lr") is not None else None,
             min_lr=_float(d["min_lr"], "train.min_lr", minimum=0.0) if d.get("min_lr") is not None else None,
             warmup_fraction=_float(d.get("warmup_fraction", 0.01), "train.warmup_fraction", 0.0, 1.0),
             weight_decay=_float(d.get("weight_decay", 0.1), "train.weight_decay"),
@@ -182,6 +228,7 @@ class TrainSpec:
             loss_scale=LossScaleSpec.from_dict(d.get("loss_scale") or {}),
             parallel=_choice(d.get("parallel", "ddp"), "train.parallel", PARALLEL_MODES),
             device=_choice(d.get("device", "auto"), "train.device", DEVICES),
+            optimizer_state_every=_int(d.get("optimizer_state_every", 1), "train.optimizer_state_every"),
         )
         if spec.micro_batch is not None and spec.global_batch % spec.micro_batch:
             raise SpecError(
@@ -196,14 +243,23 @@ class CheckpointSpec:
     """Save every `interval` steps (Pythia: 1000), plus the final step."""
     log_spaced: bool = True
     """Also save step 0 and 1, 2, 4, ... below the interval (Pythia's early checkpoints)."""
+    max_shard_size: int | str = "2GB"
+    """HF weights above this go to model-0000k-of-0000n.safetensors + an index (bytes or "500MB", "2GB")."""
 
     @classmethod
     def from_dict(cls, d: Any) -> CheckpointSpec:
-        _check_keys(d, "checkpoints", ("interval",), ("log_spaced",))
+        _check_keys(d, "checkpoints", ("interval",), ("log_spaced", "max_shard_size"))
+        size = d.get("max_shard_size", "2GB")
+        _size_bytes(size, "checkpoints.max_shard_size")
         return cls(
             interval=_int(d["interval"], "checkpoints.interval"),
             log_spaced=_bool(d.get("log_spaced", True), "checkpoints.log_spaced"),
+            max_shard_size=size,
         )
+
+    @property
+    def max_shard_bytes(self) -> int:
+        return _size_bytes(self.max_shard_size, "checkpoints.max_shard_size")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,7 +284,7 @@ class MemberSpec:
             d = {"size": d}
         _check_keys(d, where, (), ("size", "name", "num_layers", "hidden_size", "num_heads", "vocab_size",
                                    "lr", "min_lr") + _CUSTOM_MODEL_KEYS)
-        lr = _float(d["lr"], f"{where}.lr") if d.get("lr") is not None else None
+        lr = _float(d["lr"], f"{where}.lr", positive=True) if d.get("lr") is not None else None
         min_lr = _float(d["min_lr"], f"{where}.min_lr") if d.get("min_lr") is not None else None
         if d.get("size") is not None:
             shape_keys = [k for k in ("num_layers", "hidden_size", "num_heads", "vocab_size") + _CUSTOM_MODEL_KEYS if k in d]
@@ -320,6 +376,8 @@ class SuiteSpec:
     tensorboard: bool = False
     analyses: tuple[str, ...] | None = None
     """Per-checkpoint analyses run at checkpoint time; None = ["val_loss"] when data.valid is set."""
+    source: str | None = field(default=None, compare=False)
+    """The YAML file it was read from (named in later errors); not part of the spec."""
 
     _TOP = ("name", "data", "train", "checkpoints", "members", "output")
     _OPTIONAL = ("seeds", "eval", "tensorboard", "analyses")
@@ -371,7 +429,7 @@ class SuiteSpec:
         except yaml.YAMLError as exc:
             raise SpecError(f"{path}: not valid YAML: {exc}") from None
         try:
-            return cls.from_dict(_relative_to(d, path.resolve().parent))
+            return dataclasses.replace(cls.from_dict(_relative_to(d, path.resolve().parent)), source=str(path))
         except SpecError as exc:
             raise SpecError(f"{path}: {exc}") from None
 
@@ -391,8 +449,10 @@ class SuiteSpec:
                       "precision": t.precision, "lr_schedule": t.lr_schedule, "lr": t.lr, "min_lr": t.min_lr,
                       "warmup_fraction": t.warmup_fraction, "weight_decay": t.weight_decay, "grad_clip": t.grad_clip,
                       "adam_betas": list(t.adam_betas), "adam_eps": t.adam_eps,
-                      "loss_scale": dataclasses.asdict(t.loss_scale), "parallel": t.parallel, "device": t.device},
-            "checkpoints": {"interval": self.checkpoints.interval, "log_spaced": self.checkpoints.log_spaced},
+                      "loss_scale": dataclasses.asdict(t.loss_scale), "parallel": t.parallel, "device": t.device,
+                      "optimizer_state_every": t.optimizer_state_every},
+            "checkpoints": {"interval": self.checkpoints.interval, "log_spaced": self.checkpoints.log_spaced,
+                            "max_shard_size": self.checkpoints.max_shard_size},
             "members": [m.to_dict() for m in self.members],
             "seeds": list(self.seeds),
             "output": self.output,
@@ -416,6 +476,11 @@ class SuiteSpec:
         if self.analyses is not None:
             return self.analyses
         return ("val_loss",) if self.data.valid else ()
+    def optimizer_state_steps(self) -> list[int]:
+        """Scheduled checkpoints that keep optimizer state: every k-th (k = train.optimizer_state_every,
+        counting from step 0's) and the last."""
+        steps, k = self.checkpoint_steps(), self.train.optimizer_state_every
+        return [s for i, s in enumerate(steps) if i % k == 0 or i == len(steps) - 1]
 
     def warmup_iters(self) -> int:
         return warmup_iters_for(self.train.iters, self.train.warmup_fraction)
@@ -430,6 +495,12 @@ class SuiteSpec:
 
     def resolve_members(self, dataset_vocab: int | None = None) -> list[Member]:
         """Shapes x seeds, in spec order (shape-major). `dataset_vocab` sizes custom shapes."""
+        try:
+            return self._resolve_members(dataset_vocab)
+        except SpecError as exc:
+            raise SpecError(f"{self.source}: {exc}" if self.source else str(exc)) from None
+
+    def _resolve_members(self, dataset_vocab: int | None) -> list[Member]:
         out = []
         for m in self.members:
             if m.size is not None:

@@ -6,6 +6,7 @@ interrupted one from its last intact checkpoint. Members share one TrainingOrder
 """
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -19,11 +20,13 @@ from ..lock import LockedError, RunLock
 from . import checkpoint as ckpt
 from .disk import run_disk_lines, tokenizer_text
 from .distributed import DistContext, init_distributed
+from .preempt import StopSignal, TrainingInterrupted
 from .spec import Member, SpecError, SuiteSpec, dataset_vocab_size
 from .trainer import MemberRun, Trainer
 
 # Fields that may change between a run and its resumption without changing the math.
-_RESUME_FREE = {("output",), ("tensorboard",), ("data", "order_dir"), ("analyses",)}
+_RESUME_FREE = {("output",), ("tensorboard",), ("data", "order_dir"), ("analyses",), ("checkpoints", "max_shard_size"),
+                ("train", "optimizer_state_every")}
 
 
 def resolve(spec: SuiteSpec) -> list[Member]:
@@ -87,7 +90,7 @@ def describe(spec: SuiteSpec) -> str:
     if members:
         tokenizer = dataset_tokenizer(spec.data.train)
         text = tokenizer_text(load_tokenizer(tokenizer)) if tokenizer is not None else None
-        lines += ["", *run_disk_lines(members, len(steps), text, spec.output)]
+        lines += ["", *run_disk_lines(members, len(steps), text, spec.output, len(spec.optimizer_state_steps()))]
     return "\n".join(lines)
 
 
@@ -188,12 +191,17 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
         done = {m.name: _last_step(run_dir / m.name) for m in members}
         bar = _bar(len(members) * iters, sum(done.values()), progress, ctx)
         try:
-            for m in members:
-                if done[m.name] >= iters:
-                    continue
-                run = MemberRun(member=m, spec=spec, member_dir=run_dir / m.name, order=orders[m.data_seed],
-                                view=view, ctx=ctx, tokenizer=tokenizer)
-                Trainer(run).run_loop(bar)
+            with StopSignal() as stop:  # SIGTERM/SIGINT: finish the step, checkpoint, stop (preempt.py)
+                previous = None
+                for m in members:
+                    if done[m.name] >= iters:
+                        continue
+                    if previous is not None and ctx.any(stop.signum is not None):  # arrived as a member ended
+                        raise TrainingInterrupted(stop.signum or signal.SIGTERM, previous, iters)
+                    run = MemberRun(member=m, spec=spec, member_dir=run_dir / m.name, order=orders[m.data_seed],
+                                    view=view, ctx=ctx, tokenizer=tokenizer)
+                    Trainer(run).run_loop(bar, stop)
+                    previous = m.name
         finally:
             bar.close()
         return run_dir

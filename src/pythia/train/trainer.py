@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,19 +19,19 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
-    get_model_state_dict,
     get_optimizer_state_dict,
     set_optimizer_state_dict,
 )
 
 from . import checkpoint as ckpt
 from ..hf import write_pretrained
+from ..loss import token_loss
 from .disk import explain_disk_full
 from .distributed import DistContext, rank_slice, unwrap, wrap_model
 from .metrics import MemberLog, batch_fingerprint
+from .preempt import StopSignal, TrainingInterrupted
 from .optim import DynamicLossScaler, build_optimizer, grad_norm_and_clip, set_lr
 from .schedule import lr_at
 from .spec import Member, SuiteSpec
@@ -73,6 +74,8 @@ class Trainer:
                              f"data-parallel size {world}")
         self.gas = self.B // (self.micro * world)
         self.ckpt_steps = self.spec.checkpoint_steps()
+        self.ckpt_index = {step: i for i, step in enumerate(self.ckpt_steps)}
+        self.optimizer_steps = set(self.spec.optimizer_state_steps())
         self.device = self.ctx.device
         self.autocast_dtype = _AUTOCAST[t.precision]
         self.fsdp = t.parallel == "fsdp" and self.ctx.distributed
@@ -107,8 +110,7 @@ class Trainer:
         self.updates = 0  # applied (non-skipped) updates = the lr scheduler's counter
         self.step = 0
         if state is not None:
-            set_optimizer_state_dict(self.model, self.optimizer, state.optimizer,
-                                     options=StateDictOptions(full_state_dict=True))
+            self._load_optimizer(state, self.run.member_dir / ckpt.step_dir_name(resume))
             self.scaler.load_state_dict(state.scaler)
             self.updates = int(state.extra["scheduler_step"])
             self.step = state.step
@@ -116,29 +118,42 @@ class Trainer:
         self.log = MemberLog(self.run.member_dir, resume, self.spec.tensorboard) if self.ctx.is_main else None
         return self.step
 
+    def _load_optimizer(self, state: ckpt.TrainingState, step_dir: Path) -> None:
+        """Full state (one process / DDP run) or DCP shards (FSDP run), onto any number of ranks."""
+        if state.optimizer_format == "full":
+            set_optimizer_state_dict(self.model, self.optimizer, state.optimizer,
+                                     options=StateDictOptions(full_state_dict=True))
+        elif state.optimizer_format == "sharded":
+            import torch.distributed.checkpoint as dcp
+
+            osd = get_optimizer_state_dict(self.model, self.optimizer)  # this run's layout, filled in place
+            dcp.load({"optimizer": osd}, checkpoint_id=str(step_dir / "training_state" / "optimizer"))
+            set_optimizer_state_dict(self.model, self.optimizer, osd)
+        elif state.optimizer_format != "empty":  # "empty": no update yet, the fresh optimizer is exact
+            raise ValueError(f"{step_dir}: optimizer state {state.optimizer_format!r} cannot be resumed from")
+
     def _find_resume_point(self) -> int | None:
-        """Newest checkpoint whose files match its manifest; corrupt ones are skipped loudly."""
-        for step in reversed(ckpt.complete_checkpoints(self.run.member_dir)):
-            step_dir = self.run.member_dir / ckpt.step_dir_name(step)
-            problems = ckpt.check_manifest(step_dir)
-            if not problems and (step_dir / "training_state" / "state.json").is_file():
-                return step
-            if self.ctx.is_main:
-                print(f"[{self.run.member.name}] not resuming from {step_dir.name}: {'; '.join(problems[:3])}")
-        return None
+        """Newest checkpoint whose files match its manifest and that holds optimizer state;
+        corrupt ones are skipped loudly. Rank 0 hashes, the others take its answer."""
+        found = None
+        if self.ctx.is_main:
+            for step in reversed(ckpt.complete_checkpoints(self.run.member_dir)):
+                step_dir = self.run.member_dir / ckpt.step_dir_name(step)
+                problems = ckpt.check_manifest(step_dir)
+                fmt = ckpt.optimizer_format(step_dir)
+                if not problems and fmt in ("full", "sharded", "empty"):
+                    found = step
+                    break
+                why = "; ".join(problems[:3]) if problems else (
+                    f"it keeps no optimizer state (train.optimizer_state_every: {self.spec.train.optimizer_state_every})"
+                    if fmt == "omitted" else "training_state/state.json is missing or unreadable")
+                print(f"[{self.run.member.name}] not resuming from {step_dir.name}: {why}")
+        return self.ctx.broadcast_object(found)
 
     # -- one update ------------------------------------------------------------------------
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
     def _loss(self, rows: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(rows)).to(self.device)  # (micro, S+1) int64
-        inputs, labels = x[:, :-1], x[:, 1:]  # (micro, S) each
-        with self._autocast():
-            logits = self.model(inputs)  # (micro, S, V)
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        """Mean next-token loss of (micro, S+1) windows through the fused head (pythia.loss)."""
+        return token_loss(self.model, rows, autocast_dtype=self.autocast_dtype, device=self.device)
 
     def forward_backward(self, tokens: np.ndarray) -> float:
         """Accumulate (loss x scale) gradients of this rank's slices of a (B, S+1) global batch.
@@ -207,24 +222,47 @@ class Trainer:
         }
 
     # -- checkpoints and checkpoint-time analyses -----------------------------------------
-    def save(self) -> None:
-        """Gather full state (collective under FSDP), rank 0 writes step{N}/, then every rank
-        runs the spec's checkpoint-time analyses (`analyses:`, val_loss by default)."""
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        model_state = get_model_state_dict(self.model, options=opts) if self.fsdp else None
-        optim_state = get_optimizer_state_dict(self.model, self.optimizer, options=opts)
+    def _optimizer_format(self, preempted: bool) -> str:
+        """How this checkpoint keeps the optimizer state (see ckpt.OPTIMIZER_FORMATS)."""
+        if not self.optimizer.state:
+            return "empty"  # saved before any update: a fresh optimizer is exact (and AdamW's step stays 0)
+        if not preempted and self.step in self.ckpt_index and self.step not in self.optimizer_steps:
+            return "omitted"  # train.optimizer_state_every
+        return "sharded" if self.fsdp else "full"
+
+    def save(self, preempted: str | None = None) -> None:
+        """Write step{N}/: rank 0 writes it, except under FSDP, where every rank gathers the HF
+        weights one tensor at a time (rank 0 writes them) and writes its own shard of the
+        optimizer state; nothing is gathered whole. Then every rank runs the spec's
+        checkpoint-time analyses (skipped for an off-schedule stop, to exit fast)."""
+        fmt = self._optimizer_format(preempted is not None)
+        optim_state = {"param_groups": [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]}
+        if fmt == "full":
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            optim_state = get_optimizer_state_dict(self.model, self.optimizer, options=opts)
+        write_shared = self._shared_writer(fmt)
         if self.ctx.is_main:
             rng_tensors, rng_scalars = ckpt.capture_rng()
+            extra = {"scheduler_step": self.updates, "member": self.run.member.name,
+                     "global_batch": self.B, "seq_len": self.spec.data.seq_len}
+            if preempted:
+                extra["preempted"] = preempted
             state = ckpt.TrainingState(
                 step=self.step, consumed_samples=self.step * self.B, optimizer=optim_state,
                 scaler=self.scaler.state_dict(), rng_tensors=rng_tensors, rng_scalars=rng_scalars,
-                extra={"scheduler_step": self.updates, "member": self.run.member.name,
-                       "global_batch": self.B, "seq_len": self.spec.data.seq_len},
+                extra=extra, optimizer_format=fmt,
             )
             with explain_disk_full(self.run.member_dir, self.step, unwrap(self.model), self.run.tokenizer):
-                ckpt.save_checkpoint(self.run.member_dir, self.step, write_hf=self._hf_writer(model_state), state=state)
+                ckpt.save_checkpoint(self.run.member_dir, self.step, state=state,
+                                     write_hf=lambda tmp: write_shared(self.ctx.broadcast_object(str(tmp)) if self.fsdp else tmp))
+            if fmt != "omitted":
+                for step in ckpt.remove_preemption_checkpoints(self.run.member_dir, self.ckpt_steps, self.step):
+                    print(f"[{self.run.member.name}] removed step{step}, written on a stop signal: step{self.step} supersedes it")
+        elif self.fsdp:
+            write_shared(self.ctx.broadcast_object(None))
         self.ctx.barrier()
-        self.checkpoint_analyses()
+        if preempted is None or self.step in self.ckpt_index:
+            self.checkpoint_analyses()
 
     def checkpoint_analyses(self) -> None:
         """Run the spec's checkpoint-time analyses on the model in memory; rank 0 stores the rows
@@ -255,21 +293,42 @@ class Trainer:
         store = view.results()
         return any(store.unit_key(n, self.run.member.name, step) is None for n in self.spec.checkpoint_analyses())
 
-    def _hf_writer(self, full_state: dict | None) -> Callable[[Path], dict]:
-        """Writes the HF files into the checkpoint's temporary folder; under FSDP from the
-        gathered full state dict, otherwise from the (unwrapped) model itself."""
+    def _shared_writer(self, fmt: str) -> Callable[[str | Path], str | None]:
+        """Writes into the checkpoint's temporary folder what needs every rank under FSDP: the HF
+        weights (DTensor shards gathered per tensor) and the sharded optimizer state (DCP).
+        Elsewhere rank 0 alone calls it and the HF files come from the unwrapped model."""
         model = unwrap(self.model)
-        return lambda folder: write_pretrained(model, folder, tokenizer=self.run.tokenizer, state=full_state)
+
+        def write(folder: str | Path) -> str | None:
+            folder = Path(folder)
+            digest = write_pretrained(model, folder, tokenizer=self.run.tokenizer,
+                                      state=self.model.state_dict() if self.fsdp else None,
+                                      max_shard_bytes=self.spec.checkpoints.max_shard_bytes, writer=self.ctx.is_main)
+            if fmt == "sharded":
+                import torch.distributed.checkpoint as dcp
+
+                osd = get_optimizer_state_dict(self.model, self.optimizer)  # DTensor shards, no gather
+                dcp.save({"optimizer": osd}, checkpoint_id=str(folder / "training_state" / "optimizer"))
+            return digest
+
+        return write
 
     # -- the loop --------------------------------------------------------------------------
-    def run_loop(self, bar=None) -> dict:
-        """Train from the resumed step to train.iters; returns a small summary."""
-        start = self.setup()
-        iters = self.spec.train.iters
-        try:
+    def run_loop(self, bar=None, stop: StopSignal | None = None) -> dict:
+        """Train from the resumed step to train.iters; returns a small summary.
+
+        On SIGTERM/SIGINT (caught by `stop`, or by a StopSignal of its own) the update in
+        progress completes, a resumable checkpoint of that step is written, and
+        TrainingInterrupted is raised (see preempt.py); a signal during the last update lets
+        the member finish normally."""
+        with contextlib.ExitStack() as stack:
+            stop = stop if stop is not None else stack.enter_context(StopSignal())
+            start = self.setup()
+            stack.callback(lambda: self.log is not None and self.log.close())
+            iters = self.spec.train.iters
             if start == 0 and 0 in self.ckpt_steps and not (self.run.member_dir / "step0").is_dir():
                 self.save()
-            elif start in self.ckpt_steps and self._analyses_missing(start):
+            elif start in self.ckpt_index and self._analyses_missing(start):
                 self.checkpoint_analyses()
             last = None
             for n in range(start, iters):
@@ -278,13 +337,14 @@ class Trainer:
                 if self.log is not None:
                     self.log.log_step(record)
                 ckpt.crash_point("step", self.step)  # test hook: die after logging, before any checkpoint
-                if self.step in self.ckpt_steps:
+                if self.step < iters and self.ctx.any(stop.signum is not None):
+                    signum = self.ctx.broadcast_object(stop.signum or signal.SIGTERM)
+                    self.save(preempted=signal.Signals(signum).name)
+                    raise TrainingInterrupted(signum, self.run.member.name, self.step)
+                if self.step in self.ckpt_index:
                     self.save()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(f"{self.run.member.name} step {self.step} loss {record['loss']:.3f}", refresh=False)
-        finally:
-            if self.log is not None:
-                self.log.close()
         return {"member": self.run.member.name, "resumed_from": start, "final_step": self.step,
                 "final_loss": None if last is None else last["loss"]}
