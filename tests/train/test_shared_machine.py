@@ -62,7 +62,8 @@ def assert_same_run(ref: Path, run: Path) -> None:
     for step in STEPS:
         for rel in ("model.safetensors", "training_state/optimizer.safetensors", "training_state/rng.safetensors"):
             a, b = ref / MEMBER / f"step{step}" / rel, run / MEMBER / f"step{step}" / rel
-            assert a.read_bytes() == b.read_bytes(), f"step{step}/{rel}"
+            assert a.is_file() == b.is_file(), f"step{step}/{rel}"  # step0 holds no optimizer state
+            assert not a.is_file() or a.read_bytes() == b.read_bytes(), f"step{step}/{rel}"
     got, want = read_jsonl(run / MEMBER / "metrics.jsonl"), read_jsonl(ref / MEMBER / "metrics.jsonl")
     assert [r["step"] for r in got] == list(range(1, 11))
     assert [r["loss"] for r in got] == [r["loss"] for r in want]
@@ -262,16 +263,13 @@ def test_dry_run_disk_matches_the_files_written(datasets, tmp_path, capsys):
     run = tmp_path / "run"
     assert (run / MEMBER / "step4" / "tokenizer.json").is_file()
     full = {m: sum(step_bytes(run / m / f"step{s}") for s in (0, 1, 2, 4)) for m in ("tiny-seed1", "wide-seed1")}
-    no_state = {m: full[m] - sum(step_bytes(run / m / f"step{s}" / "training_state") for s in (0, 1, 2, 4))
-                for m in full}
-    for m in full:
-        line = re.search(rf"^{m}\s+4 x [\d.]+ [KMG]?B = ([\d.]+ [KMG]?B)\s+weights only: 4 x [\d.]+ [KMG]?B = "
-                         rf"([\d.]+ [KMG]?B)$", text, re.M)
+    for m in full:  # step0 holds no optimizer state (nothing to save before the first update)
+        line = re.search(rf"^{m}\s+([\d.]+ [KMG]?B) \(3 x [\d.]+ [KMG]?B with optimizer state \+ 1 x "
+                         rf"[\d.]+ [KMG]?B weights only\)$", text, re.M)
         assert line, text
-        assert parse_size(line.group(1)) == pytest.approx(full[m], rel=5e-3)
-        assert parse_size(line.group(2)) == pytest.approx(no_state[m], rel=5e-3)  # without training_state/
-    total = re.search(r"^# whole run: ([\d.]+ [KMG]?B) with optimizer state, ([\d.]+ [KMG]?B) weights only", text, re.M)
-    assert parse_size(total.group(1)) == pytest.approx(sum(full.values()), rel=5e-3)
+        assert parse_size(line.group(1)) == pytest.approx(full[m], rel=1e-2)
+    total = re.search(r"^# whole run: ([\d.]+ [KMG]?B) as scheduled", text, re.M)
+    assert parse_size(total.group(1)) == pytest.approx(sum(full.values()), rel=1e-2)
 
 
 @pytest.mark.slow  # two ranks start up: about 15 s on 2 cores

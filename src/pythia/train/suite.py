@@ -90,7 +90,8 @@ def describe(spec: SuiteSpec) -> str:
     if members:
         tokenizer = dataset_tokenizer(spec.data.train)
         text = tokenizer_text(load_tokenizer(tokenizer)) if tokenizer is not None else None
-        lines += ["", *run_disk_lines(members, len(steps), text, spec.output, len(spec.optimizer_state_steps()))]
+        with_state = [s for s in spec.optimizer_state_steps() if s > 0]  # step0: no update yet, no state
+        lines += ["", *run_disk_lines(members, len(steps), text, spec.output, len(with_state))]
     return "\n".join(lines)
 
 
