@@ -64,8 +64,7 @@ def bench_checkpoints(spec: SuiteSpec, run_dir: Path) -> None:
           f"{'ckpt MB':>9}{'(HF MB':>8}{' state MB)':>10}{'resume ms':>11}")
     for member in resolve(spec)[::len(spec.seeds)]:
         order = type("Order", (), {"batch": staticmethod(lambda n, b: np.zeros((b, SEQ + 1), np.int64))})()
-        run = MemberRun(member=member, spec=spec, member_dir=run_dir / "ckpt-bench" / member.name, order=order,
-                        valid_tokens=None)
+        run = MemberRun(member=member, spec=spec, member_dir=run_dir / "ckpt-bench" / member.name, order=order)
         t = Trainer(run)
         t.setup()
         t.train_step(0)  # optimizer state exists

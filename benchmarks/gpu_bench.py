@@ -107,7 +107,7 @@ def pythia_trainer(cfg, model, micro_batch, seq, device, out_dir):
     })
     member = Member(name=cfg.name, config=cfg, seed=0, data_seed=0, lr=1e-4, min_lr=1e-5)
     run = MemberRun(member=member, spec=spec, member_dir=out_dir / cfg.name, order=RandomOrder(cfg.vocab_size, seq),
-                    valid_tokens=None, ctx=DistContext(device=device), build_model=lambda config, dev: model)
+                    ctx=DistContext(device=device), build_model=lambda config, dev: model)
     trainer = Trainer(run)
     trainer.setup()
     return trainer
