@@ -362,5 +362,15 @@ def _min_per_item(items, steps):
     return uniq, counts, steps[first]
 
 
+def sequence_counts(member, positions, *, until_step: int | None = None, offset: int = 0, length: int = 64,
+                    index_dir=None) -> np.ndarray:
+    """For the memorization analysis: per scored training position, how many times its tokens
+    [offset, offset+length) (Pythia scores the first 64) occur in what `member` trained on in
+    updates [0, until_step) (default: all); -1 where the window spans two documents. Builds the
+    dataset's index on first use."""
+    counter = TermCounter.for_member(member, index_dir=index_dir, build=True)
+    return counter.sequence_counts(positions, until_step=until_step, offset=offset, length=length)
+
+
 __all__ = ["EmptyQueryError", "OrderMap", "OutOfVocabularyError", "PreshuffledMap", "QueryError", "TermCount",
-           "TermCounter", "step_map"]
+           "TermCounter", "sequence_counts", "step_map"]
