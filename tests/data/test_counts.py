@@ -83,6 +83,15 @@ def test_whole_corpus_count_and_shards(world):
         expected = sum(int(np.sum(np.all(sliding_window_view(np.asarray(ds[d]), n) == pattern, 1)))
                        for d in range(len(ds)) if ds.sizes[d] >= n)
         assert world["index"].count(pattern) == world["sharded"].count(pattern) == expected
+    pairs = np.array([[a, b] for a in range(8) for b in range(8)] + [[70000, 2]])  # 6, 7, 70000: absent
+    for index in (world["index"], world["sharded"]):
+        together = index.ranges(pairs)  # the vectorised search
+        for i, pair in enumerate(pairs):
+            alone = index.ranges(pair)  # the scalar bisection
+            for (lo, hi), (lo1, hi1) in zip(together, alone):
+                assert (lo[i], hi[i]) == (lo1[0], hi1[0])
+        total = sum(int((hi - lo).sum()) for lo, hi in together)  # every suffix of 2+ tokens, once
+        assert total == sum(s["token_hi"] - s["token_lo"] - 1 for s in index.shards)
 
 
 def test_sequence_counts_match_brute_force(world):

@@ -17,6 +17,7 @@ offset r < S of item k is seen at step k // B.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -205,7 +206,7 @@ class TermCounter:
             self._tokenizer = load_tokenizer(self.tokenizer_path)
         return self._tokenizer
 
-    @property
+    @cached_property
     def vocab_size(self) -> int:
         if self.tokenizer_path is not None:
             return self.tokenizer.get_vocab_size(with_added_tokens=True)
