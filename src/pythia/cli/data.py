@@ -327,7 +327,8 @@ def _parse_ids(text: str) -> list[int]:
     try:
         return [int(t) for t in text.replace(",", " ").split()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--tokens wants integer ids separated by commas or spaces, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--tokens wants integer ids separated by commas or spaces, "
+                                         f"got {text!r}") from None
 
 
 def _count_target(args):
@@ -410,8 +411,8 @@ def _count_terms(args, run, prefix) -> int:
     from pythia.analysis.runner import run_analyses
 
     members = [args.member] if args.member else None
-    summary = run_analyses(run, "term_counts", members=members, options={"terms": args.terms, "ngram_index": args.index},
-                           progress=not args.no_progress)
+    options = {"terms": args.terms, "ngram_index": args.index}
+    summary = run_analyses(run, "term_counts", members=members, options=options, progress=not args.no_progress)
     rows = run.results().rows(analysis="term_counts", member=[m.name for m in run.select(members)])
     if args.json:
         print(json.dumps(rows, indent=1))

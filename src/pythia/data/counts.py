@@ -65,14 +65,17 @@ class OrderMap:
 
     def positions(self, occ: Occurrences, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(index into occ, training position) of every counted copy of every occurrence."""
-        S = self.seq_len
-        g = self.copy_start[occ.item] + occ.rel[:, None]  # (m, E) stream positions
-        j = g // S  # (m, E) sample holding the first token as an input position
-        ok = (j < self.position_of.size) & (g - j * S + n <= S + 1)
-        row, _ = np.nonzero(ok)
-        k = self.position_of[j[ok]]
+        S, epochs = self.seq_len, self.copy_start.shape[1]
+        g = (self.copy_start[occ.item] + occ.rel[:, None]).reshape(-1)  # (m E,) stream positions
+        j = g // S  # (m E,) sample holding the first token as an input position
+        g -= j * S  # offset in that sample
+        ok = (g <= S + 1 - n) & (j < self.position_of.size)
+        idx = np.flatnonzero(ok)
+        k = self.position_of[j[idx]]
         keep = k < self.num_positions
-        return row[keep], k[keep]
+        if not keep.all():
+            idx, k = idx[keep], k[keep]
+        return (idx // epochs if epochs > 1 else idx), k
 
     def windows(self, positions: np.ndarray, offset: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens (R, length) of the windows [offset, offset+length) of training positions, and
@@ -288,7 +291,8 @@ class TermCounter:
             part = positions[a:a + 4096]
             tokens, inside = self.map.windows(part, offset, length)  # (R, L), (R,)
             if tokens.shape[1] != length:
-                raise PositionError(f"window [{offset}, {offset + length}) exceeds the {self.map.seq_len + 1}-token samples")
+                raise PositionError(f"window [{offset}, {offset + length}) exceeds the "
+                                    f"{self.map.seq_len + 1}-token samples")
             out[a:a + part.size][inside] = self._pattern_counts(tokens[inside], until)
         return out
 

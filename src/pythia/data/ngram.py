@@ -11,22 +11,23 @@ Layout of the index folder (default PREFIX.sa/, format `pythia-ngram-index/1`):
                        [first[t], first[t+1]) of the suffix array (where every search starts)
 
 The tokens are not copied (queries read PREFIX.bin through its memory map), so the index costs
-4 bytes per token on disk (plus 8 bytes per vocabulary entry and shard). Shards are cut at item (document) boundaries: each holds at most
-`shard_tokens` tokens, bounds the build's memory (~14 bytes per token of the shard) and is
-searched separately; a query's occurrences are the union over shards.
+4 bytes per token on disk (plus 8 bytes per vocabulary entry and shard). Shards are cut at item
+(document) boundaries; each holds at most `shard_tokens` tokens, which bounds the build's
+memory (~15 bytes per token of the shard), and is searched separately: a query's occurrences
+are the union over shards.
 
 Occurrences never span two items: the .bin lays documents out in file order, which is not the
 order they are trained in, so an n-gram across a file-order boundary is an artefact. (Documents
 end with <|endoftext|>, so this only matters for n-grams holding that token before their end.)
 
 Why libdivsufsort (pydivsufsort): it sorts the big-endian bytes of the tokens (byte order =
-token order), from which the suffixes at whole-token offsets are kept, in ~10 s per 10M tokens
-on one core; the index is a plain numpy array, so finding the occurrences of an n-gram is a
-vectorised binary search and a slice, ready for the vectorised mapping to training steps
+token order), keeping the suffixes at whole-token offsets, at ~2.4M tokens/s on one core
+(benchmarks/bench_ngram.py); the result is a plain numpy array, so the occurrences of an n-gram
+are a bisection and a slice away, ready for the vectorised mapping to training steps
 (counts.py). infini-gram (github.com/liujch1998/infini-gram) builds a comparable index with an
-external-memory Rust indexer that scales to trillions of tokens, but needs a second copy of the
-tokens in its own layout, and its engine answers counts and per-rank lookups rather than arrays
-of positions.
+external-memory Rust indexer that scales to trillions of tokens, but it is not a dependency
+here, keeps a second copy of the tokens in its own layout, and its engine answers counts and
+per-rank lookups rather than arrays of positions.
 """
 from __future__ import annotations
 
@@ -260,15 +261,19 @@ class NgramIndex:
         n = patterns.shape[1]
         for shard, (lo, hi) in zip(self.shards, self.ranges(patterns)):
             for pid, idx in _range_chunks(lo, hi, chunk):
-                offset = shard["sa"][idx].astype(np.int64) + shard["token_lo"]  # (m,)
+                offset = shard["sa"][idx].astype(np.int64)  # (m,)
+                offset += shard["token_lo"]
                 if patterns.shape[0] == 1:  # in file order: searchsorted on sorted keys is ~10x faster
                     offset.sort()
                 else:
                     by_offset = np.argsort(offset)
                     offset, pid = offset[by_offset], pid[by_offset]
-                item = np.searchsorted(self.starts, offset, side="right") - 1  # (m,)
+                item = np.searchsorted(self.starts, offset, side="right")  # (m,)
+                item -= 1
                 keep = offset + n <= self.ends[item]
-                yield Occurrences(pid[keep], offset[keep], item[keep], offset[keep] - self.starts[item[keep]])
+                if not keep.all():
+                    pid, offset, item = pid[keep], offset[keep], item[keep]
+                yield Occurrences(pid, offset, item, offset - self.starts[item])
 
     def count(self, pattern) -> int:
         """Occurrences of one pattern in the dataset (inside items), each counted once."""
