@@ -361,7 +361,11 @@ def open_index(prefix, index_dir=None, build: bool = False, progress: bool = Tru
     """Open PREFIX's index; build it first when absent and `build` (a stale one is refused)."""
     index_dir = Path(index_dir) if index_dir is not None else default_index_dir(prefix)
     if build and not (index_dir / "manifest.json").is_file():
-        return build_index(prefix, index_dir, shard_tokens=shard_tokens, progress=progress)
+        try:
+            return build_index(prefix, index_dir, shard_tokens=shard_tokens, progress=progress)
+        except PermissionError as exc:
+            raise NgramIndexError(f"cannot write the n-gram index to {index_dir} ({exc.strerror}); "
+                                  "choose a writable folder (--index DIR)") from None
     return NgramIndex(prefix, index_dir)
 
 
