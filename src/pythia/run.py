@@ -367,13 +367,13 @@ def open_run(source: str | os.PathLike | list, *, results_dir: str | os.PathLike
         raise RunError(f"{text}: not a folder; open a run folder, a demo output, a member or a step folder")
     path = path.resolve()
     results = Path(results_dir) if results_dir else None
-    if (path / "suite.yaml").is_file():
-        return _open_local(path, "run", text, results)
-    if (path / "demo.json").is_file():
+    if (path / "demo.json").is_file():  # before suite.yaml: a demo root holds the spec it trained, too
         run = path / "run"
         if not (run / "suite.yaml").is_file():
             raise RunError(f"{text}: a pythia demo output whose run ({run}) has not been trained yet; run `pythia demo`")
         return _open_local(run, "demo", text, results)
+    if (path / "suite.yaml").is_file():
+        return _open_local(path, "run", text, results)
     if parse_step(path.name) is not None and (path.parent.parent / "suite.yaml").is_file():
         return _open_local(path.parent.parent, "step", text, results, member=path.parent.name,
                            step=parse_step(path.name))
