@@ -234,7 +234,7 @@ def _results_json(ctx, specs: list[TaskSpec], outputs: dict) -> dict:
     merged["config"] = {"model": "pythia", "model_args": {"pretrained": str(ctx.run.source), "member": ctx.member.name,
                                                          "revision": ck.revision},
                         "model_revision": ck.revision, "model_sha": ck.digest, "member": ctx.member.name,
-                        "size": ctx.member.shape, "seed": ctx.member.seed, "step": ck.step}
+                        "suite": ctx.run.name, "size": ctx.member.shape, "seed": ctx.member.seed, "step": ck.step}
     merged["lm_eval_version"] = pkg_version("lm_eval")
     merged["model_name"] = f"{ctx.run.name}/{ctx.member.name}"
     return merged
