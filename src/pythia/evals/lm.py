@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 __all__ = ["PythiaLM", "load_tokenizer", "resolve_checkpoint"]
 
 LOGITS_BUDGET = 1 << 26  # logits elements per forward (256 MiB in fp32): caps rows x length x vocab
+ENCODE_CACHE_ITEMS = 200_000  # tokenized strings kept for reuse (a few large tasks' prompts)
 
 
 def load_tokenizer(path: str | Path):
@@ -81,7 +82,7 @@ class PythiaLM(TemplateLM):
     def __init__(self, pretrained: str | None = None, member: str | None = None, revision: Any = None, *,
                  model=None, tokenizer=None, device: str | None = None, dtype: Any = None, batch_size: Any = 16,
                  max_batch_size: Any = None, max_length: Any = None, add_bos_token: Any = None,
-                 prefix_token_id: Any = None) -> None:
+                 prefix_token_id: Any = None, progress: bool = True, encode_cache: dict | None = None) -> None:
         super().__init__()
         self.checkpoint = None
         if model is None:
@@ -102,6 +103,10 @@ class PythiaLM(TemplateLM):
         self.add_bos_token = None if add_bos_token is None else str(add_bos_token).lower() in ("1", "true", "yes")
         self.custom_prefix_token_id = None if prefix_token_id is None else int(prefix_token_id)
         self.pretrained, self.revision = pretrained, revision
+        self.progress = progress
+        self._encoded = {} if encode_cache is None else encode_cache
+        """string -> token ids; a sweep passes one dict per tokenizer, so each prompt is
+        tokenized once for all checkpoints (the requests are the same at every step)."""
 
     # -- what HFLM exposes -------------------------------------------------------------------
     @property
@@ -146,8 +151,17 @@ class PythiaLM(TemplateLM):
             special = {}
         if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode(self.prefix_token_id)):
             special["add_special_tokens"] = False
-        ids = self.tokenizer.encode(string, **special)
+        ids = self._encode(string, special.get("add_special_tokens"))
         return ids[-left_truncate_len:] if left_truncate_len else ids
+
+    def _encode(self, string: str, special: bool | None) -> list[int]:
+        key = (string, special)
+        ids = self._encoded.get(key)
+        if ids is None:
+            ids = self.tokenizer.encode(string, **({} if special is None else {"add_special_tokens": special}))
+            if len(self._encoded) < ENCODE_CACHE_ITEMS:
+                self._encoded[key] = ids
+        return list(ids)
 
     def tok_decode(self, tokens, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
@@ -175,7 +189,7 @@ class PythiaLM(TemplateLM):
         for inp in users:
             by_len[len(inp)].append(inp)
         out: list = [None] * len(requests)
-        bar = tqdm(total=len(requests), disable=disable_tqdm, desc="pythia loglikelihood")
+        bar = tqdm(total=len(requests), disable=disable_tqdm or not self.progress, desc="pythia loglikelihood")
         for T in sorted(by_len, reverse=True):
             inputs = sorted(by_len[T])
             n = self._rows_per_forward(T)
@@ -201,6 +215,10 @@ class PythiaLM(TemplateLM):
             out[i] = answer
             if key is not None:
                 self.cache_hook.add_partial("loglikelihood", key, answer)
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        """TemplateLM's: tokenize (context, continuation) pairs, then `_loglikelihood_tokens`."""
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.progress)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Log-likelihood of whole strings: lm-eval's disjoint rolling windows of max_length
@@ -230,7 +248,7 @@ class PythiaLM(TemplateLM):
             special = {"add_special_tokens": self.add_bos_token}
         else:
             special = {}
-        ids = self.tokenizer.encode(context, **special)[-max_ctx:]
+        ids = self._encode(context, special.get("add_special_tokens"))[-max_ctx:]
         return ids or [self.prefix_token_id]  # an empty prompt conditions on the prefix token
 
     def _text(self, tokens: list[int], until: list[str]) -> tuple[str, bool]:
@@ -251,7 +269,7 @@ class PythiaLM(TemplateLM):
             groups[json.dumps(kw, sort_keys=True, default=str)].append(i)
         out: list = [None] * len(args)
         eot_text = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
-        bar = tqdm(total=len(args), disable=disable_tqdm, desc="pythia generate_until")
+        bar = tqdm(total=len(args), disable=disable_tqdm or not self.progress, desc="pythia generate_until")
         for ids in groups.values():
             kw = normalize_gen_kwargs(args[ids[0]][1], self.max_gen_toks)
             if kw.get("do_sample"):

@@ -137,8 +137,10 @@ def item_arrays(samples: list[dict], output_type: str) -> dict | None:
 
 def write_npz(path: Path, arrays: dict) -> None:
     """np.savez layout (one .npy per array in a zip), with fixed zip timestamps so the same
-    arrays give the same bytes; written atomically."""
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    arrays give the same bytes; renamed into place (artifacts are not fsynced: the runner's
+    unit, written after them, is; a damaged task file is recomputed by the next sweep that
+    needs it, e.g. with --force)."""
+    with atomic_path(path, durable=False) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name in sorted(arrays):
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.asarray(arrays[name]), allow_pickle=False)
@@ -166,7 +168,8 @@ def _read_cached(path: Path, key: dict) -> dict | None:
 
 
 def _tokenizer(ctx):
-    """The checkpoint's tokenizer, loaded once per distinct tokenizer.json in a sweep."""
+    """(the checkpoint's tokenizer, its encode cache), loaded once per distinct tokenizer.json
+    in a sweep."""
     from ..io import sha256_file
     from .lm import load_tokenizer
 
@@ -174,7 +177,7 @@ def _tokenizer(ctx):
     tj = path / "tokenizer.json"
     key = ("eval.tokenizer", sha256_file(tj) if tj.is_file() else str(path))
     if key not in ctx.shared:
-        ctx.shared[key] = load_tokenizer(path)
+        ctx.shared[key] = (load_tokenizer(path), {})
     return ctx.shared[key]
 
 
@@ -185,7 +188,9 @@ def _compute(ctx, specs: list[TaskSpec], opts: dict) -> tuple[dict, float, float
     t0 = time.perf_counter()
     model = ctx.model
     t1 = time.perf_counter()
-    lm = PythiaLM(model=model, tokenizer=_tokenizer(ctx), batch_size=opts["batch_size"])
+    tokenizer, encoded = _tokenizer(ctx)
+    lm = PythiaLM(model=model, tokenizer=tokenizer, batch_size=opts["batch_size"], progress=False,
+                  encode_cache=encoded)
     out = run_lm_eval(lm, specs, opts.get("limit"), opts["bootstrap_iters"])
     return out, t1 - t0, time.perf_counter() - t1
 
@@ -204,7 +209,7 @@ def checkpoint_eval(ctx, specs: list[TaskSpec], opts: dict, version: int) -> lis
             _write_task(art, s, outputs[s.name], keys[s.name], out.get("samples") or {})
         log.info("%s %s: load %.3fs score %.3fs (%d task(s) computed, %d reused)", ctx.member.name,
                  ctx.checkpoint.revision, load_s, score_s, len(stale), len(specs) - len(stale))
-    write_text_atomic(art / "results.json", _dumps(_results_json(ctx, specs, outputs)))
+    write_text_atomic(art / "results.json", _dumps(_results_json(ctx, specs, outputs)), durable=False)
     rows = []
     for s in specs:
         n_shot = outputs[s.name].get("n-shot", {})
@@ -219,7 +224,8 @@ def _write_task(art: Path, spec: TaskSpec, output: dict, key: dict, samples: dic
         arrays = item_arrays(samples.get(name) or [], task.OUTPUT_TYPE)
         if arrays is not None:
             write_npz(art / f"{task_label(name, task.get_config('num_fewshot') or 0)}.items.npz", arrays)
-    write_text_atomic(art / f"{task_label(spec.name, shots(spec))}.json", _dumps({"key": key, "output": output}))
+    write_text_atomic(art / f"{task_label(spec.name, shots(spec))}.json", _dumps({"key": key, "output": output}),
+                      durable=False)
 
 
 def _results_json(ctx, specs: list[TaskSpec], outputs: dict) -> dict:
