@@ -23,6 +23,7 @@ over looping `lm_eval --model hf`.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -149,12 +150,17 @@ def write_npz(path: Path, arrays: dict) -> None:
             zf.writestr(info, buf.getvalue())
 
 
-def _task_key(spec: TaskSpec, digest: str, opts: dict, version: int) -> dict:
-    from importlib.metadata import version as pkg_version
+@functools.lru_cache(maxsize=1)
+def lm_eval_version() -> str:
+    from importlib.metadata import version
 
+    return version("lm_eval")
+
+
+def _task_key(spec: TaskSpec, digest: str, opts: dict, version: int) -> dict:
     return {"format": FORMAT, "analysis_version": version, "digest": digest, "task": spec.name,
             "shots": shots(spec), "limit": opts.get("limit"), "bootstrap_iters": opts["bootstrap_iters"],
-            "fingerprint": spec.fingerprint, "lm_eval": pkg_version("lm_eval")}
+            "fingerprint": spec.fingerprint, "lm_eval": lm_eval_version()}
 
 
 def _read_cached(path: Path, key: dict) -> dict | None:
@@ -189,9 +195,13 @@ def _compute(ctx, specs: list[TaskSpec], opts: dict) -> tuple[dict, float, float
     model = ctx.model
     t1 = time.perf_counter()
     tokenizer, encoded = _tokenizer(ctx)
-    lm = PythiaLM(model=model, tokenizer=tokenizer, batch_size=opts["batch_size"], progress=False,
-                  encode_cache=encoded)
-    out = run_lm_eval(lm, specs, opts.get("limit"), opts["bootstrap_iters"])
+    was_training = model.training  # a trainer's in-memory model goes back to training mode
+    try:
+        lm = PythiaLM(model=model, tokenizer=tokenizer, batch_size=opts["batch_size"], progress=False,
+                      encode_cache=encoded)
+        out = run_lm_eval(lm, specs, opts.get("limit"), opts["bootstrap_iters"])
+    finally:
+        model.train(was_training)
     return out, t1 - t0, time.perf_counter() - t1
 
 
@@ -230,8 +240,6 @@ def _write_task(art: Path, spec: TaskSpec, output: dict, key: dict, samples: dic
 
 def _results_json(ctx, specs: list[TaskSpec], outputs: dict) -> dict:
     """lm-eval 0.4's results file layout for this checkpoint (no dates, so re-runs are equal)."""
-    from importlib.metadata import version as pkg_version
-
     merged: dict = {}
     for s in specs:
         for key, sub in outputs[s.name].items():
@@ -241,6 +249,6 @@ def _results_json(ctx, specs: list[TaskSpec], outputs: dict) -> dict:
                                                          "revision": ck.revision},
                         "model_revision": ck.revision, "model_sha": ck.digest, "member": ctx.member.name,
                         "suite": ctx.run.name, "size": ctx.member.shape, "seed": ctx.member.seed, "step": ck.step}
-    merged["lm_eval_version"] = pkg_version("lm_eval")
+    merged["lm_eval_version"] = lm_eval_version()
     merged["model_name"] = f"{ctx.run.name}/{ctx.member.name}"
     return merged
