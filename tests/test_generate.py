@@ -191,3 +191,25 @@ def test_ragged_batch_gives_each_row_its_own_greedy_tokens(gelu):
     assert seen == [1, 2, 3, 4] and torch.equal(short, out[:, :4])
     with pytest.raises(ValueError):
         generate_greedy_ragged(ours, [[1, 2], []], 3)
+
+
+def test_ragged_batch_ignores_what_the_cache_held_before(monkeypatch):
+    """The empty slots left of a short prompt are masked but still read by attention: a NaN
+    left there by an earlier allocation must not reach the output."""
+    from pythia import generate as gen
+
+    cfg, ours, _ = pair("exact", seed=4)
+    real = gen.KVCache.allocate
+
+    def poisoned(model, batch, max_len):
+        cache = real(model, batch, max_len)
+        for k, v in cache.layers:
+            k.fill_(float("nan"))
+            v.fill_(float("nan"))
+        return cache
+
+    prompts = [[1, 2, 3, 4, 5, 6], [7, 8]]
+    clean = gen.generate_greedy_ragged(ours, prompts, 4)
+    monkeypatch.setattr(gen.KVCache, "allocate", staticmethod(poisoned))
+    assert torch.equal(gen.generate_greedy_ragged(ours, prompts, 4), clean)
+    assert torch.equal(clean[1], generate_greedy(ours, torch.tensor([[7, 8]]), 4)[0, 2:])

@@ -247,6 +247,9 @@ def generate_greedy_ragged(
     model.eval()
     try:
         cache = KVCache.allocate(model, B, P + max_new_tokens)
+        for k, v in cache.layers:  # the masked slots are still read: garbage there could be NaN, and 0 * NaN = NaN
+            k.zero_()
+            v.zero_()
         mask = torch.zeros(B, 1, 1, P + max_new_tokens, dtype=torch.bool, device=device)  # slots a row attends
         logits = torch.empty(B, model.config.vocab_size, dtype=model.embed_out.weight.dtype, device=device)  # (B, V)
         for n in sorted(set(lengths)):

@@ -120,3 +120,29 @@ def test_bad_model_args(quick_demo):
         PythiaLM(pretrained=str(out / "run"), member="d64-l2-seed1", revision="step7")
     with pytest.raises(ValueError, match="pass a member: d32-l2-seed1"):
         PythiaLM(pretrained=str(out / "run"))
+
+
+def test_generation_settings_and_cuts(step_dir):
+    """Greedy only (settings that would change hf's output are refused, named); the text stops at
+    EOT and at the first stop string, as lm-eval's hf model cuts it."""
+    from lm_eval.api.instance import Instance
+
+    from pythia.evals.lm import PythiaLM, load_tokenizer
+    from pythia.hf import load_model
+
+    lm = PythiaLM(model=load_model(step_dir), tokenizer=load_tokenizer(step_dir), progress=False)
+
+    def ask(kwargs):
+        return lm.generate_until([Instance("generate_until", {}, ("def f(x):\n", kwargs), 0)])
+
+    with pytest.raises(ValueError, match="sampling"):
+        ask({"until": ["\n"], "do_sample": True, "temperature": 0.7})
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        ask({"until": ["\n"], "repetition_penalty": 1.3})
+    (text,) = ask({"until": ["\n"], "max_gen_toks": 5, "top_p": 0.9})
+    assert "\n" not in text
+    ids = lm.tok_encode(" return x\n    pass")
+    eot = lm.eot_token_id
+    assert lm._text(ids + [eot] + ids, ["\n"]) == (" return x", True)
+    assert lm._text(ids[:2] + [eot] + ids, []) == (lm.tok_decode(ids[:2]), True)
+    assert lm._text(ids[:2], ["\n"]) == (lm.tok_decode(ids[:2]), False)

@@ -43,6 +43,9 @@ __all__ = ["PythiaLM", "load_tokenizer", "resolve_checkpoint"]
 
 LOGITS_BUDGET = 1 << 26  # logits elements per forward (256 MiB in fp32): caps rows x length x vocab
 ENCODE_CACHE_ITEMS = 200_000  # tokenized strings kept for reuse (a few large tasks' prompts)
+GREEDY_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p", "top_k"}
+"""Generation settings greedy decoding honours (top_p/top_k do nothing without sampling, as in
+transformers); anything else (repetition_penalty, ...) would change hf's output: refused."""
 
 
 def load_tokenizer(path: str | Path):
@@ -260,6 +263,18 @@ class PythiaLM(TemplateLM):
         stopped = cut or any(term and term in text for term in until)
         return postprocess_generated_text(text, until, None), stopped
 
+    def _stop_test(self, rows: int, until: list[str]):
+        """For generate_greedy_ragged: True once every row has hit EOT or a stop string (a row,
+        once done, is not decoded again)."""
+        done = [False] * rows
+
+        def all_stopped(new: torch.Tensor) -> bool:  # (rows, i) tokens so far
+            for j, row in enumerate(new.tolist()):
+                done[j] = done[j] or self._text(row, until)[1]
+            return all(done)
+
+        return all_stopped
+
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         from ..generate import generate_greedy_ragged
 
@@ -272,8 +287,10 @@ class PythiaLM(TemplateLM):
         bar = tqdm(total=len(args), disable=disable_tqdm or not self.progress, desc="pythia generate_until")
         for ids in groups.values():
             kw = normalize_gen_kwargs(args[ids[0]][1], self.max_gen_toks)
-            if kw.get("do_sample"):
-                raise ValueError(f"model pythia decodes greedily; a task asks for sampling ({args[ids[0]][1]})")
+            other = sorted(set(kw) - GREEDY_KWARGS)
+            if kw.get("do_sample") or other:
+                raise ValueError(f"model pythia decodes greedily (until, max_gen_toks); a task asks for "
+                                 f"{'sampling' if kw.get('do_sample') else other}: {args[ids[0]][1]}")
             until = handle_stop_sequences(kw.pop("until", None), eos=eot_text)
             max_gen = kw.pop("max_gen_toks")
             if max_gen >= self.max_length:
@@ -282,11 +299,8 @@ class PythiaLM(TemplateLM):
             order = sorted(ids, key=lambda i: (-len(prompts[i]), args[i][0]))
             for s in range(0, len(order), self.batch_size):
                 chunk = order[s:s + self.batch_size]
-
-                def all_stopped(new: torch.Tensor) -> bool:  # (b, i) tokens so far
-                    return all(self._text(row, until)[1] for row in new.tolist())
-
-                new = generate_greedy_ragged(self.model, [prompts[i] for i in chunk], max_gen, stop=all_stopped)
+                new = generate_greedy_ragged(self.model, [prompts[i] for i in chunk], max_gen,
+                                             stop=self._stop_test(len(chunk), until))
                 for i, row in zip(chunk, new.tolist()):
                     out[i] = self._text(row, until)[0]
                     self.cache_hook.add_partial("generate_until", args[i], out[i])
