@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", default="all", help="all, last, first, 0,64,128 or A:B (default: all)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16")
-    p.add_argument("--force", action="store_true", help="recompute checkpoints whose results are stored")
+    p.add_argument("--force", action="store_true", help="redo checkpoints whose rows are stored (task outputs "
+                   "stored with a matching key are reused: delete RESULTS/artifacts/eval to recompute them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
