@@ -168,3 +168,48 @@ def test_generating_past_max_seq_len_leaves_the_model_trainable():
     loss = model(ids[:, :-1], labels=ids[:, 1:])
     loss.backward()
     assert model.embed_out.weight.grad is not None
+
+
+@pytest.mark.parametrize("gelu", ["exact", "tanh"])
+def test_ragged_batch_gives_each_row_its_own_greedy_tokens(gelu):
+    """Prompts of 3..12 tokens in one batch: every row equals its own unbatched generation and
+    transformers' (a row alone: no padding), and the early stop cuts all rows at one step."""
+    from pythia.generate import generate_greedy_ragged
+
+    cfg, ours, hf = pair(gelu, seed=2)
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(0, cfg.vocab_size, (n,), generator=g).tolist() for n in (7, 3, 12, 7, 5)]
+    out = generate_greedy_ragged(ours, prompts, 9)
+    assert out.shape == (5, 9)
+    for row, p in zip(out, prompts):
+        alone = generate_greedy(ours, torch.tensor([p]), 9)[0, len(p):]
+        ref = hf.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long), max_new_tokens=9,
+                          min_new_tokens=9, do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=None)[0, len(p):]
+        assert torch.equal(row, alone) and torch.equal(row, ref)
+    seen = []
+    short = generate_greedy_ragged(ours, prompts, 9, stop=lambda new: seen.append(new.shape[1]) or new.shape[1] == 4)
+    assert seen == [1, 2, 3, 4] and torch.equal(short, out[:, :4])
+    with pytest.raises(ValueError):
+        generate_greedy_ragged(ours, [[1, 2], []], 3)
+
+
+def test_ragged_batch_ignores_what_the_cache_held_before(monkeypatch):
+    """The empty slots left of a short prompt are masked but still read by attention: a NaN
+    left there by an earlier allocation must not reach the output."""
+    from pythia import generate as gen
+
+    cfg, ours, _ = pair("exact", seed=4)
+    real = gen.KVCache.allocate
+
+    def poisoned(model, batch, max_len):
+        cache = real(model, batch, max_len)
+        for k, v in cache.layers:
+            k.fill_(float("nan"))
+            v.fill_(float("nan"))
+        return cache
+
+    prompts = [[1, 2, 3, 4, 5, 6], [7, 8]]
+    clean = gen.generate_greedy_ragged(ours, prompts, 4)
+    monkeypatch.setattr(gen.KVCache, "allocate", staticmethod(poisoned))
+    assert torch.equal(gen.generate_greedy_ragged(ours, prompts, 4), clean)
+    assert torch.equal(clean[1], generate_greedy(ours, torch.tensor([[7, 8]]), 4)[0, 2:])

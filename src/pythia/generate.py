@@ -14,11 +14,16 @@ as the module path op for op, so logits are bit-identical to `forward_cached` (t
 The head's right-hand side is a per-model cached (d, V) copy on CPU (`_head_rhs`, ~10% of a
 pythia-14m call). Tried and dropped: per-call transposed trunk weights (building them cost
 what they saved), a chunked head + argmax, matmul-softmax instead of SDPA (no faster at T=1).
+
+Benchmarks (lm-eval `generate_until`) batch prompts of different lengths: `generate_greedy_ragged`
+keeps them right-aligned in one cache with per-row rotary positions and a key mask, and stops
+as soon as a caller's test says every row is done (stop strings).
 """
 from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -115,12 +120,15 @@ class DecodeWeights:
 
 
 def decode_step(
-    model: GPTNeoX, w: DecodeWeights, tokens: torch.Tensor, cache: KVCache, pos: int, logits: torch.Tensor
+    model: GPTNeoX, w: DecodeWeights, tokens: torch.Tensor, cache: KVCache, pos: int, logits: torch.Tensor,
+    positions: torch.Tensor | None = None, mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One token per row at position `pos`: tokens (B,) long -> logits written into `logits` (B, V).
+    """One token per row into cache slot `pos`: tokens (B,) long -> logits written into `logits` (B, V).
 
     Same computation as `model.forward_cached(tokens[:, None], cache, pos)` (parallel residual,
     NeoX rotary on the first r dims, SDPA over the cache), with the keys/values written in place.
+    Rows of different lengths (`generate_greedy_ragged`) pass `positions` (B,) long, each row's
+    rotary position, and `mask` (B, 1, 1, >pos) bool, the slots each row may attend to.
     Call under torch.inference_mode() / no_grad (it writes into `logits` and the cache).
     """
     cfg = model.config
@@ -129,7 +137,11 @@ def decode_step(
     B = tokens.shape[0]
     d = cfg.hidden_size
     half = r // 2
-    cos, sin_s = w.cos[pos], w.sin_signed[pos]  # (r,) each
+    if positions is None:
+        cos, sin_s = w.cos[pos], w.sin_signed[pos]  # (r,) each
+    else:
+        cos, sin_s = w.cos[positions][:, None, None], w.sin_signed[positions][:, None, None]  # (B, 1, 1, r)
+    keep = None if mask is None else mask[..., : pos + 1]  # (B, 1, 1, pos+1)
     x = F.embedding(tokens, w.embed)  # (B, d)
     for (ln1_w, ln1_b, ln2_w, ln2_b, qkv_w, qkv_b, o_w, o_b, up_w, up_b, down_w, down_b), (k_cache, v_cache) in zip(
         w.layers, cache.layers
@@ -143,8 +155,8 @@ def decode_step(
         k_cache[:, :, pos] = qkv[:, :, 1]  # (B, H, dh)
         v_cache[:, :, pos] = qkv[:, :, 2]
         y = F.scaled_dot_product_attention(
-            qkv[:, :, :1], k_cache[:, :, : pos + 1], v_cache[:, :, : pos + 1]
-        )  # (B, H, 1, dh): a single query sees every cached key, no mask
+            qkv[:, :, :1], k_cache[:, :, : pos + 1], v_cache[:, :, : pos + 1], attn_mask=keep
+        )  # (B, H, 1, dh): a single query sees every cached key (ragged rows: those of its mask)
         attn = torch.addmm(o_b, y.reshape(B, d), o_w)  # (B, d)
         h = F.layer_norm(x, (d,), ln2_w, ln2_b, eps)
         mlp = torch.addmm(down_b, F.gelu(torch.addmm(up_b, h, up_w), approximate=approximate), down_w)  # (B, d)
@@ -210,4 +222,56 @@ def generate_greedy(model: GPTNeoX, prompts: torch.Tensor, max_new_tokens: int) 
     return out
 
 
-__all__ = ["DecodeWeights", "KVCache", "argmax_rows", "decode_step", "generate_greedy"]
+@torch.inference_mode()
+def generate_greedy_ragged(
+    model: GPTNeoX, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+    stop: Callable[[torch.Tensor], bool] | None = None,
+) -> torch.Tensor:
+    """Greedy continuations of prompts of different lengths in one batch -> new tokens (B, n).
+
+    The prompts sit right-aligned in the KV cache (row i in slots [P-P_i, P), P the longest),
+    so each step writes one slot for every row, as in `generate_greedy`; a row keeps its own
+    rotary positions (P_i, P_i+1, ...) and a mask hides the empty slots on its left, so its
+    tokens are those it would get alone (lm-eval's `hf` model instead left-pads and shifts
+    positions). Prompts of one length are prefilled together. n = max_new_tokens, unless
+    `stop(new)`, asked after every step with the tokens so far (B, i), says True earlier.
+    """
+    lengths = [len(p) for p in prompts]
+    if not prompts or min(lengths) == 0:
+        raise ValueError("prompts must be a non-empty list of non-empty token lists")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    B, P = len(prompts), max(lengths)
+    device = model.embed_out.weight.device
+    was_training = model.training
+    model.eval()
+    try:
+        cache = KVCache.allocate(model, B, P + max_new_tokens)
+        for k, v in cache.layers:  # the masked slots are still read: garbage there could be NaN, and 0 * NaN = NaN
+            k.zero_()
+            v.zero_()
+        mask = torch.zeros(B, 1, 1, P + max_new_tokens, dtype=torch.bool, device=device)  # slots a row attends
+        logits = torch.empty(B, model.config.vocab_size, dtype=model.embed_out.weight.dtype, device=device)  # (B, V)
+        for n in sorted(set(lengths)):
+            rows = [i for i, m in enumerate(lengths) if m == n]
+            idx = torch.tensor(rows, device=device)
+            part = KVCache.allocate(model, len(rows), n)
+            logits[idx] = model.forward_cached(torch.tensor([list(prompts[i]) for i in rows], device=device), part, 0)
+            for (k, v), (pk, pv) in zip(cache.layers, part.layers):
+                k[idx, :, P - n:P], v[idx, :, P - n:P] = pk, pv
+            mask[idx, :, :, P - n:P] = True
+        positions = torch.tensor(lengths, device=device)  # (B,) rotary position of each row's next token
+        weights = DecodeWeights.build(model, P + max_new_tokens, batch=B) if max_new_tokens > 1 else None
+        new = torch.empty(max_new_tokens, B, dtype=torch.long, device=device)  # row i = token i of every seq
+        for i in range(max_new_tokens):
+            argmax_rows(logits, new[i])
+            if i + 1 == max_new_tokens or (stop is not None and stop(new[: i + 1].t())):
+                break
+            mask[..., P + i] = True
+            decode_step(model, weights, new[i], cache, P + i, logits, positions=positions + i, mask=mask)
+    finally:
+        model.train(was_training)
+    return new[: i + 1].t().clone()
+
+
+__all__ = ["DecodeWeights", "KVCache", "argmax_rows", "decode_step", "generate_greedy", "generate_greedy_ragged"]

@@ -67,8 +67,11 @@ def fsync_tree(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary file path next to `target`; rename it onto `target` on success."""
+def atomic_path(target: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary file path next to `target`; rename it onto `target` on success.
+
+    durable=False skips the fsyncs: still never half-written if the process dies, but a power
+    loss may lose the file; for caches that are recomputed when missing or unreadable."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -77,10 +80,12 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         apply_umask(tmp)  # mkstemp made it 0600, and the writer may have re-created it
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        if durable:
+            _fsync_dir(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -111,8 +116,8 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text_atomic(path: str | os.PathLike, text: str, durable: bool = True) -> None:
+    with atomic_path(path, durable) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 

@@ -359,7 +359,7 @@ def open_run(source: str | os.PathLike | list, *, results_dir: str | os.PathLike
         raise RunError(f"{text}: not a folder; open a run folder, a demo output, a member or a step folder")
     path = path.resolve()
     results = Path(results_dir) if results_dir else None
-    if (path / "demo.json").is_file():
+    if (path / "demo.json").is_file():  # before suite.yaml: a demo root holds the spec it trained, too
         run = path / "run"
         if not (run / "suite.yaml").is_file():
             raise RunError(f"{text}: a pythia demo output whose run ({run}) has not been trained yet; run `pythia demo`")
