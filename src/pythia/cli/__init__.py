@@ -14,12 +14,13 @@ import sys
 from . import analyze as _analyze
 from .. import __version__
 from . import data as _data
+from . import eval as _eval
 from . import demo as _demo
 from . import models as _models
 from . import train as _train
 from ..lock import LockedError
 
-_AREAS = (_models, _data, _train, _demo, _analyze)
+_AREAS = (_models, _data, _train, _demo, _analyze, _eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["results", "import"]:  # a subcommand beside `pythia results RUN`
+        parser, argv = _analyze.results_import_parser(), argv[1:]
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

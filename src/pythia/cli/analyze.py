@@ -33,6 +33,9 @@ examples:
   pythia results runs/my-suite --metric val_loss --member d64-l2-seed1 --format json
 
 Columns: suite, member, size, seed, step, tokens, analysis, task, metric, value, stderr.
+
+Published results (Pythia's evals, lm-eval 0.4 JSON) join a table with
+  pythia results import PATH --into RUN_OR_STORE [--suite NAME]   (see pythia results import --help)
 """
 
 
@@ -57,7 +60,8 @@ def _bool_type(text: str) -> bool:
 
 def _run_source(p) -> None:
     p.add_argument("run", metavar="RUN", nargs="?",
-                   help="run folder, demo output, member/step folder, or Hub repo id(s) in the local HF cache")
+                   help="run folder, demo output, member/step folder, or Hub repo id(s) in the local HF cache "
+                        "(pythia results also reads a standalone results store)")
     p.add_argument("--results-dir", metavar="DIR",
                    help="where results are kept (default RUN/results; for Hub repos ./pythia-results/NAME)")
     p.add_argument("--data", metavar="PREFIX", help="Hub repos only: the preshuffled training data they read")
@@ -97,9 +101,16 @@ def _analyze(args) -> int:
 def _results(args) -> int:
     from ..results import format_table
 
-    run = _open(args)
-    store = run.results()
-    member = _split(args.member) or ([run.focus_member] if run.focus_member else None)
+    from pathlib import Path
+
+    from ..results import ResultsStore
+
+    if args.run and (Path(args.run) / "units").is_dir():  # a standalone store (pythia results import --into)
+        run, store = None, ResultsStore(args.run)
+    else:
+        run = _open(args)
+        store = run.results()
+    member = _split(args.member) or ([run.focus_member] if run is not None and run.focus_member else None)
     rows = store.rows(analysis=_split(args.analysis), metric=_split(args.metric), member=member,
                       task=_split(args.task))
     if args.format == "json":
@@ -148,3 +159,13 @@ def register(sub) -> None:
     r.add_argument("--task", metavar="T[,T]", help="only these tasks")
     r.add_argument("--format", default="csv", choices=("csv", "json", "table"), help="output format (default csv)")
     r.set_defaults(func=_results)
+
+
+def results_import_parser() -> argparse.ArgumentParser:
+    """`pythia results import ...`: its own parser (argparse cannot put a subcommand beside the
+    optional RUN of `pythia results`); pythia.cli.main routes those arguments here."""
+    from .results_import import register_import
+
+    p = argparse.ArgumentParser(prog="pythia results", formatter_class=_FMT)
+    register_import(p.add_subparsers(metavar="import"))
+    return p
