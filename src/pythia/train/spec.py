@@ -392,7 +392,8 @@ class SuiteSpec:
     def checkpoint_steps(self) -> list[int]:
         return checkpoint_steps(self.train.iters, self.checkpoints.interval, self.checkpoints.log_spaced)
 
-    def warmup_iters(self) -> int:
+    def warmup_iters(self) -> float:
+        """GPT-NeoX's warmup length, a float (2.56 for 256 iters at 1%); never truncated."""
         return warmup_iters_for(self.train.iters, self.train.warmup_fraction)
 
     def resolve_members(self, dataset_vocab: int | None = None) -> list[Member]:
