@@ -269,7 +269,7 @@ class BuildLog:
                             "cpu_s": time.thread_time() - cpu, "peak_rss_bytes": peak_rss_bytes()})
 
     def summary(self) -> str:
-        parts = ", ".join(f"{p['phase']} {p['seconds']:.1f} s" for p in self.phases)
+        parts = ", ".join(f"{p['phase']} {p['seconds']:.1f} s" for p in sorted(self.phases, key=lambda p: p["start_s"]))
         wall = max(p["start_s"] + p["seconds"] for p in self.phases)
         peak = max(p["peak_rss_bytes"] or 0 for p in self.phases) / 1e9
         return f"built in {wall:.1f} s ({parts}); peak memory {peak:.2f} GB"
@@ -294,35 +294,35 @@ def _build_files(ds: IndexedDataset, paths: dict, seq_len: int, seed: int, num_s
                  progress: bool, log: BuildLog) -> tuple[str, int, int]:
     """Build the three arrays straight into GPT-NeoX's .npy files; -> (sizes sha256, T, E).
 
-    One sequential read of the sizes (hashed on the way), the doc_idx shuffle on (id, size)
-    slots, then shuffle_idx (RNG call #2, needs only the generator and Ns) runs in a second
-    thread while doc_idx and sample_idx stream to disk block by block: sample_idx is never
-    held in memory, and the shuffles release the GIL."""
-    h = hashlib.sha256()
+    One sequential read of the sizes, the doc_idx shuffle on (id, size) slots, then doc_idx
+    and sample_idx stream to disk block by block (sample_idx is never held in memory). A second
+    thread meanwhile hashes the sizes for the sidecar, then builds shuffle_idx (RNG call #2,
+    which needs only the generator after the doc_idx shuffle, and Ns); numpy's shuffles and
+    hashlib release the GIL, so on two cores the two lines of work overlap."""
 
-    def hashed(blocks):
-        for b in blocks:
-            h.update(b)
-            yield b
+    def sizes_sha256() -> str:
+        with log.phase("sizes sha256 (alongside)"):
+            return _scan_sizes(ds.iter_sizes())[0]
 
-    with log.phase("read sizes"):
-        slots, tokens, epochs = _slots_for(hashed(ds.iter_sizes()), len(ds), ds.num_tokens, seq_len, num_samples)
-    with log.phase("doc_idx shuffle"):
-        rng = np.random.RandomState(seed)
-        rng.shuffle(slots)  # RNG call #1
-    cols = slot_columns(slots)
-    rows = sample_idx_rows(epochs, tokens, seq_len)
-    dtype = sample_idx_dtype(len(cols))
-    with ThreadPoolExecutor(1) as pool:
-        later = pool.submit(_write_shuffle_idx, paths["shuffle"], rows - 1, rng, log)
+    with ThreadPoolExecutor(1) as helper:  # runs its jobs one after the other
+        digest = helper.submit(sizes_sha256)
+        with log.phase("read sizes"):
+            slots, tokens, epochs = _slots_for(ds.iter_sizes(), len(ds), ds.num_tokens, seq_len, num_samples)
+        with log.phase("doc_idx shuffle"):
+            rng = np.random.RandomState(seed)
+            rng.shuffle(slots)  # RNG call #1
+        cols = slot_columns(slots)
+        rows = sample_idx_rows(epochs, tokens, seq_len)
+        dtype = sample_idx_dtype(len(cols))
+        shuffled = helper.submit(_write_shuffle_idx, paths["shuffle"], rows - 1, rng, log)
         with log.phase("doc_idx + sample_idx + write"), \
                 _npy_writer(paths["doc"], (len(cols),), np.int32) as put_doc, \
                 _npy_writer(paths["sample"], (rows, 2), dtype) as put_rows:
             for a, b, block in sample_idx_blocks(cols, seq_len, dtype, progress):
                 put_doc(cols[a:b, 0])
                 put_rows(block)
-        later.result()
-    return h.hexdigest(), tokens, epochs
+        shuffled.result()
+    return digest.result(), tokens, epochs
 
 
 class TrainingOrder:
