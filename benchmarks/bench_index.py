@@ -3,13 +3,15 @@
 A synthetic dataset with the Pile's shape is written once to --dir (default /tmp/pythia-bench-index,
 reused on later runs): a real PREFIX.idx (210M documents of 1 + exponential(mean 1581) tokens,
 ~332B tokens; 4.2 GB) and a sparse PREFIX.bin of the matching length (no disk blocks: the index
-build never reads tokens). Then each run starts a fresh interpreter that does what the command
-does, `TrainingOrder.build(prefix, 2048, 1234, 147164160)` with rebuild (Pythia's train_0: seq
-2048, seed 1234, 143,000 x 1024 x 1.005 samples), writing GPT-NeoX's doc/sample/shuffle_idx .npy
-files. Reported: each build phase (wall seconds, process peak RSS when it ended), the child's wall
-time from process start to exit, its CPU time and its peak RSS (ru_maxrss from wait4), and the
-machine's load, which matters on a shared machine. GPT-NeoX v1.0 is not installed here: its
-figure is printed as quoted, and nothing is divided by it.
+build never reads tokens). Then each run starts a fresh interpreter that does what
+`pythia data index PREFIX --seq-len 2048 --seed 1234 --train-iters 143000 --batch-size 1024
+--out-dir DIR --rebuild` does, `TrainingOrder.build(prefix, 2048, 1234, 147164160, rebuild=True)`
+(Pythia's train_0), writing GPT-NeoX's doc/sample/shuffle_idx .npy files. Reported: each build
+phase (wall seconds, CPU seconds of the thread that ran it, process peak RSS when it ended), the
+child's wall time from process start to exit, its CPU time and its peak RSS (ru_maxrss from
+wait4), and the machine's load average: on a shared machine wall time follows the load, CPU time
+much less. GPT-NeoX v1.0 is not installed here: its figure is printed as quoted, and nothing is
+divided by it.
 
     python benchmarks/bench_index.py --scale 0.01          # ~2M documents, seconds
     python benchmarks/bench_index.py --repeat 3 --clean    # full scale, needs ~7.5 GB in /tmp
@@ -95,7 +97,7 @@ def run_child(prefix: Path, out_dir: Path, num_samples: int) -> dict:
 
 
 def report(r: dict) -> None:
-    for p in r["phases"]:
+    for p in sorted(r["phases"], key=lambda p: p["start_s"]):
         print(f"    {p['phase']:<32} from {p['start_s']:6.1f} s  {p['seconds']:6.1f} s wall "
               f"{p['cpu_s']:6.1f} s CPU   peak RSS so far {p['peak_rss_bytes'] / 1e9:5.2f} GB")
     print(f"    whole command: {r['wall_s']:.1f} s wall (imports + opening the dataset {r['import_s']:.1f} s), "
