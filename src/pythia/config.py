@@ -38,7 +38,7 @@ class TrainingRecipe:
     min_lr: float
     """Floor of the cosine decay (0.1 x lr for every v1 size)."""
     warmup_fraction: float = 0.01
-    """Warmup iterations = warmup_fraction x train_iters (1430 for Pythia)."""
+    """Warmup iterations = warmup_fraction x train_iters, a float as in GPT-NeoX (1430 for Pythia)."""
     global_batch: int = 1024
     """Sequences per optimizer step, over all data-parallel ranks and accumulation steps."""
     micro_batch: int
@@ -66,8 +66,8 @@ class TrainingRecipe:
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
 
     @property
-    def warmup_iters(self) -> int:
-        return int(self.warmup_fraction * self.train_iters)
+    def warmup_iters(self) -> float:
+        return self.warmup_fraction * self.train_iters
 
     def replace(self, **changes: Any) -> TrainingRecipe:
         return dataclasses.replace(self, **changes)

@@ -29,8 +29,13 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert main(["data", "tokenize", str(tmp_path / "c.jsonl"), "--tokenizer", tok, "--out", prefix,
                  "--workers", "1", "--no-progress"]) == 0
     order_args = ["--seq-len", "16", "--seed", "3", "--train-iters", "10", "--batch-size", "4", "--no-progress"]
+    capsys.readouterr()
     assert main(["data", "index", prefix, *order_args]) == 0
     assert (tmp_path / "corpus_train_0_indexmap_41ns_16sl_3s_shuffle_idx.npy").exists()
+    first = capsys.readouterr().out
+    assert "built in" in first and "doc_idx shuffle" in first and "peak memory" in first
+    assert main(["data", "index", prefix, *order_args]) == 0
+    assert "built in" not in capsys.readouterr().out  # the cache is loaded, not rebuilt
     out = tmp_path / "b.npy"
     assert main(["data", "batch", prefix, "--step", "2", "--out", str(out), *order_args]) == 0
     order = TrainingOrder.build(prefix, 16, 3, 41, progress=False)

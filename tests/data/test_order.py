@@ -2,12 +2,16 @@
 build_sample_idx, the spec's reproducible demo figures, caching and stale-cache detection."""
 from __future__ import annotations
 
+import io
+import struct
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pythia.data.indexed import IndexedDataset
+import pythia.data.order as order_mod
+from pythia.data.indexed import HEADER_SIZE, IndexedDataset
 from pythia.data.order import (
     PositionError, StaleCacheError, TrainingOrder, build_indices, index_stem, num_epochs,
     num_samples_for,
@@ -32,6 +36,30 @@ def loop_sample_idx(sizes, doc_idx, seq_len, epochs, tokens_per_epoch):
                 offset = 0
         out[row] = (pos, offset)
     return out
+
+
+def neox_doc_idx(num_documents, epochs, rng):
+    """GPT-NeoX v1.0 megatron/data/gpt2_dataset.py _build_doc_idx (train_0: documents = arange(n))."""
+    doc_idx = np.mgrid[0:epochs, 0:num_documents][1]
+    doc_idx[:] = np.arange(num_documents)
+    doc_idx = doc_idx.reshape(-1).astype(np.int32)
+    rng.shuffle(doc_idx)
+    return doc_idx
+
+
+def neox_shuffle_idx(size, rng):
+    """GPT-NeoX v1.0 _build_shuffle_idx."""
+    dtype_ = np.int64 if size >= (np.iinfo(np.uint32).max - 1) else np.uint32
+    shuffle_idx = np.arange(start=0, stop=size, step=1, dtype=dtype_)
+    rng.shuffle(shuffle_idx)
+    return shuffle_idx
+
+
+def npy_bytes(arr):
+    """The bytes of GPT-NeoX's np.save(filename, arr, allow_pickle=True)."""
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    return buf.getvalue()
 
 
 def stream_of(ds, doc_idx):
@@ -209,3 +237,61 @@ def test_chunked_build_matches_loop_across_chunk_boundaries(monkeypatch):
         doc_idx, sample_idx, _ = build_indices(sizes, seq_len, case, requested)
         E = len(doc_idx) // len(sizes)
         assert sample_idx.tolist() == loop_sample_idx(sizes, doc_idx, seq_len, E, int(sizes.sum())).tolist()
+
+
+@pytest.mark.parametrize("chunk", [3, 1 << 16])
+@pytest.mark.parametrize("case", range(4))
+def test_built_files_are_gpt_neox_bytes(case, chunk, make_dataset, tmp_path, monkeypatch):
+    """The three files the cache build streams to disk (blocks of `chunk` slots, shuffle_idx in a
+    second thread) are byte for byte GPT-NeoX's np.save of its own computation: _build_doc_idx
+    and _build_shuffle_idx on one RandomState, and helpers.cpp's sample_idx (loop transcription)."""
+    monkeypatch.setattr(order_mod, "CHUNK_SLOTS", chunk)
+    rng = np.random.default_rng(100 + case)
+    n = int(rng.integers(1, 80))
+    sizes = rng.integers(0 if case % 2 else 1, 70, n)  # odd cases include empty items
+    sizes[0] = max(sizes[0], 2)
+    seq_len, seed, requested = [16, 7, 64, 1][case], int(rng.integers(0, 2**31)), int(rng.integers(1, 300))
+    ds = IndexedDataset(make_dataset(sizes, seed=case))
+    order = TrainingOrder.build(ds.prefix, seq_len, seed, requested, out_dir=tmp_path / "c", progress=False)
+    T = int(sizes.sum())
+    E = num_epochs(T, seq_len, requested)
+    replay = np.random.RandomState(seed)
+    doc_idx = neox_doc_idx(n, E, replay)
+    expected = {"doc": doc_idx, "sample": loop_sample_idx(ds.sizes, doc_idx, seq_len, E, T),
+                "shuffle": neox_shuffle_idx((E * T - 1) // seq_len, replay)}
+    for kind, arr in expected.items():
+        assert Path(f"{order.stem}_{kind}_idx.npy").read_bytes() == npy_bytes(arr), kind
+    assert {p["phase"] for p in order.build_log.phases} == {
+        "read sizes", "doc_idx shuffle", "doc_idx + sample_idx + write", "sizes sha256 (alongside)",
+        "shuffle_idx + write (alongside)"}
+
+
+def test_int64_sample_idx_beyond_int32_slots(monkeypatch, make_dataset, tmp_path):
+    """Past 2**31 - 1 doc_idx slots sample_idx is int64 (tested by lowering the limit)."""
+    monkeypatch.setattr(order_mod, "INT32_SLOTS", 10)
+    monkeypatch.setattr(order_mod, "CHUNK_SLOTS", 4)
+    sizes = np.random.default_rng(3).integers(0, 30, 25)
+    ds = IndexedDataset(make_dataset(sizes))
+    doc_idx, sample_idx, _ = build_indices(ds.sizes, 8, 5, 150)
+    E = len(doc_idx) // 25
+    assert E > 1 and sample_idx.dtype == np.int64
+    assert sample_idx.tolist() == loop_sample_idx(ds.sizes, doc_idx, 8, E, int(sizes.sum())).tolist()
+    order = TrainingOrder.build(ds.prefix, 8, 5, 150, out_dir=tmp_path, progress=False)
+    assert Path(f"{order.stem}_sample_idx.npy").read_bytes() == npy_bytes(sample_idx)
+
+
+def test_sizes_that_do_not_add_up_to_the_bin(make_dataset, tmp_path):
+    """GPT-NeoX counts tokens as the sum of the sizes; the build guesses the epochs from the .bin's
+    length and must correct itself when items overlap (pointers all 0 here)."""
+    prefix = make_dataset([6, 6, 6, 6])
+    with open(f"{prefix}.idx", "r+b") as f:
+        f.seek(HEADER_SIZE + 4 * 4)
+        f.write(struct.pack("<4q", 0, 0, 0, 0))
+    with open(f"{prefix}.bin", "r+b") as f:
+        f.truncate(12)  # pointer 0 + 6 uint16 tokens
+    ds = IndexedDataset(prefix)
+    assert ds.num_tokens == 6 and int(ds.sizes.sum()) == 24
+    order = TrainingOrder.build(prefix, 4, 9, 10, out_dir=tmp_path, progress=False)
+    assert order.num_epochs == 2  # from 24 tokens; 6 would give 7
+    for kind, arr in zip(("doc", "sample", "shuffle"), build_indices(ds.sizes, 4, 9, 10)):
+        assert Path(f"{order.stem}_{kind}_idx.npy").read_bytes() == npy_bytes(arr), kind

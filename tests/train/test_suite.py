@@ -118,6 +118,7 @@ def test_cli_dry_run_and_rerun_is_noop(run, capsys):
     assert cli_main(["train", str(spec_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "tiny-seed1" in out and "wide-seed2" in out and "0 1 2 4 8 10" in out
+    assert "warmup_iter = 0.1 x 10 = 1.0 (a float" in out
     before = (run / "tiny-seed1" / "metrics.jsonl").read_text()
     assert cli_main(["train", str(spec_path), "--no-progress"]) == 0  # finished suite: nothing to do
     assert (run / "tiny-seed1" / "metrics.jsonl").read_text() == before

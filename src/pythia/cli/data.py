@@ -133,6 +133,8 @@ def _tokenize(args) -> int:
 
 def _index(args) -> int:
     order = _order(args)
+    if order.build_log is not None:
+        print(order.build_log.summary())
     print(f"{order.stem}_{{doc,sample,shuffle}}_idx.npy: epochs {order.num_epochs}, "
           f"tokens/epoch {order.tokens_per_epoch}, built samples {order.shuffle_idx.shape[0]}, "
           f"usable positions {order.num_positions}")

@@ -12,9 +12,15 @@ import math
 LR_SCHEDULES = ("neox", "cosine")
 
 
-def warmup_iters_for(train_iters: int, warmup_fraction: float) -> int:
-    """gpt-neox: `warmup_iter = int(warmup * train_iters)` (1430 for Pythia)."""
-    return int(warmup_fraction * train_iters)
+def warmup_iters_for(train_iters: int, warmup_fraction: float) -> float:
+    """gpt-neox v1.0 `get_learning_rate_scheduler` (megatron/training.py at tag v1.0):
+    `warmup_iter = neox_args.warmup * num_iters`, a float handed to `AnnealingLR` as is.
+
+    Nothing rounds it (the `int()` in its arguments is only for OneBitAdam's DeepSpeed schedule):
+    1430.0 for Pythia's 143,000 iterations, but 2.56 for 256 and 0.2 for 20, where a truncated
+    2 or 0 would change most of the learning rates (pythia issue 17).
+    """
+    return warmup_fraction * train_iters
 
 
 def lr_at(
@@ -22,21 +28,25 @@ def lr_at(
     *,
     lr: float,
     min_lr: float,
-    warmup_iters: int,
+    warmup_iters: float,
     total_iters: int,
     schedule: str = "neox",
 ) -> float:
     """Learning rate of the update that follows `n` completed updates.
 
-    "neox": gpt-neox v1.0 `AnnealingLR` exactly as Pythia was trained, quirks included:
+    "neox": gpt-neox v1.0 `AnnealingLR.get_lr` (megatron/learning_rates.py at tag v1.0) exactly
+    as Pythia was trained, same operations in the same order, quirks included. DeepSpeed steps
+    it once after each applied update, so `n` is its `num_iters`; `warmup_iters` may be
+    fractional (see `warmup_iters_for`):
       * n = 0 gives lr 0, so the first update changes nothing (pythia#83, gpt-neox#1373);
       * the cosine divides by total_iters (not total - warmup) and is clipped at min_lr
         instead of decaying to it, so the floor is reached at 80.5% of training (115,139
         of 143,000 for Pythia);
       * `min(n, total - warmup)` freezes the value over the last warmup_iters steps.
     "cosine": the corrected schedule of gpt-neox PRs #1008/#1011/#1379: linear warmup that
-      starts at lr/warmup (max(1, n)), then `min_lr + (lr - min_lr)/2 (1 + cos(pi t))` with
-      t running from 0 to 1 over the steps after warmup.
+      starts at lr/warmup (max(1, n)), capped at lr when the warmup is under one step, then
+      `min_lr + (lr - min_lr)/2 (1 + cos(pi t))` with t running from 0 to 1 over the steps
+      after warmup.
     """
     if schedule == "neox":
         n_ = min(n, total_iters - warmup_iters)
@@ -46,7 +56,7 @@ def lr_at(
         return max(lr / 2.0 * (math.cos(math.pi * n_ / total_iters) + 1.0), min_lr)
     if schedule == "cosine":
         if warmup_iters > 0 and n < warmup_iters:
-            return lr * max(1, n) / warmup_iters
+            return min(lr, lr * max(1, n) / warmup_iters)
         decay = max(1, total_iters - warmup_iters)
         t = min(1.0, max(0.0, (n - warmup_iters) / decay))
         return min_lr + (lr - min_lr) / 2.0 * (1.0 + math.cos(math.pi * t))

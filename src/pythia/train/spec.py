@@ -476,13 +476,15 @@ class SuiteSpec:
         if self.analyses is not None:
             return self.analyses
         return ("val_loss",) if self.data.valid else ()
+
     def optimizer_state_steps(self) -> list[int]:
         """Scheduled checkpoints that keep optimizer state: every k-th (k = train.optimizer_state_every,
         counting from step 0's) and the last."""
         steps, k = self.checkpoint_steps(), self.train.optimizer_state_every
         return [s for i, s in enumerate(steps) if i % k == 0 or i == len(steps) - 1]
 
-    def warmup_iters(self) -> int:
+    def warmup_iters(self) -> float:
+        """GPT-NeoX's warmup length, a float (2.56 for 256 iters at 1%); never truncated."""
         return warmup_iters_for(self.train.iters, self.train.warmup_fraction)
 
     def data_seed_for(self, seed: int) -> int:

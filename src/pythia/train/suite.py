@@ -84,6 +84,9 @@ def describe(spec: SuiteSpec) -> str:
         lines.append(f"{m.name:<28} params {m.config.num_params():>14,}  L{m.config.num_layers} d{m.config.hidden_size} "
                      f"H{m.config.num_heads} V{m.config.vocab_size}  lr {m.lr:g} -> {m.min_lr:g}  "
                      f"init seed {m.seed}  data seed {m.data_seed}")
+    t = spec.train
+    lines += ["", f"# lr schedule {t.lr_schedule}: warmup_iter = {t.warmup_fraction!r} x {t.iters} = "
+                  f"{float(spec.warmup_iters())!r} (a float, unrounded, as GPT-NeoX v1.0 passes it)"]
     steps = spec.checkpoint_steps()
     lines += ["", f"# checkpoint steps ({len(steps)} per member)", " ".join(map(str, steps)),
               f"# output: {spec.output}/{{member}}/step{{N}}"]
