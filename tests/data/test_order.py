@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import pythia.data.order as order_mod
-from pythia.data.indexed import HEADER_SIZE, IndexedDataset
+from pythia.data.indexed import HEADER_SIZE, DataFormatError, IndexedDataset
 from pythia.data.order import (
     PositionError, StaleCacheError, TrainingOrder, build_indices, index_stem, num_epochs,
     num_samples_for,
@@ -281,17 +281,13 @@ def test_int64_sample_idx_beyond_int32_slots(monkeypatch, make_dataset, tmp_path
 
 
 def test_sizes_that_do_not_add_up_to_the_bin(make_dataset, tmp_path):
-    """GPT-NeoX counts tokens as the sum of the sizes; the build guesses the epochs from the .bin's
-    length and must correct itself when items overlap (pointers all 0 here)."""
+    """Items that overlap (pointers all 0) would make the token count from the .bin disagree with
+    GPT-NeoX's sum of sizes, and silently change the order: such an .idx is refused on open."""
     prefix = make_dataset([6, 6, 6, 6])
     with open(f"{prefix}.idx", "r+b") as f:
         f.seek(HEADER_SIZE + 4 * 4)
         f.write(struct.pack("<4q", 0, 0, 0, 0))
     with open(f"{prefix}.bin", "r+b") as f:
         f.truncate(12)  # pointer 0 + 6 uint16 tokens
-    ds = IndexedDataset(prefix)
-    assert ds.num_tokens == 6 and int(ds.sizes.sum()) == 24
-    order = TrainingOrder.build(prefix, 4, 9, 10, out_dir=tmp_path, progress=False)
-    assert order.num_epochs == 2  # from 24 tokens; 6 would give 7
-    for kind, arr in zip(("doc", "sample", "shuffle"), build_indices(ds.sizes, 4, 9, 10)):
-        assert Path(f"{order.stem}_{kind}_idx.npy").read_bytes() == npy_bytes(arr), kind
+    with pytest.raises(DataFormatError, match=r"item 1 starts at byte 0.*sizes and pointers disagree"):
+        TrainingOrder.build(prefix, 4, 9, 10, out_dir=tmp_path, progress=False)
