@@ -72,6 +72,19 @@ def test_learning_curve_is_seed_band_mean_and_each_seed(sections):
     assert {t["legendgroup"]: t["line"]["color"] for t in bench.data} == colours
 
 
+def test_imported_sizes_take_other_colours_unless_alone():
+    rows = syn.eval_rows()
+    data = ReportData(rows, "synth", ("small", "large"))
+    own = [data.palette(s) for s in ("small", "large")]
+    imported = [data.palette(s) for s in ("pythia-70m", "pythia-160m")]
+    assert len(set(own + imported)) == 4
+    assert data.palette.sizes == ["small", "large", "pythia-70m", "pythia-160m"]
+    alone = ReportData([r for r in rows if r["analysis"] == "eval_import"])
+    assert alone.own_suites == {"pythia"}
+    fig = render_sections(alone)[0].figures[0]
+    assert {t["line"]["dash"] for t in fig.data} == {"solid"}
+
+
 def test_step_axis_keeps_step_zero_on_a_log_scale():
     vals, text = plot.step_ticks(64)
     assert (vals[0], text[0]) == (1, "0")

@@ -53,19 +53,22 @@ def size_key(size: str) -> tuple:
 
 
 class Palette:
-    """size -> colour: viridis from dark (smallest) to green (largest), yellow left out
-    (unreadable on white), the same in every figure of a report. `order`: sizes known to be
-    in increasing order (a suite spec's shapes) come first, as given; the others follow,
-    Pythia sizes by parameters, other names naturally."""
+    """size -> colour, the same in every figure of a report. The report's own sizes go from
+    dark to green on viridis (yellow left out: unreadable on white), smallest first: `order`
+    (a suite spec's shapes) as given, then Pythia sizes by parameters, other names naturally.
+    Sizes only other suites have (imported results) take warm colours (oranges to reds), so
+    they never pass for one of the suite's own."""
 
-    def __init__(self, sizes, order=()):
+    def __init__(self, sizes, order=(), others=()):
         from plotly.colors import sample_colorscale
 
-        first = [s for s in dict.fromkeys(order) if s in set(sizes)]
-        self.sizes = first + sorted(set(sizes) - set(first), key=size_key)
-        n = len(self.sizes)
-        points = [0.85 * i / max(1, n - 1) for i in range(n)]
-        self._colours = dict(zip(self.sizes, sample_colorscale("Viridis", points) if n else []))
+        sizes = set(sizes)
+        first = [s for s in dict.fromkeys(order) if s in sizes]
+        own = first + sorted(sizes - set(first), key=size_key)
+        extra = sorted(set(others) - sizes, key=size_key)
+        self.sizes = own + extra
+        self._colours = dict(zip(own, sample_colorscale("Viridis", _spread(len(own), 0.0, 0.85))))
+        self._colours.update(zip(extra, sample_colorscale("YlOrRd", _spread(len(extra), 0.45, 0.95))))
 
     def __call__(self, size: str) -> str:
         return self._colours.get(size, "rgb(120, 120, 120)")
@@ -73,6 +76,10 @@ class Palette:
     def fill(self, size: str, alpha: float = 0.2) -> str:
         rgb = re.findall(r"[\d.]+", self(size))[:3]
         return f"rgba({', '.join(rgb)}, {alpha})"
+
+
+def _spread(n: int, lo: float, hi: float) -> list[float]:
+    return [lo + (hi - lo) * i / max(1, n - 1) for i in range(n)]
 
 
 # ------------------------------------------------------------------------------ step axis
@@ -189,7 +196,7 @@ def base_layout(ytitle: str, max_step: int, ylog: bool = False, xtitle: str = "s
     y = {"title": {"text": ytitle}, "zeroline": False}
     if ylog:
         y["type"] = "log"
-    return {"xaxis": step_axis(max_step, xtitle), "yaxis": y, "height": 380, "margin": {"l": 60, "r": 10, "t": 10, "b": 50},
+    return {"xaxis": step_axis(max_step, xtitle), "yaxis": y, "height": 380, "margin": {"l": 60, "r": 10, "t": 30, "b": 50},
             "legend": {"groupclick": "toggleitem", "font": {"size": 10}}, "hovermode": "closest",
             "template": "plotly_white"}
 
@@ -269,7 +276,7 @@ def heatmap_trace(z: list[list], x: list, y: list, *, zmin=None, zmax=None, colo
 def heatmap_layout(n_rows: int, xtitle: str = "", ytitle: str = "") -> dict:
     return {"xaxis": {"title": {"text": xtitle}, "type": "category"},
             "yaxis": {"title": {"text": ytitle}, "type": "category", "autorange": "reversed"},
-            "height": max(260, 90 + 26 * n_rows), "margin": {"l": 140, "r": 10, "t": 10, "b": 60},
+            "height": max(260, 110 + 26 * n_rows), "margin": {"l": 140, "r": 10, "t": 30, "b": 60},
             "template": "plotly_white"}
 
 

@@ -62,9 +62,15 @@ class ReportData:
         self._by_analysis: dict[str, list[dict]] = defaultdict(list)
         for r in rows:
             self._by_analysis[r.get("analysis") or ""].append(r)
-        self.palette = Palette({r.get("size") or r.get("member") or "" for r in rows}, size_order)
         self.own_suites = {r.get("suite") or "" for r in rows if not (r.get("analysis") or "").endswith("_import")}
-        """Suites drawn solid; the others (imported results) are dashed."""
+        """Suites drawn solid; the others (imported results) are dashed. With imported results
+        alone, every suite is the report's own."""
+        if not self.own_suites:
+            self.own_suites = {r.get("suite") or "" for r in rows}
+        sizes = {True: set(), False: set()}
+        for r in rows:
+            sizes[(r.get("suite") or "") in self.own_suites].add(r.get("size") or r.get("member") or "")
+        self.palette = Palette(sizes[True], size_order, others=sizes[False])
 
     @property
     def analyses(self) -> list[str]:

@@ -48,7 +48,11 @@ def render(data: ReportData, sec: Section) -> None:
     sec.figures += metric_figures(data, other, title="memorization")
     pred = data.of(PRED)
     if pred:
-        sec.figures += predictability_figures(pred)
+        figs = predictability_figures(pred)
+        sec.figures += figs
+        if not figs:
+            sec.notes.append("predictability: precision and recall are undefined at every pair (no checkpoint "
+                             "memorized a sequence, or none was predicted)")
     elif rows:
         sec.notes.append("no predictability matrices (run `pythia analyze RUN memorization_predictability`)")
 
@@ -149,7 +153,8 @@ def predictability_figures(rows: list[dict]) -> list[Figure]:
         names = sorted({n for ab in across_sizes[t] for n in ab}, key=natural)
         for metric in ("precision", "recall"):
             z = [[across_sizes[t].get((a, b), {}).get(metric) for b in names] for a in names]
-            options.append((f"{metric}, step {t}", [_heat(z, names, names, metric)]))
+            if any(v is not None for row in z for v in row):
+                options.append((f"{metric}, step {t}", [_heat(z, names, names, metric)]))
     if options:
         figs.append(_heat_menu(options, "Across members, same step: predictor (rows) vs target (columns)",
                                "predictor member", "target member"))

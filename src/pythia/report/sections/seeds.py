@@ -23,7 +23,10 @@ OUTLIER = re.compile(r"(.+):(.+):outlier_z$")
 AGREEMENT = ("self_consistency", "inter_seed")
 MAX_SPREAD_OPTIONS = 60
 SKIP_SPREAD = re.compile(r"_hist_\d+$")
-"""Histogram bins are not worth a curve each; their spread stays in results.csv."""
+"""Histogram bins are not worth a curve each; their spread stays in results.csv (so does that
+of imported results, which are not seeds of this suite)."""
+SKIP_ANALYSES = ("seeds", "training_map", "memorization_predictability")
+"""Nor the spread of statistics about seeds or pairs of checkpoints."""
 STATE_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 
 
@@ -57,13 +60,14 @@ def spread_section(data: ReportData, sec: Section, rows: list[dict]) -> None:
     stats: dict[tuple, dict[str, dict[str, dict[int, float]]]] = {}
     for r in rows:
         m = SPREAD.match(r["metric"])
-        if m and r.get("step") is not None and r.get("value") is not None and not SKIP_SPREAD.search(m[2]):
+        if (m and r.get("step") is not None and r.get("value") is not None and not SKIP_SPREAD.search(m[2])
+                and not m[1].endswith("_import") and m[1] not in SKIP_ANALYSES):
             key = (m[1], r.get("task") or "", m[2])
             stats.setdefault(key, {}).setdefault(r.get("size") or r["member"], {}).setdefault(m[3], {})[r["step"]] = r["value"]
     for r in rows:
-        if r["metric"] == "n_seeds" and r.get("step") is None:
+        if r["metric"] == "n_seeds" and r.get("step") is None and (r.get("value") or 0) < 2:
             sec.notes.append(f"{r.get('size') or r['member']}: {r['value']:g} seed(s): no spread to show")
-    keys = sorted(stats, key=lambda k: (k[0] != "val_loss", natural(k[0]), natural(k[1]), natural(k[2])))
+    keys = sorted(stats, key=lambda k: (_priority(k[0]), natural(k[0]), natural(k[1]), natural(k[2])))
     if len(keys) > MAX_SPREAD_OPTIONS:
         sec.notes.append(f"spread shown for {MAX_SPREAD_OPTIONS} of {len(keys)} metrics; all are in results.csv")
     options, max_step = [], 0
@@ -78,6 +82,11 @@ def spread_section(data: ReportData, sec: Section, rows: list[dict]) -> None:
                             note="Median over the seeds of each size, the band from the 25% to the 75% quantile "
                                  "(PolyPythias' plots); min and max dotted."),
             "no spread over seeds in the table (every size has a single seed?)")
+
+
+def _priority(analysis: str) -> int:
+    """Losses, benchmarks, checkpoint statistics, memorization, the rest: the menu's order."""
+    return {"val_loss": 0, "train_loss": 1, "eval": 2, "weights": 3, "memorization": 4}.get(analysis, 5)
 
 
 def _spread_traces(size: str, by_stat: dict[str, dict[int, float]], data: ReportData) -> list[dict]:
