@@ -121,6 +121,22 @@ def test_benchmarks_put_imported_results_dashed_beside_the_suite(sections):
                                                                      "demo_mc@5shot"]
 
 
+def test_many_imported_tasks_share_one_figure():
+    from pythia.report.sections.benchmarks import MAX_TASK_FIGURES
+
+    imported = [{**r, "task": f"mmlu_{k}"} for r in syn.eval_rows() if r["analysis"] == "eval_import"
+                for k in range(MAX_TASK_FIGURES + 3)]
+    own = [r for r in syn.eval_rows() if r["analysis"] == "eval" and r["task"] == "demo_mc@5shot"]
+    sec = render_sections(ReportData(own + imported))[0]
+    assert [f.title for f in sec.figures] == ["demo_mc@5shot",
+                                              f"{MAX_TASK_FIGURES + 3} more tasks, imported results only "
+                                              "(menu: task and metric)"]
+    labels = [b["label"] for b in sec.figures[1].layout["updatemenus"][0]["buttons"]]
+    assert labels == [f"mmlu_{k}: acc" for k in range(MAX_TASK_FIGURES + 3)]
+    few = render_sections(ReportData(own + [r for r in imported if r["task"] in ("mmlu_0", "mmlu_1")]))[0]
+    assert [f.title for f in few.figures] == ["demo_mc@5shot", "mmlu_0", "mmlu_1"]
+
+
 def test_memorization_curves_histogram_and_when(sections):
     sec = sections["memorization"]
     frac = figure(sec, "Memorized fraction")  # positions=0:{4 step} at each step: one curve
