@@ -71,6 +71,16 @@ def test_cli_on_a_run_without_verify(tmp_path):
     assert "GPT-NeoX v1.0 training order, data seed 1234" in text
 
 
+def test_verify_problems_are_in_the_header(tmp_path):
+    from tests.test_report import make_run
+
+    run = make_run(tmp_path, sizes=("a",), seeds=(1,))  # a results table but no checkpoints
+    rep = build_report(run, tmp_path / "out")
+    assert rep.verify_status == "problems"
+    page = rep.html.read_text(encoding="utf-8")
+    assert 'class="badge problems"' in page and "a-seed1: " in page and "missing" in page
+
+
 def test_demo_report_header_and_verify(quick_demo, tmp_path):
     out, stdout = quick_demo
     assert (out / "report" / "index.html").is_file()

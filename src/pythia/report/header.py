@@ -155,18 +155,14 @@ def results_table(rows: list[dict]) -> Table:
 
 
 def versions() -> list[tuple[str, str]]:
-    """Versions of what wrote the report. torch's from the module when a run already loaded it
-    (its build tag, e.g. +cpu or +cu124), else from the installed metadata: a store alone never
-    imports torch."""
-    import sys
-
+    """Versions of what wrote the report, from the installed packages' metadata (torch's
+    includes its build, e.g. 2.13.0+cpu; nothing is imported for it)."""
     import pythia
 
     out = [("pythia", pythia.__version__), ("python", platform.python_version())]
     for name, dist in (("torch", "torch"), ("plotly", "plotly"), ("lm-eval", "lm_eval")):
-        module = sys.modules.get(dist)
         try:
-            out.append((name, getattr(module, "__version__", None) or metadata.version(dist)))
+            out.append((name, metadata.version(dist)))
         except metadata.PackageNotFoundError:
             out.append((name, "not installed"))
     return out
