@@ -32,11 +32,13 @@ def _flags(profile: Path) -> list[str]:
 
 
 def open_page(browser: str, page: Path, profile: Path, screenshot: Path | None = None, size=(1400, 2400),
-              timeout: float = 180) -> dict:
-    """Load `page`, return the JSON it wrote into #report-status once every figure was drawn,
-    and save a screenshot of the window when asked (one browser run does both)."""
+              selftest: bool = True, timeout: float = 180) -> dict:
+    """Load `page`, return the JSON it wrote into #report-status once every figure was drawn
+    (with `selftest`, after it switched every menu to its last option and back), and save a
+    screenshot of the window when asked (one browser run does both)."""
     shot = [f"--window-size={size[0]},{size[1]}", f"--screenshot={screenshot}"] if screenshot else []
-    out = subprocess.run([browser, *_flags(profile), *shot, "--dump-dom", page.resolve().as_uri()],
+    uri = page.resolve().as_uri() + ("#selftest" if selftest else "")
+    out = subprocess.run([browser, *_flags(profile), *shot, "--dump-dom", uri],
                          capture_output=True, text=True, timeout=timeout)
     m = re.search(rf'<div id="{STATUS_ID}"[^>]*>(.*?)</div>', out.stdout, re.S)
     if not m or not m[1].strip():

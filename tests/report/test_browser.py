@@ -32,6 +32,9 @@ def check_drawn(status: dict, sections) -> None:
     assert {k: v["expected"] for k, v in status["sections"].items()} == want
     assert {k: v["drawn"] for k, v in status["sections"].items()} == want
     assert status["drawn"] == status["expected"] == sum(want.values())
+    menus = [(f"fig-{i}", f) for i, f in enumerate(f for s in sections for f in s.figures) if f.menu]
+    assert status["menus"] == len(menus)  # each menu switched to its last option and back
+    assert status["menuShown"] == {i: sum(v is not False for v in f.visible(len(f.menu) - 1)) for i, f in menus}
 
 
 def test_every_section_renders_in_chromium(tmp_path):

@@ -111,10 +111,11 @@ def test_benchmarks_put_imported_results_dashed_beside_the_suite(sections):
     assert all(t["line"]["dash"] == "dash" for t in imported)
     assert all(t["line"]["dash"] == "solid" for t in fig.data if t.get("legendgroup", "").startswith("synth|")
                and t["name"].startswith("mean"))
-    menu = fig.layout["updatemenus"][0]["buttons"]
-    assert [b["label"] for b in menu] == ["acc", "acc_norm"]
-    shown = menu[1]["args"][0]["visible"]  # acc_norm: only its traces (seeds stay hidden until clicked)
+    assert fig.menu == ["acc", "acc_norm"]
+    shown = fig.visible(1)  # acc_norm: only its traces (seeds stay hidden until clicked)
     assert shown.count(True) > 0 and all(v is False for v, t in zip(shown, fig.data) if t in imported)
+    assert shown.count("legendonly") == 2 * len(syn.SEEDS)
+    assert fig.visible(0) == [t.get("visible", True) for t in fig.data]  # the first option is drawn first
     ppl = figure(sections["benchmarks"], "demo_lastword")
     assert ppl.layout["yaxis"]["type"] == "log"
     assert [r[0] for r in sections["benchmarks"].tables[0].rows] == ["demo_lastword", "demo_mc", "demo_mc",
@@ -131,7 +132,7 @@ def test_many_imported_tasks_share_one_figure():
     assert [f.title for f in sec.figures] == ["demo_mc@5shot",
                                               f"{MAX_TASK_FIGURES + 3} more tasks, imported results only "
                                               "(menu: task and metric)"]
-    labels = [b["label"] for b in sec.figures[1].layout["updatemenus"][0]["buttons"]]
+    labels = sec.figures[1].menu
     assert labels == [f"mmlu_{k}: acc" for k in range(MAX_TASK_FIGURES + 3)]
     few = render_sections(ReportData(own + [r for r in imported if r["task"] in ("mmlu_0", "mmlu_1")]))[0]
     assert [f.title for f in few.figures] == ["demo_mc@5shot", "mmlu_0", "mmlu_1"]
@@ -149,7 +150,7 @@ def test_memorization_curves_histogram_and_when(sections):
     n = syn.STEPS[-1] * 4
     assert large["x"] == list(range(syn.CONT + 1))
     assert large["y"] == pytest.approx([c / n for c in [n - 4, 1, 1, 0, 2]])
-    assert hist.layout["updatemenus"][0]["buttons"][0]["label"] == f"step {syn.STEPS[-1]}"
+    assert hist.menu[0] == f"step {syn.STEPS[-1]}"
     when = figure(sec, "when trained")
     t = next(t for t in when.data if t["name"].startswith("small-seed2"))
     assert t["y"] == pytest.approx([0.01 * math.log1p(64) * (b + 1) / 2 for b in range(2)])
@@ -180,7 +181,7 @@ def test_predictability_heatmaps_hold_the_rows(sections):
 def test_seeds_spread_outliers_agreement_and_map(sections):
     sec = sections["seeds"]
     spread = figure(sec, "Spread over seeds")
-    assert "updatemenus" not in spread.layout  # one metric (histogram bins are left out): no menu
+    assert spread.menu == []  # one metric (histogram bins are left out): no menu
     assert spread.layout["yaxis"]["title"]["text"] == "val_loss: val_loss"
     median = traces(spread, legendgroup="small", name="median")[0]
     assert median["y"] == pytest.approx([statistics.median(syn.val_loss(0, d, s) for d in syn.SEEDS) for s in syn.STEPS])
@@ -196,13 +197,13 @@ def test_seeds_spread_outliers_agreement_and_map(sections):
     assert heat["z"] == [[syn.map_state(d, s) for s in syn.STEPS] for d in syn.SEEDS]
     assert "3 states" in large_map.title
     weights = figure(sec, "Checkpoint statistics")
-    assert [b["label"] for b in weights.layout["updatemenus"][0]["buttons"]] == ["l1", "l2", "trace"]
+    assert weights.menu == ["l1", "l2", "trace"]
 
 
 def test_term_frequency_scatter_and_counts(sections):
     sec = sections["term-frequency"]
     fig = figure(sec, "accuracy vs term frequency")
-    assert [b["label"] for b in fig.layout["updatemenus"][0]["buttons"]] == ["step 64", "step 8", "step 0"]
+    assert fig.menu == ["step 64", "step 8", "step 0"]
     t = next(t for t in fig.data if t["name"] == "large-seed2" and t.get("visible", True) is True)
     assert t["x"] == [syn.term_count(x, 64) + 1 for x in range(10)]
     assert t["y"] == pytest.approx([syn.term_acc(x, 64) for x in range(10)])
@@ -217,7 +218,7 @@ def test_term_frequency_scatter_and_counts(sections):
 
 def test_interventions_base_fork_and_difference(sections):
     fig = figure(sections["interventions"], "Base vs fork")
-    labels = [b["label"] for b in fig.layout["updatemenus"][0]["buttons"]]
+    labels = fig.menu
     assert labels == ["small-seed1+swap: val_loss:val_loss", "small-seed1+swap: eval:acc (demo_mc)"]
     shown = [t for t in fig.data if t.get("visible", True) is True]
     by_role = {t["name"]: t for t in shown}

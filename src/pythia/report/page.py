@@ -3,8 +3,15 @@ package; no CDN, no network), every figure's JSON in one data block, drawn on lo
 
 The page checks itself: console errors and uncaught exceptions are collected from the first
 script on, and once every figure has been drawn a hidden `#report-status` element receives
-JSON {state, expected, drawn, sections: {key: {expected, drawn}}, errors}. A headless browser
-reads it back (`--dump-dom`): tests/report/test_browser.py.
+JSON {state, expected, drawn, sections: {key: {expected, drawn}}, menus, menuShown, errors}.
+Opened as `index.html#selftest`, the page also switches every figure's menu to its last option
+and back first (`menus` counts them, `menuShown` gives each figure's traces shown at its last
+option). A headless browser reads it back (`--dump-dom`):
+tests/report/test_browser.py.
+
+Menus are plain <select> elements calling `Plotly.update` with the figure's per-trace option
+index, not plotly's updatemenus, whose buttons each carry the visibility of every trace (a
+menu of 300 imported tasks made 2 MB of them).
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ window.addEventListener('unhandledrejection', function (e) { window.__reportErro
 _RENDER = """<script>
 (function () {
   var status = document.getElementById('%(status)s');
+  var menusTried = 0, menuShown = {};
   function drawn(root) {
     return Array.prototype.filter.call(root.querySelectorAll('.plot'), function (d) {
       return d.classList.contains('js-plotly-plot') && d.querySelector('.main-svg') !== null;
@@ -47,17 +55,40 @@ _RENDER = """<script>
       sections[s.dataset.key] = {expected: Number(s.dataset.figures), drawn: drawn(s)};
     });
     status.textContent = JSON.stringify({state: state, expected: figures.length, drawn: drawn(document),
-                                         sections: sections, errors: window.__reportErrors});
+                                         sections: sections, menus: menusTried, menuShown: menuShown,
+                                         errors: window.__reportErrors});
     status.setAttribute('data-state', state);
   }
   var figures = JSON.parse(document.getElementById('report-figures').textContent);
+  var byId = {};
+  figures.forEach(function (f) { byId[f.id] = f; });
+  function choose(f, i) {
+    var m = f.menu;
+    var visible = m.owner.map(function (o, k) { return o === i ? m.shown[k] : false; });
+    return Plotly.update(f.id, {visible: visible}, m.relayout[i] || {});
+  }
+  document.querySelectorAll('select.menu').forEach(function (sel) {
+    sel.addEventListener('change', function () { choose(byId[sel.dataset.fig], Number(sel.value)); });
+  });
+  function selfTest() {  // index.html#selftest: switch every menu to its last option and back
+    return figures.filter(function (f) { return f.menu; }).reduce(function (done, f) {
+      return done.then(function () { return choose(f, f.menu.relayout.length - 1); })
+                 .then(function () {
+                   menuShown[f.id] = document.getElementById(f.id).data.filter(function (t) {
+                     return t.visible !== false; }).length;
+                   return choose(f, 0);
+                 })
+                 .then(function () { menusTried += 1; });
+    }, Promise.resolve());
+  }
   if (typeof Plotly === 'undefined') { window.__reportErrors.push('plotly.js did not load'); finish('error'); return; }
   var config = {responsive: true, displaylogo: false, toImageButtonOptions: {format: 'png', scale: 2}};
   Promise.all(figures.map(function (f) {
     return Plotly.newPlot(f.id, f.data, f.layout, config).catch(function (e) {
       window.__reportErrors.push('figure ' + f.id + ': ' + e);
     });
-  })).then(function () { finish('done'); }, function (e) { window.__reportErrors.push(String(e)); finish('error'); });
+  })).then(function () { return location.hash === '#selftest' ? selfTest() : null; })
+    .then(function () { finish('done'); }, function (e) { window.__reportErrors.push(String(e)); finish('error'); });
 })();
 </script>"""
 
@@ -79,7 +110,8 @@ nav { padding-top: 6px; padding-bottom: 6px; } nav a { margin-right: 14px; }
 section { background: #fff; border: 1px solid #e3e3e3; border-radius: 6px; padding: 14px 16px; margin: 14px 0; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 12px; }
 figure { margin: 0; min-width: 0; } figure.wide { grid-column: 1 / -1; }
-figcaption { font-weight: 600; margin-bottom: 2px; } .note { color: #555; font-size: 12.5px; margin: 2px 0 0; }
+figcaption { font-weight: 600; margin-bottom: 2px; }
+select.menu { margin: 2px 0 0 50px; max-width: 90%; font-size: 13px; } .note { color: #555; font-size: 12.5px; margin: 2px 0 0; }
 .notes { color: #7a5b00; margin: 4px 0 10px; padding-left: 18px; } .errors { color: #9b1c2c; }
 details.small summary { cursor: pointer; color: #555; } code { background: #f2f2f2; padding: 0 3px; border-radius: 3px; }
 footer { max-width: 1400px; margin: 0 auto 30px; padding: 0 24px; color: #777; font-size: 12px; }
@@ -122,6 +154,14 @@ def header_html(h: Header) -> str:
     return "<header>" + "".join(parts) + "</header>"
 
 
+def menu_html(fig, fig_id: str) -> str:
+    """The <select> that picks a figure's option (wired in _RENDER)."""
+    if not fig.menu:
+        return ""
+    options = "".join(f'<option value="{i}">{html.escape(label)}</option>' for i, label in enumerate(fig.menu))
+    return f'<select class="menu" data-fig="{fig_id}" aria-label="{html.escape(fig.title)}">{options}</select>'
+
+
 def section_html(sec: Section, first_id: int) -> str:
     out = [f'<section id="{html.escape(sec.key)}" data-key="{html.escape(sec.key)}" data-figures="{len(sec.figures)}">',
            f"<h2>{html.escape(sec.title)}</h2>"]
@@ -136,11 +176,23 @@ def section_html(sec: Section, first_id: int) -> str:
         for i, fig in enumerate(sec.figures):
             note = f'<p class="note">{text(fig.note)}</p>' if fig.note else ""
             out.append(f'<figure{" class=wide" if fig.wide else ""}><figcaption>{text(fig.title)}</figcaption>'
-                       f'<div class="plot" id="fig-{first_id + i}"></div>{note}</figure>')
+                       f'{menu_html(fig, f"fig-{first_id + i}")}<div class="plot" id="fig-{first_id + i}"></div>'
+                       f'{note}</figure>')
         out.append("</div>")
     out += [table_html(t) for t in sec.tables]
     out.append("</section>")
     return "".join(out)
+
+
+def _short_floats(obj):
+    """Floats to 7 significant digits (what a plot can show; halves the page's data)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.7g}")
+    if isinstance(obj, dict):
+        return {k: _short_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_short_floats(v) for v in obj]
+    return obj
 
 
 def figures_json(sections: list[Section]) -> str:
@@ -148,9 +200,12 @@ def figures_json(sections: list[Section]) -> str:
     figs, n = [], 0
     for sec in sections:
         for fig in sec.figures:
-            figs.append({"id": f"fig-{n}", "data": fig.data, "layout": {"autosize": True, **fig.layout}})
+            entry = {"id": f"fig-{n}", "data": fig.data, "layout": {"autosize": True, **fig.layout}}
+            if fig.menu:
+                entry["menu"] = {"owner": fig.owner, "shown": fig.shown, "relayout": fig.relayout}
+            figs.append(entry)
             n += 1
-    return json.dumps(figs, separators=(",", ":"), allow_nan=False, sort_keys=True).replace("</", "<\\/")
+    return json.dumps(_short_floats(figs), separators=(",", ":"), allow_nan=False, sort_keys=True).replace("</", "<\\/")
 
 
 def render_page(header: Header, sections: list[Section], plotlyjs: str) -> str:

@@ -35,6 +35,18 @@ class Figure:
     note: str = ""
     wide: bool = False
     """Spans the whole width of its section (heatmaps, maps) instead of one grid cell."""
+    menu: list[str] = field(default_factory=list)
+    """Labels of the options a menu above the plot picks from (see `dropdown_figure`); empty: no menu."""
+    owner: list[int] = field(default_factory=list)
+    """Per trace, the menu option it belongs to."""
+    shown: list = field(default_factory=list)
+    """Per trace, its visibility while its option is chosen (True, or "legendonly" for seeds)."""
+    relayout: list[dict] = field(default_factory=list)
+    """Per option, the layout changes it brings (plotly relayout keys, e.g. {"yaxis.type": "log"})."""
+
+    def visible(self, option: int) -> list:
+        """Trace visibility with menu option `option` chosen."""
+        return [v if o == option else False for v, o in zip(self.shown, self.owner)]
 
 
 # ------------------------------------------------------------------------------ ordering
@@ -216,31 +228,29 @@ def curve_figure(rows: list[dict], palette: Palette, own_suites: set[str], *, ti
 # ------------------------------------------------------------------------------ menus, heatmaps
 def dropdown_figure(options: list[tuple], layout: dict, *, title: str, note: str = "",
                     wide: bool = False, yaxis_titles: bool = True) -> Figure | None:
-    """One figure showing one option at a time (a menu above it picks which): many metrics or
+    """One figure showing one option at a time, picked in a menu above it: many metrics or
     members in one plot instead of dozens of plots. An option is (label, traces) or (label,
     traces, layout changes as plotly relayout keys, e.g. {"yaxis.type": "log"}). Each option's
-    traces keep their own visibility (seeds stay hidden until clicked)."""
+    traces keep their own visibility (seeds stay hidden until clicked). The menu is an HTML
+    <select> the page wires to `Plotly.update` (pythia.report.page): its size grows with the
+    traces, where plotly's own buttons would each carry the visibility of every trace."""
     options = [(o[0], o[1], o[2] if len(o) > 2 else {}) for o in options if o[1]]
     if not options:
         return None
-    data, owner, shown = [], [], []
+    fig = Figure(data=[], layout=json_copy(layout), title=title, note=note, wide=wide)
     for i, (_, traces, _) in enumerate(options):
         for t in traces:
-            data.append(dict(t) if i == 0 else {**t, "visible": False})
-            owner.append(i)
-            shown.append(t.get("visible", True))
-    layout = json_copy(layout)
-    changes = [({"yaxis.title.text": label} if yaxis_titles else {}) | extra for label, _, extra in options]
-    for key, value in changes[0].items():
-        _set_dotted(layout, key, value)
-    if len(options) > 1:
-        buttons = [{"label": label, "method": "update",
-                    "args": [{"visible": [v if o == i else False for v, o in zip(shown, owner)]}, changes[i]]}
-                   for i, (label, _, _) in enumerate(options)]
-        layout["updatemenus"] = [{"type": "dropdown", "buttons": buttons, "x": 0, "xanchor": "left", "y": 1.02,
-                                  "yanchor": "bottom", "showactive": True, "active": 0}]
-        layout["margin"] = {**layout.get("margin", {}), "t": 50}
-    return Figure(data=data, layout=layout, title=title, note=note, wide=wide)
+            fig.data.append(dict(t) if i == 0 else {**t, "visible": False})
+            fig.owner.append(i)
+            fig.shown.append(t.get("visible", True))
+    fig.relayout = [({"yaxis.title.text": label} if yaxis_titles else {}) | extra for label, _, extra in options]
+    for key, value in fig.relayout[0].items():
+        _set_dotted(fig.layout, key, value)
+    if len(options) == 1:
+        fig.owner, fig.shown, fig.relayout = [], [], []
+    else:
+        fig.menu = [label for label, _, _ in options]
+    return fig
 
 
 def json_copy(obj):
