@@ -134,6 +134,8 @@ def test_many_imported_tasks_share_one_figure():
                                               "(menu: task and metric)"]
     labels = sec.figures[1].menu
     assert labels == [f"mmlu_{k}: acc" for k in range(MAX_TASK_FIGURES + 3)]
+    alone = render_sections(ReportData(imported))[0]
+    assert [f.title for f in alone.figures] == [f"{MAX_TASK_FIGURES + 3} tasks (menu: task and metric)"]
     few = render_sections(ReportData(own + [r for r in imported if r["task"] in ("mmlu_0", "mmlu_1")]))[0]
     assert [f.title for f in few.figures] == ["demo_mc@5shot", "mmlu_0", "mmlu_1"]
 

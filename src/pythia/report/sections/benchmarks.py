@@ -50,7 +50,8 @@ def render(data: ReportData, sec: Section) -> None:
                    for label, traces, extra in metric_options(data, by_task[(t,)])]
         rows = [r for t in rest for r in by_task[(t,)]]
         sec.add(dropdown_figure(options, base_layout("", _max_step(rows)),
-                                title=f"{len(rest)} more tasks, imported results only (menu: task and metric)"))
+                                title=f"{len(rest)} {'more tasks, imported results only' if alone else 'tasks'} "
+                                      "(menu: task and metric)"))
     if not sec.figures:
         sec.notes.append("no benchmark row has a step and a value")
     table = final_table(own)
