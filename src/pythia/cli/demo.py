@@ -21,8 +21,8 @@ def register(sub) -> None:
             "its sha256 and the Python version are recorded). The demo trains a BPE tokenizer,\n"
             "tokenizes, rebuilds GPT-NeoX's training order, trains a suite of sizes x seeds on\n"
             "it with Pythia's log-spaced checkpoint schedule scaled to the run, scores the\n"
-            "validation loss at every checkpoint, and writes a table (CSV) and learning-curve\n"
-            "plot (PNG).\n\n"
+            "validation loss at every checkpoint, and writes the report: an interactive HTML\n"
+            "page, a table (CSV) and a learning-curve plot (PNG).\n\n"
             f"  full (default): 3 sizes x 2 seeds, 256 steps; {FULL_DURATION}\n"
             f"  --quick:        2 micro sizes x 2 seeds, 20 steps; {QUICK_DURATION}\n\n"
             "Re-running the same command continues an interrupted demo where it stopped;\n"
@@ -34,7 +34,7 @@ def register(sub) -> None:
             "  pythia demo --quick               # micro suite into ./demo-output-quick\n"
             "  pythia demo --out /tmp/d --quick  # choose the folder\n"
             "output: OUT/corpus, OUT/data, OUT/suite.yaml, OUT/run/{member}/step{N}/,\n"
-            "        OUT/report/{results.csv,learning_curves.png,summary.txt}"
+            "        OUT/report/{index.html,results.csv,learning_curves.png,summary.txt}"
         ),
         formatter_class=_FMT,
     )
@@ -47,23 +47,33 @@ def register(sub) -> None:
 
     r = sub.add_parser(
         "report",
-        help="results table, learning-curve plot and summary for a trained run",
+        help="one interactive HTML page for a run (plus CSV, PNG, summary)",
         description=(
-            "Read every member of a run folder (RUN/{member}/metrics.jsonl) into one tidy\n"
-            "table with columns suite, member, size, seed, step, tokens, metric, value;\n"
-            "write it as CSV, plot validation and training loss against step (log axis,\n"
-            "one colour per size, the seeds as a min-max band around their mean) and print\n"
-            "the final validation loss per size."
+            "Write PATH/report/index.html: one self-contained page (plotly.js inlined; opens from\n"
+            "disk with no network) with a header saying what the run is (spec, members, tokens\n"
+            "seen, data and order, verify status, versions) and a section per analysis in the\n"
+            "results table: learning curves, benchmarks (with imported Pythia results beside),\n"
+            "memorization, seeds and training maps, term frequency, interventions; any other\n"
+            "analysis as metric vs step. Plots: hover for values, click legend entries to toggle\n"
+            "sizes and seeds, log step axis with step 0 at the left. Also writes results.csv,\n"
+            "learning_curves.png and summary.txt (final validation loss per size).\n\n"
+            "PATH is a run folder, a demo output, a member folder, Hub repo id(s) in the local\n"
+            "cache, or a standalone results store (a folder with units/, e.g. written by\n"
+            "`pythia results import ... --into DIR`)."
         ),
         epilog=(
             "examples:\n"
-            "  pythia report demo-output/run                  # writes demo-output/run/report/\n"
-            "  pythia report runs/my-suite --out reports/my-suite"
+            "  pythia report demo-output                      # writes demo-output/report/\n"
+            "  pythia report runs/my-suite --out reports/my-suite\n"
+            "  pythia report runs/my-suite --no-verify        # skip re-hashing the checkpoints\n"
+            "  pythia report pythia-evals-store               # imported results alone"
         ),
         formatter_class=_FMT,
     )
-    r.add_argument("run", metavar="RUN", help="run folder written by `pythia train` or `pythia demo`")
-    r.add_argument("--out", metavar="DIR", default=None, help="output folder (default: RUN/report)")
+    r.add_argument("run", metavar="PATH", help="run folder, demo output, member folder, Hub repo id or results store")
+    r.add_argument("--out", metavar="DIR", default=None, help="output folder (default: PATH/report)")
+    r.add_argument("--no-verify", action="store_true",
+                   help="do not re-hash every checkpoint for the header's verify status (`pythia verify`)")
     r.set_defaults(func=_report)
 
 
@@ -79,7 +89,8 @@ def _demo(args) -> int:
 def _report(args) -> int:
     from pythia.report import build_report, format_summary
 
-    rep = build_report(args.run, args.out)
+    rep = build_report(args.run, args.out, verify=not args.no_verify)
+    print(f"report  {rep.html} ({len(rep.sections)} sections, checkpoints verify: {rep.verify_status})")
     print(f"table   {rep.table} ({len(rep.rows)} rows)")
     print(f"plot    {rep.plot if rep.plot else '(no loss recorded; no plot)'}")
     print(f"summary {rep.summary_text}")

@@ -2,7 +2,7 @@
 
 corpus (Python's own standard library) -> BPE tokenizer -> GPT-NeoX .bin/.idx -> a suite
 (sizes x seeds, one training order, Pythia's log-spaced checkpoint schedule scaled down)
--> validation loss at every checkpoint -> results table + learning-curve plot.
+-> validation loss at every checkpoint -> the report (HTML page, results table, learning-curve plot).
 
 Every stage leaves its output complete or not at all (atomic writes) and skips itself when
 its output is already there, and the trainer resumes members from their last checkpoint, so
@@ -15,7 +15,7 @@ Output folder (`--out`):
                      corpus.sha256 (the corpus they were built from)
     suite.yaml       the suite spec that was trained (`pythia train` accepts it as is)
     run/             the run: {member}/step{N}/ checkpoints, {member}/metrics.jsonl
-    report/          results.csv, learning_curves.png, summary.txt
+    report/          index.html (the interactive report), results.csv, learning_curves.png, summary.txt
 """
 from __future__ import annotations
 
@@ -254,6 +254,7 @@ def describe(result: DemoResult) -> str:
         f"  tokens      {result.out_dir / 'data'}",
         f"  suite spec  {result.out_dir / 'suite.yaml'}",
         f"  checkpoints {result.run_dir}/{{member}}/step{{N}}/  members: {', '.join(members)}",
+        f"  report      {rep.html}  (open it in a browser)",
         f"  table       {rep.table}",
         f"  plot        {rep.plot}",
         "",

@@ -1,6 +1,6 @@
-"""A run's report: the results table as CSV, learning curves, and a summary.
+"""The report's files for papers: the results table as CSV, learning curves as a PNG, a summary.
 
-The report reads only the run's results table (`pythia.results`; columns suite, member, size,
+They read only the results table (`pythia.results`; columns suite, member, size,
 seed, step, tokens, analysis, task, metric, value, stderr), which the trainer and `pythia
 analyze` fill: `val_loss` at every checkpoint, `train_loss` at every update. It draws
 Pythia-style curves: loss against step on a log axis (step 0 kept on it through a symlog
@@ -10,42 +10,22 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from pythia.io import atomic_path, write_text_atomic
-from pythia.results import COLUMNS, ResultsStore
+from pythia.io import atomic_path
+from pythia.results import ResultsStore
 
 VAL_METRIC = "val_loss"
 TRAIN_METRIC = "train_loss"
 
 
-@dataclass
-class Report:
-    """What `build_report` wrote and found."""
-
-    run_dir: Path
-    out_dir: Path
-    table: Path
-    plot: Path | None
-    summary_text: Path
-    rows: list[dict] = field(repr=False, default_factory=list)
-    summary: list[dict] = field(default_factory=list)
-    val_metric: str | None = None
-    train_metric: str | None = None
-
-
 # ---------------------------------------------------------------------------------- reading
 def read_run(source: str | Path) -> list[dict]:
-    """The results table of a run (any source `pythia.run.open_run` accepts); a member folder
-    gives that member's rows."""
-    from pythia.run import open_run
+    """The results table of a run (any source `pythia.run.open_run` accepts, or a standalone
+    results store); a member folder gives that member's rows."""
+    from .source import open_source
 
-    view = open_run(source)
-    rows = view.results().rows()
-    if view.focus_member:
-        rows = [r for r in rows if r["member"] == view.focus_member]
-    return rows
+    return open_source(source).rows
 
 
 def pick_metric(rows: list[dict], metric: str) -> str | None:
@@ -157,31 +137,3 @@ def plot_learning_curves(rows: list[dict], path: str | Path, val_metric: str | N
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return path
-
-
-# ---------------------------------------------------------------------------------- entry
-def build_report(source: str | Path, out_dir: str | Path | None = None) -> Report:
-    """Write results.csv, learning_curves.png and summary.txt for a run into `out_dir`.
-
-    `source`: a run folder, demo output or member folder; `out_dir` defaults to `RUN/report`.
-    Cheap, so it is simply rebuilt every time.
-    """
-    from pythia.run import open_run
-
-    view = open_run(source)
-    run_dir = view.root
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
-    rows = read_run(source)
-    val_metric = pick_metric(rows, VAL_METRIC)
-    train_metric = pick_metric(rows, TRAIN_METRIC)
-    table = write_table(rows, out_dir / "results.csv")
-    suite = view.name
-    plot = plot_learning_curves(rows, out_dir / "learning_curves.png", val_metric,
-                                train_metric, title=suite)
-    summary = summarize(rows, val_metric) if val_metric else []
-    text = format_summary(summary)
-    summary_path = out_dir / "summary.txt"
-    write_text_atomic(summary_path, f"suite {suite} ({run_dir})\n{text}\n")
-    return Report(run_dir=run_dir, out_dir=out_dir, table=table, plot=plot,
-                  summary_text=summary_path, rows=rows, summary=summary,
-                  val_metric=val_metric, train_metric=train_metric)

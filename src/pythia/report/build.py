@@ -1,0 +1,62 @@
+"""`pythia report PATH`: everything in one folder, rebuilt from the results table each time."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pythia.io import write_text_atomic
+
+from .header import build_header
+from .page import render_page
+from .sections import ReportData, Section, render_sections
+from .source import open_source
+from .static import TRAIN_METRIC, VAL_METRIC, format_summary, pick_metric, plot_learning_curves, summarize, write_table
+
+
+@dataclass
+class Report:
+    """What `build_report` wrote and found."""
+
+    run_dir: Path
+    """The run folder (or the results store) the report was made from."""
+    out_dir: Path
+    html: Path
+    """report/index.html: the interactive, self-contained page."""
+    table: Path
+    plot: Path | None
+    summary_text: Path
+    rows: list[dict] = field(repr=False, default_factory=list)
+    summary: list[dict] = field(default_factory=list)
+    sections: list[Section] = field(repr=False, default_factory=list)
+    val_metric: str | None = None
+    train_metric: str | None = None
+    verify_status: str = "not checked"
+
+
+def build_report(source: str | Path, out_dir: str | Path | None = None, verify: bool = True) -> Report:
+    """Write index.html, results.csv, learning_curves.png and summary.txt into `out_dir`.
+
+    `source`: a run folder, demo output, member or step folder, Hub repo id(s), or a standalone
+    results store (a folder with units/); `out_dir` defaults to PATH/report. `verify`: re-hash
+    every checkpoint for the header's verify status (`pythia verify`); False skips it.
+    The page's figures come from the results table alone, so rebuilding is cheap and
+    deterministic (same table, same bytes).
+    """
+    from plotly.offline import get_plotlyjs
+
+    src = open_source(source)
+    out_dir = Path(out_dir) if out_dir is not None else src.default_out
+    rows = src.rows
+    val_metric, train_metric = pick_metric(rows, VAL_METRIC), pick_metric(rows, TRAIN_METRIC)
+    table = write_table(rows, out_dir / "results.csv")
+    plot = plot_learning_curves(rows, out_dir / "learning_curves.png", val_metric, train_metric, title=src.name)
+    summary = summarize(rows, val_metric) if val_metric else []
+    summary_path = out_dir / "summary.txt"
+    write_text_atomic(summary_path, f"suite {src.name} ({src.path})\n{format_summary(summary)}\n")
+    header = build_header(src, verify=verify)
+    sections = render_sections(ReportData(rows, src.name, src.size_order))
+    page = out_dir / "index.html"
+    write_text_atomic(page, render_page(header, sections, get_plotlyjs()))
+    return Report(run_dir=src.path, out_dir=out_dir, html=page, table=table, plot=plot, summary_text=summary_path,
+                  rows=rows, summary=summary, sections=sections, val_metric=val_metric, train_metric=train_metric,
+                  verify_status=header.verify_status)
