@@ -18,11 +18,15 @@ def synthetic_run(tmp_path: Path, shapes: dict[str, list[int]]) -> RunView:
 
 
 def put_series(run: RunView, analysis: str, member: str, metric: str, values: dict[int, float], task: str = ""):
-    """One unit per (member, step), as a per-checkpoint analysis writes them."""
-    store = run.results()
+    """One unit per (member, step) holding this one metric, as a per-checkpoint analysis writes it."""
     for step, v in values.items():
-        store.put(analysis, [{"member": member, "step": step, "analysis": analysis, "task": task, "metric": metric,
-                              "value": float(v)}], key={"test": 1}, member=member, step=step)
+        put_unit(run, analysis, member, step, {metric: v}, task)
+
+
+def put_unit(run: RunView, analysis: str, member: str, step: int, values: dict[str, float], task: str = ""):
+    run.results().put(analysis, [{"member": member, "step": step, "analysis": analysis, "task": task, "metric": k,
+                                  "value": float(v)} for k, v in values.items()],
+                      key={"test": 1}, member=member, step=step)
 
 
 def write_items(run: RunView, member: str, step: int, task: str, doc_id, pred, correct):
