@@ -109,6 +109,13 @@ def test_selection_of_summarised_analyses_and_determinism(tmp_path):
     assert {r["metric"].split(":")[0] for r in run.results().rows(analysis="seeds") if ":" in r["metric"]} == {"val_loss"}
     run_analyses(run, "seeds", progress=False, force=True)
     assert unit.read_bytes() == first
+    assert run_analyses(run, "seeds", progress=False).cached == ["seeds"]
+    run.results().put("training_map", [{"member": "m-seed1", "step": 0, "metric": "state", "value": 0.0}],
+                      key={"other": 1})  # a unit seeds does not read: still cached
+    assert run_analyses(run, "seeds", progress=False).cached == ["seeds"]
+    run.results().put("val_loss", [{"member": "m-seed1", "step": 4, "metric": "val_loss", "value": 0.25}],
+                      key={"test": 2}, member="m-seed1", step=4)  # an input recomputed: so is seeds
+    assert run_analyses(run, "seeds", progress=False).computed == ["seeds"]
     run_analyses(run, "seeds", options={"seed_analyses": "train_loss"}, progress=False)
     assert {r["metric"].split(":")[0] for r in run.results().rows(analysis="seeds") if ":" in r["metric"]} == {"train_loss"}
 

@@ -122,3 +122,28 @@ def test_weights_through_the_runner_on_demo_checkpoints(quick_demo, tmp_path):
         assert_close({k: got[k] for k in FEATURES}, ref)
     again = run_analyses(run, "weights", members=[member.name], steps="0,20", device="cpu", progress=False)
     assert not again.computed and len(again.cached) == 2
+
+
+def test_benchmark_runs_on_cpu(capsys):
+    """The benchmark's code path (the one --device cuda takes, on the CPU device), tiny shape."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_weights.py"
+    spec = importlib.util.spec_from_file_location("bench_weights", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--shape", "layers=2,hidden=32,heads=4,vocab=256", "--reps", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "s/checkpoint" in out and "154 x 10 seeds" in out
+    worst = float(out.rsplit("worst relative difference", 1)[1])
+    assert worst < 1e-4
+
+
+@pytest.mark.gpu
+def test_features_on_cuda_match_numpy():
+    if not torch.cuda.is_available():
+        pytest.fail("the gpu marker was selected but torch sees no CUDA device")
+    model = tiny_model(hidden=64, layers=3)
+    ref = numpy_features({k: v.numpy() for k, v in model.state_dict().items()})
+    assert_close(weight_features(model.to("cuda")), ref)

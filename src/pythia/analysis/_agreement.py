@@ -40,7 +40,8 @@ def read_items(path: Path) -> Items:
         raise AnalysisError(f"{path}: items file lacks array(s) {missing} (has {names})")
     doc, pred, correct = arrays["doc_id"], arrays["pred"], arrays["correct"]
     if not (len(doc) == len(pred) == len(correct)):
-        raise AnalysisError(f"{path}: doc_id, pred and correct differ in length ({len(doc)}, {len(pred)}, {len(correct)})")
+        raise AnalysisError(f"{path}: doc_id, pred and correct differ in length "
+                            f"({len(doc)}, {len(pred)}, {len(correct)})")
     if len(np.unique(doc)) != len(doc):
         raise AnalysisError(f"{path}: doc_id has repeated values")
     label = pred if len(pred) and (pred >= 0).all() else correct.astype(np.int64)

@@ -146,7 +146,7 @@ def plot_training_map(tm: TrainingMap, path: str | Path, title: str = "") -> Pat
 
     from ..io import atomic_path
 
-    fig = Figure(figsize=(12, 1.2 + 0.38 * len(tm.seqs)), layout="constrained")
+    fig = Figure(figsize=(12, max(4.5, 1.2 + 0.38 * len(tm.seqs))), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=(2.2, 1))
     _draw_states(left, tm)
     _draw_graph(right, tm.transitions())

@@ -64,6 +64,13 @@ class Seeds(Analysis):
                "lowest seed)"),
     )
 
+    def reads(self, analysis: str) -> bool:
+        chosen = self._chosen()
+        return analysis in chosen if chosen else analysis not in SKIP_BY_DEFAULT
+
+    def _chosen(self) -> list[str]:
+        return [n.strip() for n in (self.opts["seed_analyses"] or "").split(",") if n.strip()]
+
     def compute_run(self, run, store, members) -> list[dict]:
         shapes = shapes_of(members)
         agreement, references = agreement_rows(run.results_dir, shapes, self.opts["reference_seed"])
@@ -80,7 +87,8 @@ class Seeds(Analysis):
                               stacklevel=2)
                 continue
             for key in sorted(series):
-                seeds = [m for m in ms if not ((key[0], key[2]) == (self.name, "inter_seed") and m.name == references.get(shape))]
+                is_inter = (key[0], key[2]) == (self.name, "inter_seed")  # the reference seed has none
+                seeds = [m for m in ms if not (is_inter and m.name == references.get(shape))]
                 rows, shape_flags = self._one_metric(shape, seeds, key, series[key], dropped)
                 out += rows
                 flags += shape_flags
@@ -92,13 +100,8 @@ class Seeds(Analysis):
         return out + [row for f in flags for row in f["rows"]]
 
     def _inputs(self, store, members) -> list[dict]:
-        chosen = self.opts["seed_analyses"]
-        if chosen:
-            names = [n.strip() for n in chosen.split(",") if n.strip()]
-        else:
-            units = store.root / "units"
-            names = sorted(p.name for p in units.iterdir() if p.is_dir() and p.name not in SKIP_BY_DEFAULT) \
-                if units.is_dir() else []
+        units = store.root / "units"
+        names = sorted(p.name for p in units.iterdir() if p.is_dir() and self.reads(p.name)) if units.is_dir() else []
         if not names:
             return []
         wanted = {m.name for m in members}

@@ -45,11 +45,18 @@ class TrainingMapAnalysis(Analysis):
                "auto: eval:acc if present, else val_loss:val_loss"),
     )
 
+    def reads(self, analysis: str) -> bool:
+        """The weights rows, and whatever the score may come from."""
+        spec = self.opts["map_score"]
+        sources = ("eval", "val_loss") if spec == "auto" else (spec.partition(":")[0],)
+        return analysis == "weights" or analysis in sources
+
     def compute_run(self, run, store, members) -> list[dict]:
         features = _feature_table(store, members)
         if not features:
             raise AnalysisError(f"training_map: no `weights` rows for {', '.join(m.name for m in members)} in "
-                                f"{store.root}; run the weights analysis first (pythia analyze RUN weights,training_map)")
+                                f"{store.root}; run the weights analysis first "
+                                "(pythia analyze RUN weights,training_map)")
         scores = _scores(store, members, self.opts["map_score"])
         out_dir = run.results_dir / "artifacts" / "training_map"
         rows = []

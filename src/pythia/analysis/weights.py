@@ -19,10 +19,11 @@ names *starting with* "embed" and names containing "norm": on the base `GPTNeoXM
 same set, but on `GPTNeoXForCausalLM` its filter keeps `gpt_neox.embed_in.weight`; we exclude
 both embeddings whatever the class (a dotted component starting with "embed").
 
-Numerics: sums, norms, means and variances accumulate in float64; singular values come from
-`torch.linalg.svdvals` in float32 (float64 when the model is), one batched call per group of
-same-shaped matrices (tall orientation), on the device the model sits on (`ctx.device`). The
-spectral norm is the largest of those singular values (the script ran a second SVD for it).
+Numerics: sums, norms, means and variances accumulate in float64 (without float64 copies of the
+weights); singular values come from `torch.linalg.svdvals` in float32 (float64 when the model
+is), one batched call per group of same-shaped matrices (tall orientation), on the device the
+model sits on (`ctx.device`). The spectral norm is the largest of those singular values (the
+script ran a second SVD for it).
 """
 from __future__ import annotations
 
@@ -91,13 +92,21 @@ def singular_values(matrices: list, dtype=None) -> list:
     return out
 
 
+def _wide(t):
+    """float32 or float64 as is; half precisions widened to float32 (for differences)."""
+    import torch
+
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def _pooled(tensors: list) -> tuple[float, float, float]:
-    """(mean, unbiased variance, torch median) of the tensors concatenated; moments in float64."""
+    """(mean, unbiased variance, torch median) of the tensors concatenated; sums in float64
+    (accumulated without float64 copies of the weights)."""
     import torch
 
     n = sum(t.numel() for t in tensors)
-    mean = sum(float(t.double().sum()) for t in tensors) / n
-    ss = sum(float(((t.double() - mean) ** 2).sum()) for t in tensors)
+    mean = sum(float(t.sum(dtype=torch.float64)) for t in tensors) / n
+    ss = sum(float(torch.linalg.vector_norm(_wide(t) - mean, dtype=torch.float64)) ** 2 for t in tensors)
     median = float(torch.cat([t.reshape(-1) for t in tensors]).median())
     return mean, ss / (n - 1), median
 
@@ -108,9 +117,9 @@ def matrix_features(weights: list, svals: list) -> dict[str, float]:
 
     acc: dict[str, list[float]] = defaultdict(list)
     for (name, w), sv in zip(weights, svals):
-        x = w.double()
-        l1, l2 = float(x.abs().sum()), float(torch.linalg.vector_norm(x))
-        trace = float(torch.diagonal(x).sum())
+        l1 = float(w.abs().sum(dtype=torch.float64))
+        l2 = float(torch.linalg.vector_norm(w, dtype=torch.float64))
+        trace = float(torch.diagonal(w).sum(dtype=torch.float64))
         sv = sv.double()
         lam = float(sv[0])
         if l2 == 0.0 or lam == 0.0:
