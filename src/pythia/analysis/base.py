@@ -83,6 +83,12 @@ class Analysis:
     def check(self, run: Any, members: list) -> None:
         """Refuse bad input up front (raise AnalysisError naming it). Default: nothing to check."""
 
+    def reads(self, analysis: str) -> bool:
+        """Whether this (whole-run) analysis reads `analysis`'s rows: only those units enter its
+        cache key, so two whole-run analyses that ignore each other do not invalidate each other
+        forever. Default: every other analysis."""
+        return analysis != self.name
+
     def compute(self, ctx: "CheckpointContext") -> list[Row]:
         raise NotImplementedError(f"{type(self).__name__} (scope {self.scope}) has no compute()")
 

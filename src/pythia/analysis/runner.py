@@ -193,12 +193,12 @@ def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, sum
     ctx.__dict__.pop("model", None)  # free the weights before the next checkpoint
 
 
-def _inputs_digest(store: ResultsStore, exclude: str) -> str:
-    """Hash of every other unit's cache key: a whole-run analysis is stale when any input changed."""
+def _inputs_digest(store: ResultsStore, a: Analysis) -> str:
+    """Hash of the cache keys of the units `a` reads: a whole-run analysis is stale when any input changed."""
     h = hashlib.sha256()
     for path in store.units():
         rel = path.relative_to(store.root).as_posix()
-        if rel.startswith(f"units/{exclude}/"):
+        if not a.reads(rel.split("/")[1]):
             continue
         h.update(rel.encode())
         h.update(json.dumps(json.loads(path.read_text(encoding="utf-8")).get("key"), sort_keys=True).encode())
@@ -206,7 +206,7 @@ def _inputs_digest(store: ResultsStore, exclude: str) -> str:
 
 
 def _one_run_analysis(run, a: Analysis, store: ResultsStore, members, summary: AnalyzeSummary, force: bool) -> None:
-    key = a.cache_key(_inputs_digest(store, a.name))
+    key = a.cache_key(_inputs_digest(store, a))
     key["members"] = [m.name for m in members]
     if not force and a.cacheable and store.unit_key(a.name, None, None) == key:
         summary.cached.append(a.name)

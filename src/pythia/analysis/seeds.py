@@ -1,0 +1,169 @@
+"""`seeds`: how much of a run survives another seed (PolyPythias, van der Wal et al., ICLR 2025).
+
+From the results table, for every shape (members that differ only by seed) and every (analysis,
+task, metric, step): n, median, q25, q75, min, max and std over the seeds -- PolyPythias plots
+the median and the 25/75% quantiles (EleutherAI/pythia `polypythias/plots.ipynb`). Rows:
+member `{shape}/*`, metric `{analysis}:{metric}:{stat}`, the source's task, the step.
+
+Outlier runs: each seed's trajectory is scored against the other seeds of its shape, step by
+step: its distance from the other seeds' median over a robust scale (MAD of the seeds'
+leave-one-out deviations pooled over neighbouring checkpoints; why, in `_seedstats`); a (member,
+metric) is flagged at the steps where |z| > 3.5 (Iglewicz & Hoaglin's cut-off) for at least 2
+consecutive checkpoints (`--outlier-z`, `--outlier-steps`). Needs >= 4 seeds (3 others). Flags
+are rows `{analysis}:{metric}:outlier_z` of the member at each flagged step (value = z) and the
+table `artifacts/seeds/outliers.tsv` (member, size, analysis, task, metric, steps, max_abs_z).
+
+Agreement (when the `eval` sweep stored per-item outcomes): `self_consistency` (Cohen's kappa
+with the same member's final checkpoint) and `inter_seed` (kappa with the reference seed's
+member at the same step), per task and step, as rows of the member; their spread over seeds
+follows like any metric (`seeds:self_consistency:median`, ...). See `_agreement`.
+
+A shape with one seed gets a row `n_seeds` = 1 and a warning instead of statistics; steps that
+some members lack are dropped from that metric's statistics with a warning naming them.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+
+from ..io import write_text_atomic
+from ._agreement import agreement_rows
+from ._seedstats import MIN_OTHERS, STATS, Z_THRESHOLD, align, flagged, robust_z, spread
+from .base import Analysis, Option, register
+
+SKIP_BY_DEFAULT = ("seeds", "training_map", "train_loss")
+"""Not summarised unless named: this analysis, the categorical map states, and the per-update
+training log (one row per update; summarise it with --seed-analyses train_loss)."""
+
+
+def shapes_of(members) -> dict[str, list]:
+    """{shape: members sorted by seed} in first-seen shape order."""
+    shapes: dict[str, list] = {}
+    for m in members:
+        shapes.setdefault(m.shape, []).append(m)
+    return {s: sorted(ms, key=lambda m: (m.seed is not None, m.seed or 0, m.name)) for s, ms in shapes.items()}
+
+
+def summary_label(shape: str) -> str:
+    """The member column of shape-level rows."""
+    return f"{shape}/*"
+
+
+@register
+class Seeds(Analysis):
+    name = "seeds"
+    summary = "spread over seeds (median, quartiles, min, max, std), outlier runs, per-item agreement (kappa)"
+    scope = "run"
+    version = 1
+    options = (
+        Option("seed_analyses", str, None, "comma list of analyses to summarise over seeds (default: every one in "
+               "the table except seeds, training_map and train_loss)"),
+        Option("outlier_z", float, Z_THRESHOLD, "flag a seed where its robust z against the other seeds exceeds this"),
+        Option("outlier_steps", int, 2, "... for at least this many consecutive checkpoints"),
+        Option("reference_seed", int, None, "seed that inter-seed agreement compares with (default: each shape's "
+               "lowest seed)"),
+    )
+
+    def reads(self, analysis: str) -> bool:
+        chosen = self._chosen()
+        return analysis in chosen if chosen else analysis not in SKIP_BY_DEFAULT
+
+    def _chosen(self) -> list[str]:
+        return [n.strip() for n in (self.opts["seed_analyses"] or "").split(",") if n.strip()]
+
+    def compute_run(self, run, store, members) -> list[dict]:
+        shapes = shapes_of(members)
+        agreement, references = agreement_rows(run.results_dir, shapes, self.opts["reference_seed"])
+        table = self._inputs(store, members) + [dict(r, analysis=self.name) for r in agreement]
+        series: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+        for r in table:
+            series[(r["analysis"], r["task"] or "", r["metric"])][r["member"]][r["step"]] = r["value"]
+        out, flags, dropped = list(agreement), [], defaultdict(list)
+        for shape, ms in shapes.items():
+            out.append({"member": summary_label(shape), "size": shape, "step": None, "metric": "n_seeds",
+                        "value": float(len(ms))})
+            if len(ms) < 2:
+                warnings.warn(f"seeds: shape {shape} has a single seed ({ms[0].name}): no spread over seeds",
+                              stacklevel=2)
+                continue
+            for key in sorted(series):
+                is_inter = (key[0], key[2]) == (self.name, "inter_seed")  # the reference seed has none
+                seeds = [m for m in ms if not (is_inter and m.name == references.get(shape))]
+                rows, shape_flags = self._one_metric(shape, seeds, key, series[key], dropped)
+                out += rows
+                flags += shape_flags
+            if len(ms) - 1 < MIN_OTHERS:
+                warnings.warn(f"seeds: shape {shape} has {len(ms)} seeds; outlier scores need at least "
+                              f"{MIN_OTHERS + 1}", stacklevel=2)
+        _warn_dropped(dropped)
+        self._write_outliers(run, flags)
+        return out + [row for f in flags for row in f["rows"]]
+
+    def _inputs(self, store, members) -> list[dict]:
+        units = store.root / "units"
+        names = sorted(p.name for p in units.iterdir() if p.is_dir() and self.reads(p.name)) if units.is_dir() else []
+        if not names:
+            return []
+        wanted = {m.name for m in members}
+        return [r for r in store.rows(analysis=names)
+                if r["member"] in wanted and r["step"] is not None and r["value"] is not None]
+
+    def _one_metric(self, shape, members, key, by_member, dropped) -> tuple[list[dict], list[dict]]:
+        analysis, task, metric = key
+        present = {m.name: by_member[m.name] for m in members if by_member.get(m.name)}
+        absent = [m.name for m in members if m.name not in present]
+        if not present:
+            return [], []
+        if absent:
+            dropped[(shape, "all steps", tuple(absent))].append(f"{analysis}:{metric}" + (f"@{task}" if task else ""))
+        steps, matrix, lacking = align(present)
+        for name, missing in lacking.items():
+            dropped[(shape, _compact(missing), (name,))].append(f"{analysis}:{metric}" + (f"@{task}" if task else ""))
+        if len(present) < 2 or not steps:
+            return [], []
+        tokens = _tokens(members[0])
+        rows = []
+        for j, step in enumerate(steps):
+            for stat, value in spread(matrix[:, j]).items():
+                rows.append({"member": summary_label(shape), "size": shape, "step": step, "tokens": tokens(step),
+                             "task": task, "metric": f"{analysis}:{metric}:{stat}", "value": value})
+        return rows, self._flags(shape, list(present), key, steps, matrix)
+
+    def _flags(self, shape, names, key, steps, matrix) -> list[dict]:
+        if len(names) - 1 < MIN_OTHERS:
+            return []
+        analysis, task, metric = key
+        z = robust_z(matrix)
+        out = []
+        for name, zi in zip(names, z):
+            idx = flagged(zi, self.opts["outlier_z"], self.opts["outlier_steps"])
+            if idx.size:
+                rows = [{"member": name, "step": steps[j], "task": task, "metric": f"{analysis}:{metric}:outlier_z",
+                         "value": float(zi[j])} for j in idx]
+                out.append({"member": name, "size": shape, "analysis": analysis, "task": task, "metric": metric,
+                            "steps": [steps[j] for j in idx], "max_abs_z": float(abs(zi[idx]).max()), "rows": rows})
+        return out
+
+    def _write_outliers(self, run, flags: list[dict]) -> None:
+        lines = ["member\tsize\tanalysis\ttask\tmetric\tsteps\tmax_abs_z"]
+        for f in sorted(flags, key=lambda f: (f["member"], f["analysis"], f["task"], f["metric"])):
+            lines.append("\t".join([f["member"], f["size"], f["analysis"], f["task"], f["metric"],
+                                    ",".join(map(str, f["steps"])), f"{f['max_abs_z']:.6g}"]))
+        write_text_atomic(run.results_dir / "artifacts" / "seeds" / "outliers.tsv", "\n".join(lines) + "\n")
+
+
+def _tokens(member):
+    per_step = (member.global_batch or 0) * (member.seq_len or 0)
+    return lambda step: step * per_step if per_step else None
+
+
+def _compact(steps: list[int]) -> str:
+    text = ", ".join(map(str, steps[:8]))
+    return f"steps {text}" + (f", ... ({len(steps)} steps)" if len(steps) > 8 else "")
+
+
+def _warn_dropped(dropped: dict) -> None:
+    for (shape, what, names), metrics in sorted(dropped.items()):
+        shown = ", ".join(metrics[:4]) + (f", ... ({len(metrics)} metrics)" if len(metrics) > 4 else "")
+        warnings.warn(f"seeds: shape {shape}: {what} dropped from the spread over seeds ({', '.join(names)} "
+                      f"lack{'s' if len(names) == 1 else ''} them) for {shown}", stacklevel=3)
