@@ -132,7 +132,8 @@ def run_analyses(run, names: Any, *, members: Any = None, steps: Any = "all", de
         with _bar(len(mine), progress, rank) as bar:
             for member, ck in mine:
                 bar.set_postfix_str(f"{member.name} {ck.revision}", refresh=False)
-                _one_checkpoint(run, member, ck, per_ckpt, store, dev, dtype, shared, summary, force)
+                _one_checkpoint(run, member, ck, per_ckpt, store, dev, dtype, shared, summary, force,
+                                progress and rank == 0)
                 bar.update(1)
     _barrier(world)
     if rank == 0:
@@ -142,7 +143,8 @@ def run_analyses(run, names: Any, *, members: Any = None, steps: Any = "all", de
     return summary
 
 
-def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, summary, force) -> None:
+def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, summary, force,
+                    progress: bool = False) -> None:
     label = f"{member.name}/{ck.revision}"
     try:
         digest = ck.digest
@@ -157,7 +159,8 @@ def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, sum
     if problems:
         summary.failed.append(f"{label}: checkpoint fails its manifest ({'; '.join(problems[:3])})")
         return
-    ctx = CheckpointContext(run=run, member=member, checkpoint=ck, device=device, dtype=dtype, shared=shared)
+    ctx = CheckpointContext(run=run, member=member, checkpoint=ck, device=device, dtype=dtype, shared=shared,
+                            progress=progress)
     for a in todo:
         try:
             rows = a.compute(ctx)

@@ -1,0 +1,154 @@
+"""Memorization scoring: our two methods vs Pythia's own procedure, sequences/s, one process.
+
+The job is the memorization analysis' inner loop: N training-like sequences of 64 tokens, a
+32-token prompt and the 32-token target, scored by greedy decoding with the end-of-document
+token suppressed (Pythia's eval_memorization.py: transformers `generate(max_length=64,
+min_length=64)` on a model loaded with use_cache=False). Measured, same weights, same sequences:
+
+  exact, score prefix   one teacher-forced pass: the memorized set and matched prefixes, no decoding
+  exact, score full     + greedy decoding past each row's first mismatch: Pythia's position-wise score
+  generate              our static-KV-cache greedy decoder on every sequence: Pythia's score
+  transformers no cache Pythia's procedure: generate(use_cache=False, min_length=64)
+  transformers cached   generate(use_cache=True, min_length=64)
+
+The transformers baselines run on the first --baseline-sequences sequences only (they are the
+slow part); sequences/s is the comparable figure, and the scores of those sequences are
+compared with ours. Goals (issue 10): exact >= 20x Pythia's procedure, generate >= 3x
+transformers with its cache. A fraction --memorized of the sequences continue with the model's
+own greedy output, so some are memorized (Pythia's models memorize ~0.3-1.6 %). Prints figures,
+asserts nothing.
+
+    python benchmarks/bench_memorization.py                   # CPU, d=256 L=4 V=50304, 4,096 sequences
+    python benchmarks/bench_memorization.py --smoke           # seconds: checks the code path
+    python benchmarks/bench_memorization.py --device cuda --size pythia-410m --dtype float16 --batch 1024
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+P = C = 32
+
+
+def build(args):
+    """(our model, the transformers model with the same weights)."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from pythia.config import custom_config, model_config
+    from pythia.hf import to_hf_config
+    from pythia.model import GPTNeoX
+
+    if "=" in args.size:
+        kw = dict(item.split("=", 1) for item in args.size.split(","))
+        cfg = custom_config(num_layers=int(kw["layers"]), hidden_size=int(kw["hidden"]), num_heads=int(kw["heads"]),
+                            vocab_size=int(kw.get("vocab", 50304)), gelu="exact")
+    else:
+        cfg = model_config(args.size).replace(gelu="exact")  # gelu as the HF config says, so outputs compare
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+    torch.manual_seed(0)
+    ours = GPTNeoX(cfg, device=args.device).to(dtype).eval()
+    hf_cfg = GPTNeoXConfig(**{k: v for k, v in to_hf_config(cfg).items() if k != "pythia_config"})
+    hf = GPTNeoXForCausalLM(hf_cfg).to(device=args.device, dtype=dtype).eval()
+    hf.load_state_dict({("lm_head.weight" if k == "embed_out.weight" else k): v for k, v in ours.state_dict().items()})
+    return cfg, ours, hf
+
+
+def sequences(model, vocab: int, n: int, memorized: float, batch: int, device) -> torch.Tensor:
+    """(n, 64) tokens: random, except a fraction whose continuation is the model's own greedy one."""
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(1, vocab, (n, P + C), generator=g).to(device)
+    k = int(round(n * memorized))
+    for i in range(0, k, batch):
+        j = min(k, i + batch)
+        tokens[i:j] = model.generate_greedy(tokens[i:j, :P], C, suppress=0)
+    return tokens[torch.randperm(n, generator=g).to(device)]
+
+
+def timed(fn, device) -> tuple[float, torch.Tensor]:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, out
+
+
+def ours_fn(model, tokens, batch, method, score):
+    from pythia.memorization import score_sequences
+
+    return lambda: torch.cat([score_sequences(model, tokens[i:i + batch], P, C, method, score, suppress=0)
+                              for i in range(0, len(tokens), batch)])
+
+
+def hf_fn(hf, tokens, batch, use_cache):
+    def run():
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(tokens), batch):
+                prompt = tokens[i:i + batch, :P]
+                gen = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_length=P + C, min_length=P + C,
+                                  do_sample=False, num_beams=1, use_cache=use_cache, eos_token_id=0, pad_token_id=0)
+                out.append((gen[:, P:] == tokens[i:i + batch, P:]).sum(1))
+        return torch.cat(out)
+    return run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--size", default="layers=4,hidden=256,heads=4,vocab=50304",
+                   help="a Pythia size (pythia-410m) or layers=..,hidden=..,heads=..[,vocab=..] (random init)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--batch", type=int, default=256, help="sequences per call, every method")
+    p.add_argument("--sequences", type=int, default=4096)
+    p.add_argument("--baseline-sequences", type=int, default=None,
+                   help="sequences for the transformers baselines (default: --batch, at most --sequences)")
+    p.add_argument("--memorized", type=float, default=0.02, help="fraction of sequences made memorized")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads on CPU (0: torch's choice)")
+    p.add_argument("--smoke", action="store_true", help="tiny model and counts: exercise the code path in seconds")
+    args = p.parse_args()
+    if args.smoke:
+        args.size, args.sequences, args.batch = "layers=2,hidden=64,heads=4,vocab=512", 64, 16
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base_n = min(args.sequences, args.baseline_sequences or args.batch)
+
+    cfg, ours, hf = build(args)
+    tokens = sequences(ours, cfg.vocab_size, args.sequences, args.memorized, args.batch, args.device)
+    base = tokens[:base_n]
+    print(f"{cfg.name}: L={cfg.num_layers} d={cfg.hidden_size} H={cfg.num_heads} V={cfg.vocab_size}, {args.dtype} on "
+          f"{args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}; batch {args.batch}; "
+          f"{args.sequences} sequences (transformers: the first {base_n}), {P}+{C} tokens, EOD suppressed")
+    ours_fn(ours, tokens[:args.batch], args.batch, "exact", "full")()  # warm-up (kernels, caches)
+    hf_fn(hf, tokens[:min(8, base_n)], args.batch, True)()
+    runs = {
+        "exact, score prefix (memorized set)": (ours_fn(ours, tokens, args.batch, "exact", "prefix"), len(tokens)),
+        "exact, score full": (ours_fn(ours, tokens, args.batch, "exact", "full"), len(tokens)),
+        "generate": (ours_fn(ours, tokens, args.batch, "generate", "full"), len(tokens)),
+        "transformers cached": (hf_fn(hf, base, args.batch, True), base_n),
+        "transformers no cache (Pythia)": (hf_fn(hf, base, args.batch, False), base_n),
+    }
+    rate, out = {}, {}
+    for name, (fn, n) in runs.items():
+        sec, out[name] = timed(fn, args.device)
+        rate[name] = n / sec
+        print(f"  {name:<36} {rate[name]:10.1f} seq/s  ({n} sequences in {sec:.1f} s)", flush=True)
+    full = out["exact, score full"].cpu()
+    print(f"  memorized: {int((full == C).sum())}/{len(full)}; on the first {base_n}: exact full == generate: "
+          f"{torch.equal(full[:base_n], out['generate'][:base_n].cpu())}, == transformers no cache: "
+          f"{torch.equal(full[:base_n], out['transformers no cache (Pythia)'].cpu())}, == transformers cached: "
+          f"{torch.equal(full[:base_n], out['transformers cached'].cpu())}")
+    for name, against, goal in (("exact, score prefix (memorized set)", "transformers no cache (Pythia)", 20),
+                                ("exact, score full", "transformers no cache (Pythia)", 20),
+                                ("generate", "transformers no cache (Pythia)", None),
+                                ("generate", "transformers cached", 3)):
+        x = rate[name] / rate[against]
+        verdict = f"  (goal >= {goal}x: {'met' if x >= goal else 'NOT met'})" if goal else ""
+        print(f"  {name} / {against}: {x:6.1f}x{verdict}")
+
+
+if __name__ == "__main__":
+    main()
