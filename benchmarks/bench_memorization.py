@@ -13,7 +13,8 @@ min_length=64)` on a model loaded with use_cache=False). Measured, same weights,
 
 The transformers baselines run on the first --baseline-sequences sequences only (they are the
 slow part); sequences/s is the comparable figure, and the scores of those sequences are
-compared with ours. Goals (issue 10): exact >= 20x Pythia's procedure, generate >= 3x
+compared with ours. The methods take turns batch by batch, so load drifts on a shared machine
+hit all of them alike. Goals (issue 10): exact >= 20x Pythia's procedure, generate >= 3x
 transformers with its cache. A fraction --memorized of the sequences continue with the model's
 own greedy output, so some are memorized (Pythia's models memorize ~0.3-1.6 %). Prints figures,
 asserts nothing.
@@ -66,34 +67,47 @@ def sequences(model, vocab: int, n: int, memorized: float, batch: int, device) -
     return tokens[torch.randperm(n, generator=g).to(device)]
 
 
-def timed(fn, device) -> tuple[float, torch.Tensor]:
+def timed(fn, tokens, device) -> tuple[float, torch.Tensor]:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    out = fn()
+    out = fn(tokens)
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0, out
 
 
-def ours_fn(model, tokens, batch, method, score):
+def ours_fn(model, method, score):
     from pythia.memorization import score_sequences
 
-    return lambda: torch.cat([score_sequences(model, tokens[i:i + batch], P, C, method, score, suppress=0)
-                              for i in range(0, len(tokens), batch)])
+    return lambda tokens: score_sequences(model, tokens, P, C, method, score, suppress=0)
 
 
-def hf_fn(hf, tokens, batch, use_cache):
-    def run():
-        out = []
+def hf_fn(hf, use_cache):
+    def run(tokens):
         with torch.inference_mode():
-            for i in range(0, len(tokens), batch):
-                prompt = tokens[i:i + batch, :P]
-                gen = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_length=P + C, min_length=P + C,
-                                  do_sample=False, num_beams=1, use_cache=use_cache, eos_token_id=0, pad_token_id=0)
-                out.append((gen[:, P:] == tokens[i:i + batch, P:]).sum(1))
-        return torch.cat(out)
+            prompt = tokens[:, :P]
+            gen = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_length=P + C, min_length=P + C,
+                              do_sample=False, num_beams=1, use_cache=use_cache, eos_token_id=0, pad_token_id=0)
+        return (gen[:, P:] == tokens[:, P:]).sum(1)
     return run
+
+
+def interleaved(runs: dict, tokens: torch.Tensor, batch: int, device) -> tuple[dict, dict]:
+    """Batch by batch, every method in turn (the order rotating), so that load drifts on a
+    shared machine hit all alike. runs: {name: (fn, number of sequences it scores)}.
+    Returns ({name: seconds}, {name: scores})."""
+    secs = {k: 0.0 for k in runs}
+    outs: dict = {k: [] for k in runs}
+    names = list(runs)
+    for r, i in enumerate(range(0, len(tokens), batch)):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn, n = runs[name]
+            if i < n:
+                sec, out = timed(fn, tokens[i:min(i + batch, n)], device)
+                secs[name] += sec
+                outs[name].append(out.cpu())
+    return secs, {k: torch.cat(v) for k, v in outs.items()}
 
 
 def main() -> None:
@@ -118,29 +132,28 @@ def main() -> None:
 
     cfg, ours, hf = build(args)
     tokens = sequences(ours, cfg.vocab_size, args.sequences, args.memorized, args.batch, args.device)
-    base = tokens[:base_n]
     print(f"{cfg.name}: L={cfg.num_layers} d={cfg.hidden_size} H={cfg.num_heads} V={cfg.vocab_size}, {args.dtype} on "
           f"{args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}; batch {args.batch}; "
           f"{args.sequences} sequences (transformers: the first {base_n}), {P}+{C} tokens, EOD suppressed")
-    ours_fn(ours, tokens[:args.batch], args.batch, "exact", "full")()  # warm-up (kernels, caches)
-    hf_fn(hf, tokens[:min(8, base_n)], args.batch, True)()
+    warm = tokens[:min(8, len(tokens))]
+    ours_fn(ours, "exact", "full")(warm), hf_fn(hf, True)(warm)  # kernels, caches, the head copy
     runs = {
-        "exact, score prefix (memorized set)": (ours_fn(ours, tokens, args.batch, "exact", "prefix"), len(tokens)),
-        "exact, score full": (ours_fn(ours, tokens, args.batch, "exact", "full"), len(tokens)),
-        "generate": (ours_fn(ours, tokens, args.batch, "generate", "full"), len(tokens)),
-        "transformers cached": (hf_fn(hf, base, args.batch, True), base_n),
-        "transformers no cache (Pythia)": (hf_fn(hf, base, args.batch, False), base_n),
+        "exact, score prefix (memorized set)": (ours_fn(ours, "exact", "prefix"), len(tokens)),
+        "exact, score full": (ours_fn(ours, "exact", "full"), len(tokens)),
+        "generate": (ours_fn(ours, "generate", "full"), len(tokens)),
+        "transformers cached": (hf_fn(hf, True), base_n),
+        "transformers no cache (Pythia)": (hf_fn(hf, False), base_n),
     }
-    rate, out = {}, {}
-    for name, (fn, n) in runs.items():
-        sec, out[name] = timed(fn, args.device)
-        rate[name] = n / sec
-        print(f"  {name:<36} {rate[name]:10.1f} seq/s  ({n} sequences in {sec:.1f} s)", flush=True)
-    full = out["exact, score full"].cpu()
+    secs, out = interleaved(runs, tokens, args.batch, args.device)
+    rate = {}
+    for name, (_, n) in runs.items():
+        rate[name] = n / secs[name]
+        print(f"  {name:<36} {rate[name]:10.1f} seq/s  ({n} sequences in {secs[name]:.1f} s)", flush=True)
+    full = out["exact, score full"]
     print(f"  memorized: {int((full == C).sum())}/{len(full)}; on the first {base_n}: exact full == generate: "
-          f"{torch.equal(full[:base_n], out['generate'][:base_n].cpu())}, == transformers no cache: "
-          f"{torch.equal(full[:base_n], out['transformers no cache (Pythia)'].cpu())}, == transformers cached: "
-          f"{torch.equal(full[:base_n], out['transformers cached'].cpu())}")
+          f"{torch.equal(full[:base_n], out['generate'][:base_n])}, == transformers no cache: "
+          f"{torch.equal(full[:base_n], out['transformers no cache (Pythia)'])}, == transformers cached: "
+          f"{torch.equal(full[:base_n], out['transformers cached'])}")
     for name, against, goal in (("exact, score prefix (memorized set)", "transformers no cache (Pythia)", 20),
                                 ("exact, score full", "transformers no cache (Pythia)", 20),
                                 ("generate", "transformers no cache (Pythia)", None),

@@ -87,6 +87,8 @@ def test_exact_equals_generate_on_thousands_of_sequences():
     assert torch.equal(full, want_full)
     assert torch.equal(prefix, want_prefix)
     assert torch.equal(batched(model, tokens[:512], method="generate"), want_full[:512])
+    top = torch.argsort(want_full, descending=True, stable=True)[:400]  # mostly memorized rows in one batch:
+    assert torch.equal(score_sequences(model, tokens[top]), want_full[top])  # only the others are decoded
     assert torch.equal(full == 32, prefix == 32) and 250 < int((full == 32).sum()) < 400
     assert len(torch.unique(prefix)) == 33  # every first-mismatch position 0..31 occurs
     assert int(((full > prefix) & (prefix < 31)).sum()) > 500  # rows whose score needed decoding past m
@@ -201,7 +203,7 @@ def test_rerun_is_cached_and_deterministic(demo_results, quick_demo, tmp_path):
 def test_sample_and_positions_options(demo_results, quick_demo, tmp_path):
     full = load_scores(demo_results["exact"], "d32-l2-seed1", 20)
     run = open_run(quick_demo[0] / "run", results_dir=tmp_path / "r")
-    opts = {"positions": "40:150", "sample": 30, "sample_seed": 3, "score": "prefix"}
+    opts = {"positions": "40:150", "sample": 30, "sample_seed": 3, "prefix_only": True}
     run_analyses(run, "memorization", members="d32-l2-seed1", steps="20", device="cpu", progress=False, options=opts)
     part = load_scores(run, "d32-l2-seed1", 20)
     pos = part.positions

@@ -11,8 +11,10 @@ and the sequence is memorized when all C match.
 - `generate`: that procedure, with our batched static-KV-cache decoder (`pythia.generate`).
 - `exact`: greedy decoding reproduces the target exactly as long as every teacher-forced argmax
   equals the next target token, so ONE forward pass over prompt + target gives every row's
-  longest matched prefix m (memorized <=> m == C) without decoding. The head runs column by
-  column on the rows still matching only (a random or early model stops after one column).
+  longest matched prefix m (memorized <=> m == C) without decoding. It runs in two stages (the
+  prompt decides the first token; only rows that match it run the target tokens) and the head
+  runs column by column on the rows still matching, so a row that fails at once costs one
+  prompt pass and one head, which is most rows of a random or young model.
   The position-wise score then needs generation only for rows with m < C, and only from
   position m on: the forward already filled the KV cache for the prefix and computed the
   mismatching token, and the rows decode in lock step from the batch's smallest m (a row whose
@@ -73,14 +75,15 @@ def _count(equal: torch.Tensor, score: str) -> torch.Tensor:
     return equal.long().cumprod(1).sum(1)
 
 
-def trunk_hidden(model: GPTNeoX, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-    """Final-LayerNorm hidden states (B, T, d) of ids (B, T), the model's forward without the
-    head; with a cache, also fills its positions [0, T) as `forward_cached` would."""
+def trunk_hidden(model: GPTNeoX, ids: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+    """Final-LayerNorm hidden states (B, T, d) of ids (B, T) at positions [start, start+T), the
+    model's forward without the head; with a cache, attends over and fills it as
+    `forward_cached` does (start > 0 needs the cache to hold positions [0, start))."""
     trunk = model.gpt_neox
     x = trunk.embed_in(ids)  # (B, T, d)
-    rope = trunk.rotary_emb.get(0, ids.shape[1], x.dtype)
+    rope = trunk.rotary_emb.get(start, ids.shape[1], x.dtype)
     for i, layer in enumerate(trunk.layers):
-        x = layer(x, rope, cache.layers[i] if cache is not None else None, 0)
+        x = layer(x, rope, cache.layers[i] if cache is not None else None, start)
     return trunk.final_layer_norm(x)
 
 
@@ -108,22 +111,41 @@ def matched_prefix(model: GPTNeoX, hidden: torch.Tensor, target: torch.Tensor,
     return m, g
 
 
+def _rows(cache: KVCache, rows: torch.Tensor) -> KVCache:
+    """The cache of some rows (a copy; the cache itself when the rows are all of them)."""
+    if rows.numel() == cache.layers[0][0].shape[0]:
+        return cache
+    return KVCache([(k[rows], v[rows]) for k, v in cache.layers], cache.max_len)
+
+
 def _score_exact(model: GPTNeoX, tokens: torch.Tensor, P: int, C: int, score: str,
                  banned: torch.Tensor | None) -> torch.Tensor:
-    B = tokens.shape[0]
+    """Two stages: the prompt alone decides column 0 (most rows of a random or young model stop
+    there, at the cost of one prefill); only the rows that match it run the other C-1 target
+    tokens, teacher-forced, on top of the prompt's cache."""
     target = tokens[:, P:]  # (B, C)
-    cache = KVCache.allocate(model, B, P + C) if score == "full" else None
-    hidden = trunk_hidden(model, tokens[:, :P + C - 1], cache)  # (B, P+C-1, d)
-    m, g = matched_prefix(model, hidden[:, P - 1:], target, banned)
+    cache = KVCache.allocate(model, tokens.shape[0], P + C)
+    last = trunk_hidden(model, tokens[:, :P], cache)[:, -1:]  # (B, 1, d): predicts column 0
+    m, g = matched_prefix(model, last, target[:, :1], banned)  # m in {0, 1}
+    alive = (m == 1).nonzero().squeeze(1)
+    if alive.numel() and C > 1:
+        sub = _rows(cache, alive)
+        hidden = trunk_hidden(model, target[alive, :C - 1], sub, start=P)  # (n, C-1, d): columns 1..C-1
+        m1, g1 = matched_prefix(model, hidden, target[alive, 1:], banned)
+        m[alive], g[alive] = m1 + 1, g1
+        if score == "full" and sub is not cache:  # the survivors' keys/values, for decoding past their m
+            for (k, v), (ks, vs) in zip(cache.layers, sub.layers):
+                k[alive], v[alive] = ks, vs
     if score == "prefix":
         return m
-    del hidden
-    rows = (m < C).nonzero().squeeze(1)  # (n,) rows that need decoding
+    need = m < C  # rows whose score needs decoding past their first mismatch
+    n = int(need.sum())
+    if n * 2 >= len(m):  # most rows: decode them all (a memorized row just stays teacher-forced)
+        return _decode_from_mismatch(model, cache, m, g, target, P, banned)
     counts = m.clone()
-    if rows.numel():
-        if rows.numel() < B:
-            cache = KVCache([(k[rows], v[rows]) for k, v in cache.layers], cache.max_len)
-        counts[rows] = _decode_from_mismatch(model, cache, m[rows], g[rows], target[rows], P, banned)
+    if n:
+        rows = need.nonzero().squeeze(1)
+        counts[rows] = _decode_from_mismatch(model, _rows(cache, rows), m[rows], g[rows], target[rows], P, banned)
     return counts
 
 
@@ -131,11 +153,13 @@ def _decode_from_mismatch(model: GPTNeoX, cache: KVCache, m: torch.Tensor, g: to
                           target: torch.Tensor, P: int, banned: torch.Tensor | None) -> torch.Tensor:
     """Greedy continuation of rows whose prefix matched for m (n,) tokens and then produced g:
     returns the matched positions of each row (n,). `cache` holds the teacher-forced keys and
-    values of prompt + target; decoding starts at position P + min(m)."""
+    values of prompt + target; decoding starts at position P + min(m). A row with m == C is
+    teacher-forced throughout and scores C."""
     n, C = target.shape
     seq = target.clone()  # (n, C) continuation: target up to m, then g, then generated
-    seq[torch.arange(n, device=seq.device), m] = g
-    start = int(m.min())
+    miss = m < C
+    seq[miss.nonzero().squeeze(1), m[miss]] = g[miss]
+    start = int(m.min())  # < C: some row mismatches
     if start < C - 1:
         weights = DecodeWeights.build(model, P + C, batch=n)
         logits = torch.empty(n, model.embed_out.weight.shape[0], dtype=model.embed_out.weight.dtype, device=seq.device)

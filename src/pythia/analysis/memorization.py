@@ -103,9 +103,9 @@ class Memorization(Analysis):
         Option("method", str, "exact", "exact: one teacher-forced pass, decoding only past the first mismatch; "
                                        "generate: greedy decoding of every sequence (same answer)",
                choices=("exact", "generate")),
-        Option("score", str, "full", "full: matched positions (Pythia's accuracy x C); prefix: longest matched "
-                                     "prefix only (same memorized set, no decoding with --method exact)",
-               choices=("full", "prefix")),
+        Option("prefix_only", bool, False, "store each sequence's longest matched prefix instead of Pythia's "
+                                           "position-wise score: the same memorized set, and no decoding at all "
+                                           "with --method exact"),
         Option("prompt_len", int, 32, "prompt tokens (Pythia: 32)"),
         Option("cont_len", int, 32, "continuation tokens to reproduce (Pythia: 32)"),
         Option("allow_eod", bool, False, "let greedy decoding produce the end-of-document token (Pythia "
@@ -178,6 +178,11 @@ class Memorization(Analysis):
         pick = np.random.default_rng(o["sample_seed"]).choice(hi - lo, size=o["sample"], replace=False)
         return Positions.of(np.sort(pick) + lo)
 
+    @property
+    def kind(self) -> str:
+        """What one byte holds: "full" (matched positions) or "prefix" (matched prefix length)."""
+        return "prefix" if self.opts["prefix_only"] else "full"
+
     def task(self, positions: Positions) -> str:
         o = self.opts
         parts = [f"positions={positions.lo}:{positions.hi}" if o["sample"] is None else
@@ -197,7 +202,7 @@ class Memorization(Analysis):
         eod = eod_of(ctx.checkpoint)
         meta = {"member": member.name, "step": step, "digest": ctx.checkpoint.digest, "prompt_len": o["prompt_len"],
                 "cont_len": o["cont_len"], "allow_eod": bool(o["allow_eod"]), "eod_id": eod, "method": o["method"],
-                "score": o["score"]}
+                "score": self.kind}
         score = self._scorer(ctx, order, eod)
         result = compute_chunked(ctx.artifact_dir(self.name), positions, meta, score, o["mem_chunk"],
                                  progress=ctx.progress, desc=f"memorization {member.name} {ctx.checkpoint.revision}")
@@ -219,7 +224,7 @@ class Memorization(Analysis):
                 raise AnalysisError(f"memorization: {ctx.member.name}: training position {int(pos[bad])} holds "
                                     f"token {int(tokens[bad].max())}, beyond the model's vocabulary of {vocab}: "
                                     "a tokenizer/vocab mismatch")
-            out = [score_sequences(ctx.model, torch.from_numpy(tokens[i:i + batch]), P, C, o["method"], o["score"],
+            out = [score_sequences(ctx.model, torch.from_numpy(tokens[i:i + batch]), P, C, o["method"], self.kind,
                                    None if o["allow_eod"] else eod).cpu().numpy()
                    for i in range(0, len(tokens), batch)]
             return np.concatenate(out) if out else np.zeros(0, np.uint8)
@@ -332,8 +337,8 @@ class MemorizationExport(Analysis):
             for step, folder in artifact_folders(run.results_dir, m.name).items():
                 scores = load_scores(folder)
                 if scores.meta.get("score") != "full":
-                    raise AnalysisError(f"memorization_export: {folder} holds matched prefixes (--score prefix), "
-                                        "not Pythia's position-wise accuracy; recompute with --score full")
+                    raise AnalysisError(f"memorization_export: {folder} holds matched prefixes (--prefix-only), "
+                                        "not Pythia's position-wise accuracy; recompute without --prefix-only")
                 export_pythia_csv(scores, out / f"memorization_{m.name}_{step}.csv")
                 rows.append({"member": m.name, "step": step, "metric": "exported", "value": len(scores.scores)})
         return rows
