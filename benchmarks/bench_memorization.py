@@ -94,17 +94,21 @@ def hf_fn(hf, use_cache):
 
 
 def interleaved(runs: dict, tokens: torch.Tensor, batch: int, device) -> tuple[dict, dict]:
-    """Batch by batch, every method in turn (the order rotating), so that load drifts on a
-    shared machine hit all alike. runs: {name: (fn, number of sequences it scores)}.
-    Returns ({name: seconds}, {name: scores})."""
+    """Round by round, every method in turn (the order rotating), so that load drifts on a
+    shared machine hit all alike; a method that scores fewer sequences (the baselines) has its
+    batches spread evenly over the rounds. runs: {name: (fn, number of sequences it scores)}.
+    Returns ({name: seconds}, {name: scores in sequence order})."""
+    rounds = -(-len(tokens) // batch)
+    plan = {k: {round(b * rounds / -(-n // batch)): b for b in range(-(-n // batch))} for k, (_, n) in runs.items()}
     secs = {k: 0.0 for k in runs}
     outs: dict = {k: [] for k in runs}
     names = list(runs)
-    for r, i in enumerate(range(0, len(tokens), batch)):
+    for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             fn, n = runs[name]
-            if i < n:
-                sec, out = timed(fn, tokens[i:min(i + batch, n)], device)
+            if r in plan[name]:
+                lo = plan[name][r] * batch
+                sec, out = timed(fn, tokens[lo:min(lo + batch, n)], device)
                 secs[name] += sec
                 outs[name].append(out.cpu())
     return secs, {k: torch.cat(v) for k, v in outs.items()}
@@ -119,7 +123,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256, help="sequences per call, every method")
     p.add_argument("--sequences", type=int, default=4096)
     p.add_argument("--baseline-sequences", type=int, default=None,
-                   help="sequences for the transformers baselines (default: --batch, at most --sequences)")
+                   help="sequences for the transformers baselines (default: 4 batches, at most --sequences)")
     p.add_argument("--memorized", type=float, default=0.02, help="fraction of sequences made memorized")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads on CPU (0: torch's choice)")
     p.add_argument("--smoke", action="store_true", help="tiny model and counts: exercise the code path in seconds")
@@ -128,7 +132,7 @@ def main() -> None:
         args.size, args.sequences, args.batch = "layers=2,hidden=64,heads=4,vocab=512", 64, 16
     if args.threads:
         torch.set_num_threads(args.threads)
-    base_n = min(args.sequences, args.baseline_sequences or args.batch)
+    base_n = min(args.sequences, args.baseline_sequences or 4 * args.batch)
 
     cfg, ours, hf = build(args)
     tokens = sequences(ours, cfg.vocab_size, args.sequences, args.memorized, args.batch, args.device)

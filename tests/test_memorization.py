@@ -12,7 +12,7 @@ import torch
 import transformers
 
 from pythia.analysis.base import AnalysisError
-from pythia.analysis.memorization import MemorizationPredictability, fraction_over_steps
+from pythia.analysis.memorization import MemorizationPredictability, fraction_over_steps, predictability_matrix
 from pythia.analysis.memorization_store import (Positions, compute_chunked, load_scores, precision_recall,
                                                 read_memorized_parquet)
 from pythia.analysis.runner import run_analyses
@@ -213,6 +213,10 @@ def test_sample_and_positions_options(demo_results, quick_demo, tmp_path):
     tasks = {r["task"] for r in run.results().rows(analysis="memorization")}
     assert "positions=40:150,sample=30,seed=3" in tasks
     assert {r["metric"] for r in run.results().rows(analysis="memorization")} >= {"mean_prefix", "prefix_hist_0"}
+    run_analyses(run, "memorization", members="d32-l2-seed1", steps="0", device="cpu", progress=False)
+    assert len(load_scores(run, "d32-l2-seed1", 0).scores) == 0  # step 0 has trained on nothing
+    assert [(r["task"], r["metric"], r["value"]) for r in run.results().rows(analysis="memorization") if r["step"] == 0] \
+        == [("positions=0:0", "sequences", 0)]
 
 
 def test_resume_after_interruption_loses_at_most_one_chunk(quick_demo, demo_results, tmp_path, monkeypatch):
@@ -298,6 +302,15 @@ def test_predictability_through_the_runner(demo_results):
     for r in rows:
         if r["metric"] == "positions":
             assert r["value"] == (80 if "@step10" in r["task"] or r["step"] == 10 else 160)
+    members, sizes = predictability_matrix(run.results(), "precision", step=20)
+    steps, times = predictability_matrix(run.results(), "recall", member="d64-l2-seed1")
+    assert members == [m.name for m in run.members] and sizes.shape == (4, 4) and steps == [10, 20]
+    want = {(r["member"], r["step"], r["task"], r["metric"]): r["value"] for r in rows}
+    cell = want[("d64-l2-seed1", 20, "predictor=d32-l2-seed2@step20", "precision")]
+    assert sizes[2, 1] == cell or (cell is None and np.isnan(sizes[2, 1]))
+    cell = want[("d64-l2-seed1", 10, "predictor=d64-l2-seed1@step20", "recall")]
+    assert times[0, 1] == cell or (cell is None and np.isnan(times[0, 1]))
+    assert np.all(np.diag(sizes) == 1) and np.all(np.diag(times) == 1)
 
 
 def test_export_pythia_csv_and_import_parquet(demo_results, tmp_path):

@@ -27,7 +27,8 @@ from .base import Analysis, AnalysisError, Option, Row, register
 from .memorization_store import (Positions, artifact_folders, bin_by_trained_step, compute_chunked,
                                  export_pythia_csv, load_scores, parse_range, precision_recall, read_rows)
 
-__all__ = ["Memorization", "MemorizationExport", "MemorizationPredictability", "fraction_over_steps"]
+__all__ = ["Memorization", "MemorizationExport", "MemorizationPredictability", "fraction_over_steps",
+           "predictability_matrix"]
 
 _NOT_IN_KEY = ("mem_batch", "mem_chunk")  # how the work is cut, not what it computes
 
@@ -218,16 +219,18 @@ class Memorization(Analysis):
         vocab = ctx.model.embed_out.weight.shape[0]
 
         def score(pos: np.ndarray) -> np.ndarray:
-            tokens = read_rows(order, pos, P + C)  # (n, P+C)
-            if tokens.size and int(tokens.max()) >= vocab:
-                bad = int(np.argmax(tokens.max(1) >= vocab))
-                raise AnalysisError(f"memorization: {ctx.member.name}: training position {int(pos[bad])} holds "
-                                    f"token {int(tokens[bad].max())}, beyond the model's vocabulary of {vocab}: "
-                                    "a tokenizer/vocab mismatch")
-            out = [score_sequences(ctx.model, torch.from_numpy(tokens[i:i + batch]), P, C, o["method"], self.kind,
-                                   None if o["allow_eod"] else eod).cpu().numpy()
-                   for i in range(0, len(tokens), batch)]
-            return np.concatenate(out) if out else np.zeros(0, np.uint8)
+            out = [np.zeros(0, np.uint8)]
+            for i in range(0, len(pos), batch):  # rows are read batch by batch: a chunk of 2049-token rows is large
+                tokens = read_rows(order, pos[i:i + batch], P + C)  # (n, P+C)
+                if tokens.size and int(tokens.max()) >= vocab:
+                    bad = int(np.argmax(tokens.max(1) >= vocab))
+                    raise AnalysisError(f"memorization: {ctx.member.name}: training position {int(pos[i + bad])} "
+                                        f"holds token {int(tokens[bad].max())}, beyond the model's vocabulary of "
+                                        f"{vocab}: a tokenizer/vocab mismatch")
+                counts = score_sequences(ctx.model, torch.from_numpy(tokens), P, C, o["method"], self.kind,
+                                         None if o["allow_eod"] else eod)
+                out.append(counts.cpu().numpy().astype(np.uint8))
+            return np.concatenate(out)
 
         return score
 
@@ -355,3 +358,27 @@ def fraction_over_steps(store, metric: str = "memorized_frac") -> dict[str, list
     for (size, step), v in sorted(by.items()):
         out.setdefault(size, []).append((step, float(np.mean(v)), min(v), max(v)))
     return out
+
+
+def predictability_matrix(store, metric: str = "recall", *, step: int | None = None,
+                          member: str | None = None) -> tuple[list, np.ndarray]:
+    """A precision/recall heatmap from the `memorization_predictability` rows: across sizes at
+    `step` (rows: target members, columns: predictor members) or across checkpoints of `member`
+    (rows: target steps, columns: predictor steps). Returns (labels of rows = of columns, matrix);
+    NaN where a pair is missing or undefined, 1 on the diagonal."""
+    if (step is None) == (member is None):
+        raise ValueError("give either step= (across sizes) or member= (across checkpoints)")
+    cells = {}
+    for r in store.rows(analysis="memorization_predictability", metric=metric):
+        a, s = r["task"].removeprefix("predictor=").rsplit("@step", 1)
+        if step is not None and r["step"] == step == int(s):
+            cells[(r["member"], a)] = r["value"]
+        elif member is not None and r["member"] == member == a:
+            cells[(r["step"], int(s))] = r["value"]
+    labels = sorted({k for pair in cells for k in pair}, key=lambda x: (str(type(x)), x))
+    out = np.full((len(labels), len(labels)), np.nan)
+    for i, target in enumerate(labels):
+        for j, predictor in enumerate(labels):
+            value = 1.0 if i == j else cells.get((target, predictor))
+            out[i, j] = np.nan if value is None else value
+    return labels, out
