@@ -4,7 +4,6 @@ Hub runs; bad input."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -195,7 +194,8 @@ def test_rerun_is_cached_and_deterministic(demo_results, quick_demo, tmp_path):
     fresh = open_run(quick_demo[0] / "run", results_dir=tmp_path / "r")
     run_analyses(fresh, "memorization", members="d64-l2-seed1", steps="20", device="cpu", progress=False,
                  options={"mem_batch": 7, "mem_chunk": 50})
-    same = ("artifacts/memorization/d64-l2-seed1/step20/scores/scores.npy", "units/memorization/d64-l2-seed1/step20.json")
+    same = ("artifacts/memorization/d64-l2-seed1/step20/scores/scores.npy",
+            "units/memorization/d64-l2-seed1/step20.json")
     for rel in same:
         assert (fresh.results_dir / rel).read_bytes() == (run.results_dir / rel).read_bytes(), rel
 
@@ -215,8 +215,8 @@ def test_sample_and_positions_options(demo_results, quick_demo, tmp_path):
     assert {r["metric"] for r in run.results().rows(analysis="memorization")} >= {"mean_prefix", "prefix_hist_0"}
     run_analyses(run, "memorization", members="d32-l2-seed1", steps="0", device="cpu", progress=False)
     assert len(load_scores(run, "d32-l2-seed1", 0).scores) == 0  # step 0 has trained on nothing
-    assert [(r["task"], r["metric"], r["value"]) for r in run.results().rows(analysis="memorization") if r["step"] == 0] \
-        == [("positions=0:0", "sequences", 0)]
+    step0 = [(r["task"], r["metric"], r["value"]) for r in run.results().rows(analysis="memorization") if r["step"] == 0]
+    assert step0 == [("positions=0:0", "sequences", 0)]
 
 
 def test_resume_after_interruption_loses_at_most_one_chunk(quick_demo, demo_results, tmp_path, monkeypatch):
@@ -407,4 +407,3 @@ def test_bad_input_is_named_before_any_work(quick_demo, hub_data, tmp_path):
         with pytest.raises(AnalysisError, match=message):
             run_analyses(hub, "memorization", steps="20", device="cpu", progress=False, options={"positions": "0:8"})
     assert not (tmp_path / "h" / "artifacts" / "memorization" / repo.split("/")[1] / "step20" / "scores").exists()
-    shutil.rmtree(tmp_path / "h")

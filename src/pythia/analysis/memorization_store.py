@@ -195,7 +195,8 @@ def artifact_folders(results_dir, member: str) -> dict[int, Path]:
     return dict(sorted(out.items()))
 
 
-def load_scores(source: Any, member: str | None = None, step: int | None = None, mmap: bool = False) -> MemorizationScores:
+def load_scores(source: Any, member: str | None = None, step: int | None = None,
+                mmap: bool = False) -> MemorizationScores:
     """Scores of (member, step): `source` is a RunView, a results folder, or an artifact folder
     (`.../memorization/{member}/stepN`) with member/step left out."""
     folder = Path(source.results_dir if hasattr(source, "results_dir") else source)
