@@ -213,3 +213,23 @@ def test_ragged_batch_ignores_what_the_cache_held_before(monkeypatch):
     monkeypatch.setattr(gen.KVCache, "allocate", staticmethod(poisoned))
     assert torch.equal(gen.generate_greedy_ragged(ours, prompts, 4), clean)
     assert torch.equal(clean[1], generate_greedy(ours, torch.tensor([[7, 8]]), 4)[0, 2:])
+
+
+def test_suppressed_token_matches_transformers_min_length():
+    """suppress=eos is what transformers' min_length does while the sequence is short: the id
+    is never generated, and every other choice is the unmasked argmax."""
+    cfg, ours, hf = pair(seed=3)
+    with torch.no_grad():  # favour token 0, so that masking it changes the output
+        u = torch.randn(cfg.hidden_size)
+        for m in (ours.gpt_neox, hf.gpt_neox):
+            m.final_layer_norm.bias.copy_(0.5 * u)
+        for w in (ours.embed_out.weight, hf.lm_head.weight):
+            w[0].add_(0.3 * u)
+    prompts = torch.randint(1, cfg.vocab_size, (6, 10))
+    free = ours.generate_greedy(prompts, 12)
+    out = ours.generate_greedy(prompts, 12, suppress=0)
+    ref = hf.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=12, min_new_tokens=12,
+                      do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=0)
+    assert (free[:, 10:] == 0).any() and not (out[:, 10:] == 0).any()
+    assert torch.equal(out, ref)
+    assert torch.equal(ours.generate_greedy(prompts, 12, suppress=[0, 5]), generate_greedy(ours, prompts, 12, [5, 0]))

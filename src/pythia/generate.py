@@ -184,12 +184,30 @@ def argmax_rows(logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return torch.add(inner, j, alpha=_ARGMAX_BLOCK, out=out)
 
 
+def suppress_tokens(logits: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+    """Set logits (B, V) of token `ids` to -inf in place, so greedy never picks them: what
+    transformers' MinLengthLogitsProcessor does to the end-of-document token while a sequence
+    is shorter than `min_length` (Pythia's memorization script: min_length = max_length = 64)."""
+    if ids is not None and ids.numel():
+        logits.index_fill_(1, ids, float("-inf"))
+    return logits
+
+
+def suppress_ids(ids, device) -> torch.Tensor | None:
+    """Token ids to suppress (int, iterable or None) as a long tensor on `device` (None: none)."""
+    if ids is None:
+        return None
+    ids = [ids] if isinstance(ids, int) else list(ids)
+    return torch.tensor(ids, dtype=torch.long, device=device) if ids else None
+
+
 @torch.inference_mode()
-def generate_greedy(model: GPTNeoX, prompts: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+def generate_greedy(model: GPTNeoX, prompts: torch.Tensor, max_new_tokens: int, suppress=None) -> torch.Tensor:
     """Greedy continuation of every row: prompts (B, P) long -> (B, P + max_new_tokens).
 
     No padding or early stop: every row gets exactly max_new_tokens tokens (ties go to the
-    lowest id, like transformers' argmax).
+    lowest id, like transformers' argmax). `suppress`: token id(s) never generated (e.g. the
+    end-of-document id, as transformers' `min_length` does).
     """
     if prompts.dim() != 2:
         raise ValueError(f"prompts must be (batch, prompt_len), got shape {tuple(prompts.shape)}")
@@ -200,6 +218,7 @@ def generate_greedy(model: GPTNeoX, prompts: torch.Tensor, max_new_tokens: int) 
         raise ValueError("prompts must hold at least one token per row")
     device = model.embed_out.weight.device
     prompts = prompts.to(device=device, dtype=torch.long)
+    banned = suppress_ids(suppress, device)
     out = torch.empty(B, P + max_new_tokens, dtype=torch.long, device=device)  # (B, P+n)
     out[:, :P] = prompts
     if max_new_tokens == 0:
@@ -213,7 +232,7 @@ def generate_greedy(model: GPTNeoX, prompts: torch.Tensor, max_new_tokens: int) 
         weights = DecodeWeights.build(model, total, batch=B) if max_new_tokens > 1 else None
         new = torch.empty(max_new_tokens, B, dtype=torch.long, device=device)  # row i = token i of every seq
         for i in range(max_new_tokens):
-            argmax_rows(logits, new[i])  # first-index tie rule, like transformers' argmax
+            argmax_rows(suppress_tokens(logits, banned), new[i])  # first-index tie rule, like transformers' argmax
             if i + 1 < max_new_tokens:  # the next logits overwrite this (B, V) buffer in place
                 decode_step(model, weights, new[i], cache, P + i, logits)
         out[:, P:] = new.t()
@@ -274,4 +293,5 @@ def generate_greedy_ragged(
     return new[: i + 1].t().clone()
 
 
-__all__ = ["DecodeWeights", "KVCache", "argmax_rows", "decode_step", "generate_greedy", "generate_greedy_ragged"]
+__all__ = ["DecodeWeights", "KVCache", "argmax_rows", "decode_step", "generate_greedy", "generate_greedy_ragged",
+           "suppress_ids", "suppress_tokens"]

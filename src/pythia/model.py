@@ -347,11 +347,12 @@ class GPTNeoX(nn.Module):
 
     # ---- conveniences --------------------------------------------------------------------------
     @torch.no_grad()
-    def generate_greedy(self, prompts: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Batched greedy continuation with a static KV cache: (B, P) -> (B, P + max_new_tokens)."""
+    def generate_greedy(self, prompts: torch.Tensor, max_new_tokens: int, suppress=None) -> torch.Tensor:
+        """Batched greedy continuation with a static KV cache: (B, P) -> (B, P + max_new_tokens);
+        `suppress`: token id(s) never generated (transformers' min_length masks the EOS id)."""
         from .generate import generate_greedy
 
-        return generate_greedy(self, prompts, max_new_tokens)
+        return generate_greedy(self, prompts, max_new_tokens, suppress=suppress)
 
     def save_pretrained(self, path, tokenizer=None, dtype: torch.dtype | None = None, max_shard_bytes: int | None = None):
         """Write a Hugging Face GPTNeoX directory (config.json, model.safetensors or shards +

@@ -150,7 +150,8 @@ def _sweep(run, analyses, chosen, store, rank, world, steps, device, dtype, prog
         with _bar(len(mine), progress, rank) as bar:
             for member, ck in mine:
                 bar.set_postfix_str(f"{member.name} {ck.revision}", refresh=False)
-                _one_checkpoint(run, member, ck, per_ckpt, store, dev, dtype, shared, summary, force)
+                _one_checkpoint(run, member, ck, per_ckpt, store, dev, dtype, shared, summary, force,
+                                progress and rank == 0)
                 bar.update(1)
     _barrier(world)
     if rank == 0:  # whole-run analyses see every member (their one unit holds the whole run's rows)
@@ -160,7 +161,8 @@ def _sweep(run, analyses, chosen, store, rank, world, steps, device, dtype, prog
     return summary
 
 
-def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, summary, force) -> None:
+def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, summary, force,
+                    progress: bool = False) -> None:
     label = f"{member.name}/{ck.revision}"
     try:
         digest = ck.digest
@@ -175,7 +177,8 @@ def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, sum
     if problems:
         summary.failed.append(f"{label}: checkpoint fails its manifest ({'; '.join(problems[:3])})")
         return
-    ctx = CheckpointContext(run=run, member=member, checkpoint=ck, device=device, dtype=dtype, shared=shared)
+    ctx = CheckpointContext(run=run, member=member, checkpoint=ck, device=device, dtype=dtype, shared=shared,
+                            progress=progress)
     for a in todo:
         try:
             rows = a.compute(ctx)
