@@ -58,6 +58,9 @@ class Analysis:
     version: ClassVar[int] = 1
     """Bump when the computation changes: cached results of older versions are recomputed."""
     options: ClassVar[tuple[Option, ...]] = ()
+    selects_members: ClassVar[bool] = False
+    """Whole-run analyses see every member (their one unit holds the whole run's rows) unless
+    this is True (e.g. an export of the members asked for)."""
     cacheable: ClassVar[bool] = True
     """False for cheap whole-run analyses whose inputs are files outside the results table
     (they are simply recomputed every time)."""

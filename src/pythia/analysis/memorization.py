@@ -326,6 +326,7 @@ class MemorizationExport(Analysis):
     summary = "write memorization scores as Pythia's index,accuracy CSVs (memorization_{member}_{step}.csv)"
     scope = "run"
     cacheable = False
+    selects_members = True  # exports only the members asked for
     options = (Option("export", str, None, "folder for the CSVs (one per member and step, no header, as "
                                            "Pythia's eval_memorization.py wrote them)"),)
 

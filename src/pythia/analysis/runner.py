@@ -156,7 +156,7 @@ def _sweep(run, analyses, chosen, store, rank, world, steps, device, dtype, prog
     _barrier(world)
     if rank == 0:  # whole-run analyses see every member (their one unit holds the whole run's rows)
         for a in (a for a in analyses if a.scope == "run"):
-            _one_run_analysis(run, a, store, run.members, summary, force)
+            _one_run_analysis(run, a, store, chosen if a.selects_members else run.members, summary, force)
         store.write_csv()
     return summary
 
