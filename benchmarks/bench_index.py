@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -133,8 +134,7 @@ def main() -> None:
         if args.clean:
             shutil.rmtree(root, ignore_errors=True)
     if len(runs) > 1:
-        walls = sorted(r["wall_s"] for r in runs)
-        print(f"  median wall {walls[len(walls) // 2]:.1f} s over {len(runs)} runs; "
+        print(f"  median wall {statistics.median(r['wall_s'] for r in runs):.1f} s over {len(runs)} runs; "
               f"max peak RSS {max(r['peak_rss_gb'] for r in runs):.2f} GB")
     print(f"  reference (quoted, not run here): {QUOTED}")
 
