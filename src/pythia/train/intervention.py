@@ -85,6 +85,7 @@ class Transform:
     fn: Callable | None = field(default=None, compare=False, repr=False)
     vocab: int | None = None
     """Ids must stay below this (the tokenizer's or the model's vocabulary); None: unchecked."""
+    _lut: list = field(default_factory=list, compare=False, repr=False)
 
     def identity(self) -> dict:
         """What makes two forks the same: stored in intervention.json, compared on re-runs."""
@@ -103,16 +104,20 @@ class Transform:
     def apply(self, tokens: np.ndarray) -> np.ndarray:
         """The transformed copy of a (B, S+1) int64 batch (the input is left as it is)."""
         if self.kind == "token_map":
-            src = np.array([a for a, _ in self.pairs], dtype=np.int64)
-            lut = np.arange(int(src.max()) + 1, dtype=np.int64)
-            lut[src] = [b for _, b in self.pairs]  # all at once: a swap a <-> b does not chain
-            out = tokens.copy()
-            inside = tokens < lut.size
-            out[inside] = lut[tokens[inside]]
-            return out
+            return np.take(self._table(int(tokens.max()) if tokens.size else 0), tokens)  # all pairs at once
         out = self.fn(tokens.copy())
         self._check_output(tokens, out)
         return out
+
+    def _table(self, top: int) -> np.ndarray:
+        """id -> id lookup covering ids 0..top (built once, grown when a larger id shows up):
+        one gather per batch, a swap a <-> b does not chain."""
+        if not self._lut or self._lut[0].size <= top:
+            size = max(top + 1, max(a for a, _ in self.pairs) + 1, self.vocab or 0)
+            lut = np.arange(size, dtype=np.int64)
+            lut[[a for a, _ in self.pairs]] = [b for _, b in self.pairs]
+            self._lut[:] = [lut]
+        return self._lut[0]
 
     def _check_output(self, tokens: np.ndarray, out: Any) -> None:
         if not isinstance(out, np.ndarray) or out.shape != tokens.shape or out.dtype != np.int64:
