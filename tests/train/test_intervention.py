@@ -188,6 +188,16 @@ def test_spec_round_trip_and_usable_steps_follow_optimizer_state(tmp_path):
         SuiteSpec.from_dict(_spec(data, tmp_path / "run", [_fork("a", 4), _fork("a", 8)]))
 
 
+def test_dry_run_lists_forks_and_the_checkpoints_they_write(datasets, tmp_path):
+    from pythia.train.suite import describe
+
+    text = describe(SuiteSpec.from_dict(_spec(datasets, tmp_path / "run", [_fork("late", 8)])))
+    assert "tiny-seed1+late              fork of tiny-seed1 from step8: token_map 2->152, 3->153" in text
+    disk = [line for line in text.splitlines() if line.startswith("tiny-seed1+late ") and "optimizer state" in line]
+    assert len(disk) == 1 and "(1 x " in disk[0] and "+ 0 x " in disk[0]  # step10 only: step8 is a hard link
+    assert not (tmp_path / "run").exists()
+
+
 def test_base_checkpoint_without_optimizer_state_is_refused_before_training(datasets, tmp_path):
     """The base was trained keeping optimizer state only on every 2nd checkpoint; a later spec
     (optimizer_state_every is resume-free) forking at a step without it lists the usable ones."""

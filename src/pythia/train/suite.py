@@ -86,7 +86,7 @@ def _check_forks(spec: SuiteSpec, members: list[Member]) -> list:
     run_dir, iters, plans = Path(spec.output), spec.train.iters, []
     for i, iv in enumerate(spec.interventions):
         where = f"interventions[{i}] ({iv.name})"
-        vocab = by_name[iv.members[0]].config.vocab_size
+        vocab = min(by_name[m].config.vocab_size for m in iv.members)
         transform = intervention.resolve(iv, tokenizer, vocab, where)
         intervention.check_transform(transform, sample, where)
         for base in iv.members:
@@ -124,13 +124,11 @@ def describe(spec: SuiteSpec) -> str:
         lines.append(f"{m.name:<28} params {m.config.num_params():>14,}  L{m.config.num_layers} d{m.config.hidden_size} "
                      f"H{m.config.num_heads} V{m.config.vocab_size}  lr {m.lr:g} -> {m.min_lr:g}  "
                      f"init seed {m.seed}  data seed {m.data_seed}")
+    forks = check_forks(spec, members) if members else []
     if spec.interventions:
         lines += ["", "# forks (interventions; trained after the members, from their base's checkpoint)"]
-        if members:
-            lines += [f"{p.member.name:<28} fork of {p.base} from step{p.from_step}: {p.transform.describe()}"
-                      for p in check_forks(spec, members)]
-        else:
-            lines += [name for name, _, _ in spec.fork_keys()]
+        lines += [f"{p.member.name:<28} fork of {p.base} from step{p.from_step}: {p.transform.describe()}"
+                  for p in forks] or [name for name, _, _ in spec.fork_keys()]
     steps = spec.checkpoint_steps()
     lines += ["", f"# checkpoint steps ({len(steps)} per member)", " ".join(map(str, steps)),
               f"# output: {spec.output}/{{member}}/step{{N}}"]
@@ -138,7 +136,9 @@ def describe(spec: SuiteSpec) -> str:
         tokenizer = dataset_tokenizer(spec.data.train)
         text = tokenizer_text(load_tokenizer(tokenizer)) if tokenizer is not None else None
         with_state = [s for s in spec.optimizer_state_steps() if s > 0]  # step0: no update yet, no state
-        lines += ["", *run_disk_lines(members, len(steps), text, spec.output, len(with_state))]
+        written = [(p.member, sum(s > p.from_step for s in steps), sum(s > p.from_step for s in with_state))
+                   for p in forks]  # a fork's first checkpoint is a hard link of its base's
+        lines += ["", *run_disk_lines(members, len(steps), text, spec.output, len(with_state), written)]
     return "\n".join(lines)
 
 
