@@ -207,6 +207,12 @@ def test_base_checkpoint_without_optimizer_state_is_refused_before_training(data
                                         r"keeps no optimizer state .*can start from: 0, 2, 8$"):
         train_suite(SuiteSpec.from_dict(_spec(datasets, out, [_fork("a", 4)])), progress=False)
     assert not (out / f"{BASE}+a").exists()
+    # a base checkpoint damaged after training: the fork is refused before it trains a step
+    with open(out / BASE / "step8" / "model.safetensors", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(SpecError, match=r"fork tiny-seed1\+b: tiny-seed1's step8 fails its manifest"):
+        train_suite(SuiteSpec.from_dict(_spec(datasets, out, [_fork("b", 8)])), progress=False)
+    assert not list((out / f"{BASE}+b").glob("step*")) and not (out / f"{BASE}+b" / "metrics.jsonl").exists()
 
 
 @pytest.fixture(scope="module")

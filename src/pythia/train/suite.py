@@ -267,13 +267,20 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
 
 
 def _fork_order(run_dir: Path, plan, order, ctx: DistContext):
-    """Rank 0 gives the fork its base's step{S} (the base has just trained); every rank then
-    reads the base's order through the fork's transform."""
+    """Rank 0 gives the fork its base's step{S} (the base has just trained) and tells the other
+    ranks how it went, so a refusal stops every rank; each then reads the base's order through
+    the fork's transform."""
     from .intervention import InterventionOrder, prepare_fork
 
+    refusal = None
     if ctx.is_main:
-        prepare_fork(run_dir, plan)
-    ctx.barrier()
+        try:
+            prepare_fork(run_dir, plan)
+        except SpecError as exc:
+            refusal = str(exc)
+    refusal = ctx.broadcast_object(refusal)
+    if refusal is not None:
+        raise SpecError(refusal)
     return InterventionOrder(order, plan.transform, plan.from_step)
 
 
