@@ -62,7 +62,7 @@ class PronounProbe(Analysis):
     summary = "share of templated contexts continued by ' he' rather than ' she' (log-likelihood), and the reverse"
     options = (
         Option("probe_words", str, " he, she", "the two continuations, comma-separated, spelled as they follow "
-               "the context (leading space included)"),
+               "the context, leading space included: ' he, she' scores ' he' against ' she'"),
         Option("probe_templates", str, None, "text file of contexts, one per line (\\n = line break); "
                "default: 40 built-in sentences (20 occupations x 2 frames)"),
         Option("probe_batch", int, 32, "sequences per forward pass", affects_result=False),
