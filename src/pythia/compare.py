@@ -114,12 +114,14 @@ def _rows(s: Series, step: int, ra: dict, rb: dict) -> list[dict]:
 
 
 def compare(store: ResultsStore, base: str, fork: str, *, analysis=None, metric=None, task=None,
-            plot: str | Path | None = None, from_step: int | None = None) -> "Comparison":
-    """Compare, store the rows in `store` (unit compare/{fork}), and draw them into `plot` (PNG)."""
+            plot: str | Path | None = None, from_step: int | None = None, write: bool = True) -> "Comparison":
+    """Compare, store the rows in `store` (unit compare/{fork}; not with write=False), and draw
+    them into `plot` (PNG)."""
     series, rows = compare_series(store, base, fork, analysis=analysis, metric=metric, task=task)
     key = {"analysis": ANALYSIS, "base": base, "fork": fork, "filters": [analysis, metric, task],
            "rows": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]}
-    store.put(ANALYSIS, rows, key=key, member=fork)
+    if write:
+        store.put(ANALYSIS, rows, key=key, member=fork)
     path = plot_comparison(series, plot, base, fork, from_step) if plot is not None else None
     return Comparison(base=base, fork=fork, series=series, rows=rows, plot=path, from_step=from_step)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pythia.io import atomic_path, write_text_atomic
-from pythia.results import COLUMNS, ResultsStore
+from pythia.results import COLUMNS, ResultsStore, _sort_key
 
 VAL_METRIC = "val_loss"
 TRAIN_METRIC = "train_loss"
@@ -186,7 +186,8 @@ def build_report(source: str | Path, out_dir: str | Path | None = None) -> Repor
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
     forks = {m.name: m for m in view.select(None) if m.base is not None}
     compared = [c for c in (_compare_fork(view, m, out_dir) for m in forks.values()) if c is not None]
-    rows = read_run(source)
+    rows = [r for r in read_run(source) if not (r["analysis"] == "compare" and r["member"] in forks)]
+    rows = sorted(rows + [r for c in compared for r in c.rows], key=_sort_key)  # the report's table only
     val_metric = pick_metric(rows, VAL_METRIC)
     train_metric = pick_metric(rows, TRAIN_METRIC)
     table = write_table(rows, out_dir / "results.csv")
@@ -205,13 +206,13 @@ def build_report(source: str | Path, out_dir: str | Path | None = None) -> Repor
 
 
 def _compare_fork(view, fork, out_dir: Path):
-    """pythia.compare of a fork with its base (rows into the table, compare_{fork}.png); None
-    while the fork has no results yet."""
+    """pythia.compare of a fork with its base (rows for the report's table, compare_{fork}.png;
+    the run's results are only read); None while the fork has no results yet."""
     from pythia.compare import CompareError, compare
 
     try:
         result = compare(view.results(), fork.base, fork.name, plot=out_dir / f"compare_{fork.name}.png",
-                         from_step=fork.from_step)
+                         from_step=fork.from_step, write=False)
     except CompareError:
         return None
     return result
