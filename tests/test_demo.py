@@ -18,6 +18,9 @@ from pythia.demo.pipeline import QUICK
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 QUICK_STEPS = [0, 1, 2, 4, 8, 10, 20]  # 20 iters, interval 10, log-spaced below it
 QUICK_MEMBERS = [f"{s.name}-seed{seed}" for s in QUICK.sizes for seed in QUICK.seeds]
+QUICK_FORK = f"{QUICK.intervention.member}+{QUICK.intervention.name}"  # the demo's data intervention
+QUICK_FORK_STEPS = [s for s in QUICK_STEPS if s >= QUICK.intervention.from_step]
+QUICK_CHECKPOINTS = {(m, s) for m in QUICK_MEMBERS for s in QUICK_STEPS} | {(QUICK_FORK, s) for s in QUICK_FORK_STEPS}
 
 
 # ---------------------------------------------------------------------------------- corpus
@@ -61,7 +64,8 @@ def test_chunks_cut_only_at_block_starts():
 # ---------------------------------------------------------------------------------- demo
 def test_demo_prints_where_everything_is(quick_demo):
     out, stdout = quick_demo
-    for part in ("corpus", "suite.yaml", "results.csv", "learning_curves.png", "d64-l2"):
+    for part in ("corpus", "suite.yaml", "results.csv", "learning_curves.png", "d64-l2", QUICK_FORK,
+                 f"compare_{QUICK_FORK}.png", f"--member {QUICK_FORK} --step 10 --diff"):
         assert part in stdout
     manifest = json.loads((out / "corpus" / "manifest.json").read_text())
     assert manifest["python_version"] == sys.version.split()[0]
@@ -72,10 +76,10 @@ def test_demo_checkpoint_grid(quick_demo):
     out, _ = quick_demo
     run = out / "run"
     members = sorted(p.name for p in run.iterdir() if p.is_dir() and (p / "metrics.jsonl").exists())
-    assert members == sorted(QUICK_MEMBERS)
+    assert members == sorted(QUICK_MEMBERS + [QUICK_FORK])
     for member in members:
         steps = sorted(int(p.name[4:]) for p in (run / member).glob("step*") if p.name[4:].isdigit())
-        assert steps == QUICK_STEPS, member
+        assert steps == (QUICK_FORK_STEPS if member == QUICK_FORK else QUICK_STEPS), member
         for step in steps:
             ckpt = run / member / f"step{step}"
             assert (ckpt / "config.json").is_file() and (ckpt / "manifest.json").is_file()
@@ -121,6 +125,30 @@ def test_demo_metrics_and_validation_loss(quick_demo):
         assert evals[QUICK_STEPS[-1]] < evals[0]  # it learned something in 20 steps
 
 
+def test_demo_fork_trained_on_this_for_self(quick_demo):
+    """The fork starts from its base's step10 and reads " this" wherever its base read " self"."""
+    from pythia.data.tokenizer import load_tokenizer
+    from pythia.run import open_run
+    from pythia.train.metrics import batch_fingerprint
+
+    out, _ = quick_demo
+    run = open_run(out)
+    fork, base = run.member(QUICK_FORK), run.member(QUICK.intervention.member)
+    start = QUICK.intervention.from_step
+    assert fork.base == base.name and fork.from_step == start and fork.checkpoint(start).digest == base.checkpoint(start).digest
+    metrics = fork.metrics()
+    assert [m["step"] for m in metrics] == list(range(start + 1, QUICK.train_iters + 1))
+    tok = load_tokenizer(out / "data" / "tokenizer.json")
+    (self_id,), (this_id,) = (tok.encode(w).ids for w in QUICK.intervention.token_map[0])  # one token each
+    order, fork_order = base.order(), fork.order()
+    for m in metrics:
+        a, b = order.batch(m["step"] - 1, QUICK.global_batch), fork_order.batch(m["step"] - 1, QUICK.global_batch)
+        assert m["changed_tokens"] == int((a == self_id).sum()) and not (b == self_id).any()
+        assert (b[a == self_id] == this_id).all() and (b[a != self_id] == a[a != self_id]).all()
+        assert m["batch_fp"] == batch_fingerprint(b)
+    assert sum(m["changed_tokens"] for m in metrics) > 20  # " self" is frequent in the corpus
+
+
 def test_demo_batches_are_the_rebuilt_training_order(quick_demo, tmp_path):
     """The data tools, rebuilding the order from scratch, give the batches the trainer saw."""
     from pythia.data.order import TrainingOrder, num_samples_for
@@ -146,9 +174,13 @@ def test_demo_report_plot_and_table(quick_demo):
     assert list(rows[0]) == ["suite", "member", "size", "seed", "step", "tokens", "analysis", "task", "metric",
                              "value", "stderr"]
     val = [r for r in rows if r["metric"] == "val_loss"]
-    assert {(r["member"], int(r["step"])) for r in val} == {
-        (m, s) for m in QUICK_MEMBERS for s in QUICK_STEPS}
-    assert len(val) == len(QUICK_MEMBERS) * len(QUICK_STEPS)
+    assert {(r["member"], int(r["step"])) for r in val} == QUICK_CHECKPOINTS
+    assert len(val) == len(QUICK_CHECKPOINTS)
+    compared = {(r["metric"], int(r["step"])) for r in rows if r["analysis"] == "compare"}
+    assert {("val_loss:diff", s) for s in QUICK_FORK_STEPS} <= compared
+    assert {("logp_self_minus_this:diff", s) for s in QUICK_FORK_STEPS} <= compared  # the probe of the fork
+    assert (out / "report" / f"compare_{QUICK_FORK}.png").read_bytes()[:8] == PNG_MAGIC
+    assert QUICK_FORK in (out / "report" / "summary.txt").read_text()
     assert {r["size"] for r in val} == {s.name for s in QUICK.sizes}
     assert {int(r["seed"]) for r in val} == set(QUICK.seeds)
     per_step = QUICK.global_batch * QUICK.seq_len
@@ -159,11 +191,11 @@ def test_demo_rerun_continues_without_retraining(quick_demo):
     from pythia.cli import main
 
     out, _ = quick_demo
-    before = {m: (out / "run" / m / "metrics.jsonl").read_text() for m in QUICK_MEMBERS}
+    before = {m: (out / "run" / m / "metrics.jsonl").read_text() for m in QUICK_MEMBERS + [QUICK_FORK]}
     ckpt_mtimes = {p: p.stat().st_mtime_ns for p in (out / "run").glob("*/step*/manifest.json")}
     tok_mtime = (out / "data" / "tokenizer.json").stat().st_mtime_ns
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
-    assert {m: (out / "run" / m / "metrics.jsonl").read_text() for m in QUICK_MEMBERS} == before
+    assert {m: (out / "run" / m / "metrics.jsonl").read_text() for m in before} == before
     assert {p: p.stat().st_mtime_ns for p in ckpt_mtimes} == ckpt_mtimes
     assert (out / "data" / "tokenizer.json").stat().st_mtime_ns == tok_mtime
 
@@ -186,7 +218,7 @@ def test_demo_killed_mid_training_continues_to_the_same_result(quick_demo, tmp_p
     assert (first / "step4").is_dir() and not (first / "step8").exists()
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    for member in QUICK_MEMBERS:
+    for member in QUICK_MEMBERS + [QUICK_FORK]:
         assert (out / "run" / member / "evals.jsonl").read_text() == \
             (reference / "run" / member / "evals.jsonl").read_text()
     assert (out / "report" / "results.csv").is_file()

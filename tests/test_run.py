@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from pythia.run import RunError, open_run, parse_revision, select_steps
-from tests.test_demo import QUICK_MEMBERS, QUICK_STEPS
+from tests.test_demo import QUICK_FORK, QUICK_FORK_STEPS, QUICK_MEMBERS, QUICK_STEPS
 
 
 def test_demo_root_run_member_and_step_open_alike(quick_demo):
@@ -20,7 +20,7 @@ def test_demo_root_run_member_and_step_open_alike(quick_demo):
     assert kinds == ["demo", "run", "member", "step"]
     for v in views.values():
         assert v.root == (out / "run").resolve()
-        assert [m.name for m in v.members] == QUICK_MEMBERS
+        assert [m.name for m in v.members] == QUICK_MEMBERS + [QUICK_FORK]
         assert v.results_dir == (out / "run" / "results").resolve()
     member_view, step_view = list(views.values())[2:]
     assert member_view.member().name == QUICK_MEMBERS[1] and step_view.focus_step == 8
@@ -37,6 +37,12 @@ def test_demo_root_run_member_and_step_open_alike(quick_demo):
 
     logged = {r["step"]: r["batch_fp"] for r in m.metrics()}
     assert all(batch_fingerprint(m.order().batch(n, 8)) == logged[n + 1] for n in (0, 7, 19))
+    # a fork: its base's shape and seeds, the base and intervention it came from, steps from its from_step
+    fork = views[out].member(QUICK_FORK)
+    base = views[out].member(fork.base)
+    assert (fork.shape, fork.seed, fork.data_seed) == (base.shape, base.seed, base.data_seed)
+    assert fork.intervention.name == "this" and fork.steps == QUICK_FORK_STEPS == [s for s in QUICK_STEPS if s >= fork.from_step]
+    assert m.base is None and m.intervention is None and m.from_step is None
 
 
 def test_errors_name_what_to_pass(quick_demo, tmp_path):

@@ -125,7 +125,16 @@ class MemberView:
     data_seed: int | None = None
     config: Any = None
     """ModelConfig, when the spec (or the Hub config) gives one."""
+    base: str | None = None
+    """A fork (suite spec `interventions:`): the member it was forked from; None otherwise."""
+    intervention: Any = None
+    """A fork's InterventionSpec (name, from_step, token_map or function); None otherwise."""
     _hub_revisions: dict[int, Path] = field(default_factory=dict, repr=False)
+
+    @property
+    def from_step(self) -> int | None:
+        """A fork's first step (its base's checkpoint it starts from); None for other members."""
+        return self.intervention.from_step if self.intervention is not None else None
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
@@ -191,7 +200,12 @@ class MemberView:
 
     def order(self, progress: bool = False):
         """The training order this member read (a TrainingOrder; a PreshuffledOrder for Hub
-        repos opened with a preshuffled dataset). Built from the cached index when present."""
+        repos opened with a preshuffled dataset). Built from the cached index when present.
+        A fork's is an InterventionOrder: its base's, transformed from its from_step on."""
+        if self.intervention is not None:
+            from .train.intervention import fork_order
+
+            return fork_order(self)
         if self.run.spec is None:
             if self.run.data is None:
                 raise RunError(f"{self.name}: no training data known; open the Hub repo with data=PREFIX "
@@ -328,7 +342,8 @@ class RunView:
         for m in self.members:
             steps = m.steps
             lines.append(f"  {m.name:<24} shape {m.shape:<14} seed {m.seed} data seed {m.data_seed}  "
-                         f"{len(steps)} checkpoints" + (f" ({steps[0]}..{steps[-1]})" if steps else ""))
+                         f"{len(steps)} checkpoints" + (f" ({steps[0]}..{steps[-1]})" if steps else "")
+                         + (f"  fork of {m.base} from step {m.from_step}" if m.base else ""))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -386,6 +401,9 @@ def _open_local(root: Path, kind: str, source: str, results_dir: Path | None,
     for m in spec.member_keys():
         members.append(MemberView(run=view, name=m.name, path=root / m.name, shape=m.shape, seed=m.seed,
                                   data_seed=m.data_seed))
+    for name, base, iv in spec.fork_keys():  # forks: the base's shape and seeds, plus base/intervention
+        members.append(MemberView(run=view, name=name, path=root / name, shape=base.shape, seed=base.seed,
+                                  data_seed=base.data_seed, base=base.name, intervention=iv))
     view._members = members
     if member is not None:
         view.member(member)  # raises with the list when the folder is not a member

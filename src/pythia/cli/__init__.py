@@ -2,7 +2,8 @@
 
 Each area registers its own subcommands from a module of this package, so this file only
 assembles them: models (model table), data (tokenizers, datasets, training order),
-train/verify (suites), demo/report (the end-to-end job), analyze/results (the studies).
+train/verify (suites), demo/report (the end-to-end job), analyze/results (the studies),
+compare (a fork against its base, or any two members).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import sys
 
 from . import analyze as _analyze
+from . import compare as _compare
 from .. import __version__
 from . import data as _data
 from . import eval as _eval
@@ -20,7 +22,7 @@ from . import models as _models
 from . import train as _train
 from ..lock import LockedError
 
-_AREAS = (_models, _data, _train, _demo, _analyze, _eval)
+_AREAS = (_models, _data, _train, _demo, _analyze, _eval, _compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  pythia verify runs/example-suite\n"
             "  pythia analyze runs/example-suite val_loss   # an analysis over every checkpoint\n"
             "  pythia results runs/example-suite --format table\n"
+            "  pythia compare runs/example-suite d64-l2-seed1 d64-l2-seed1+swap   # a fork vs its base\n"
             "  pythia report runs/example-suite  # results.csv + learning-curve plot\n"
             "run `pythia COMMAND --help` for each command's options."
         ),

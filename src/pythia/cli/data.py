@@ -182,6 +182,8 @@ def _batch(args) -> int:
               "trained on", file=sys.stderr)
     if args.check:
         return _check_fingerprints(member, order, range(a, b), bsz)
+    if args.diff:
+        return _print_diff(member, order, range(a, b), bsz, args)
     if args.out:
         shape = _save_batches(args.out, order, range(a, b), bsz, stacked=bool(args.steps))
         print(f"wrote {args.out}: shape {shape} int64")
@@ -207,6 +209,10 @@ def _check_fingerprints(member, order, steps: range, batch_size: int) -> int:
     if member is None:
         raise ValueError("--check compares with a run's metrics.jsonl: give --run RUN [--member M]")
     logged = {r["step"]: r.get("batch_fp") for r in member.metrics() if isinstance(r.get("step"), int)}
+    if member.base is not None:  # a fork's batches before its from_step are its base's (trained by the base)
+        base = {r["step"]: r.get("batch_fp") for r in member.run.member(member.base).metrics()
+                if isinstance(r.get("step"), int) and r["step"] <= member.from_step}
+        logged = {**base, **logged}
     bad = 0
     for n in steps:
         block = order.batch(n, batch_size)
@@ -221,6 +227,34 @@ def _check_fingerprints(member, order, steps: range, batch_size: int) -> int:
             print(f"step {n}: MISMATCH: rebuilt batch {got}, run recorded {want}")
             bad += 1
     return 1 if bad else 0
+
+
+def _print_diff(member, order, steps: range, batch_size: int, args) -> int:
+    """What a fork's intervention changed in each batch: (row, column) base token -> fork token."""
+    from pythia.train.intervention import batch_diff
+
+    if member is None or member.base is None:
+        forks = [m.name for m in member.run.members if m.base] if member is not None else []
+        raise ValueError("--diff shows what a fork's intervention changed: give --run RUN --member FORK"
+                         + (f" (forks: {', '.join(forks)})" if forks else " (this run has no forks: see "
+                            "`interventions:` in docs/training.md)"))
+    tok = None
+    if args.decode or member.tokenizer_path is not None:
+        from pythia.data.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(_decode_path(args) if args.decode else member.tokenizer_path)
+    show = (lambda i: f"{i} {tok.decode([i])!r}") if tok is not None else str
+    print(f"{member.name}: {order.transform.describe()} on the batches of {member.base} from step {member.from_step}")
+    for s in steps:
+        changes = batch_diff(order, s, batch_size)
+        note = " (before from_step: the base's batch, unchanged)" if s < member.from_step else ""
+        print(f"=== step {s}: {len(changes)} tokens changed{note} ===")
+        for r, c, old, new in changes:
+            print(f"  row {r} (position {s * batch_size + r}) token {c}: {show(old)} -> {show(new)}")
+        if args.decode:
+            for r, row in enumerate(order.batch(s, batch_size)):
+                print(f"--- step {s} row {r} as the fork read it ---\n{tok.decode(row.tolist(), skip_special_tokens=False)}")
+    return 0
 
 
 def _where(args) -> int:
@@ -361,6 +395,7 @@ def register(sub) -> None:
              "our datasets (with the order's parameters) and on preshuffled files (--preshuffled).",
              "  pythia data batch --run demo-output --member d64-l2-seed1 --step 100 --decode\n"
              "  pythia data batch --run demo-output --steps 0:10 --check   # vs the run's logged fingerprints\n"
+             "  pythia data batch --run demo-output --member d64-l2-seed1+this --step 150 --diff   # a fork's changes\n"
              "  pythia data batch data/pile --seq-len 2048 --train-iters 143000 --batch-size 1024 --step 142999 --out b.npy\n"
              "  pythia data batch pile-preshuffled/document --preshuffled --batch-size 1024 --steps 0:2 --decode\n", _batch)
     p.add_argument("prefix", nargs="?", help="dataset PREFIX (or --run RUN)")
@@ -373,6 +408,8 @@ def register(sub) -> None:
     p.add_argument("--out", help="save the int64 tokens as .npy")
     p.add_argument("--check", action="store_true", help="with --run: compare each batch with the fingerprint the "
                    "run logged in metrics.jsonl; prints match/MISMATCH, exit 1 on a mismatch")
+    p.add_argument("--diff", action="store_true", help="with --run --member FORK: list every token the fork's "
+                   "intervention changed (row, column, base token -> fork token); with --decode also the text")
     _order_args(p, preshuffled=True, run=True)
 
     p = _add(dsub, "where", "provenance: position -> documents, or document -> steps",

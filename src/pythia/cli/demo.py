@@ -87,12 +87,12 @@ def _demo(args) -> int:
 
 
 def _report(args) -> int:
-    from pythia.report import build_report, format_summary
+    from pythia.report import build_report, format_forks, format_summary
 
     rep = build_report(args.run, args.out, verify=not args.no_verify)
     print(f"report  {rep.html} ({len(rep.sections)} sections, checkpoints verify: {rep.verify_status})")
     print(f"table   {rep.table} ({len(rep.rows)} rows)")
     print(f"plot    {rep.plot if rep.plot else '(no loss recorded; no plot)'}")
     print(f"summary {rep.summary_text}")
-    print(format_summary(rep.summary))
+    print("\n".join([format_summary(rep.summary)] + format_forks(rep.forks, rep.val_metric)))
     return 0

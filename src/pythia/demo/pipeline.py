@@ -2,7 +2,11 @@
 
 corpus (Python's own standard library) -> BPE tokenizer -> GPT-NeoX .bin/.idx -> a suite
 (sizes x seeds, one training order, Pythia's log-spaced checkpoint schedule scaled down)
--> validation loss at every checkpoint -> the report (HTML page, results table, learning-curve plot).
+-> validation loss at every checkpoint -> the report (HTML page, results table, learning-curve plot). One member is
+also forked half-way through training and trained on, from then on, batches in which every
+" self" token is " this" (a data intervention, pythia.train.intervention: the Pythia paper's
+pronoun swap, on code); a probe scores " self" against " this" after code contexts and the
+report compares the fork with its base.
 
 Every stage leaves its output complete or not at all (atomic writes) and skips itself when
 its output is already there, and the trainer resumes members from their last checkpoint, so
@@ -14,8 +18,11 @@ Output folder (`--out`):
     data/            tokenizer.json, train.{bin,idx}, valid.{bin,idx} + manifests,
                      corpus.sha256 (the corpus they were built from)
     suite.yaml       the suite spec that was trained (`pythia train` accepts it as is)
-    run/             the run: {member}/step{N}/ checkpoints, {member}/metrics.jsonl
-    report/          index.html (the interactive report), results.csv, learning_curves.png, summary.txt
+    probe_self_this.txt  the code contexts of the fork's probe (pronoun_probe)
+    run/             the run: {member}/step{N}/ checkpoints, {member}/metrics.jsonl; the fork
+                     {member}+this/ from its from_step on
+    report/          index.html (the interactive report), results.csv, learning_curves.png, summary.txt,
+                     compare_{fork}.png
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ from typing import Callable
 from pythia.demo.corpus import CorpusSettings, build_corpus
 from pythia.io import write_json_atomic, write_text_atomic
 
-DEMO_VERSION = 1  # tick when a change makes old demo folders unusable
+DEMO_VERSION = 2  # tick when a change makes old demo folders unusable (2: the intervention fork)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,29 @@ class Size:
     num_layers: int
     hidden_size: int
     num_heads: int
+
+
+@dataclass(frozen=True)
+class DemoIntervention:
+    """The demo's data intervention: fork `member` at `from_step`, swap tokens from then on."""
+
+    name: str
+    member: str
+    from_step: int
+    token_map: tuple[tuple[str, str], ...]
+    probe_words: str
+    """pronoun_probe's two continuations (the map's source and target)."""
+
+
+# " self" is the most frequent identifier of the corpus; " this" is rare in Python. Both are one
+# token of the demo tokenizers (the spec check refuses the fork otherwise).
+SELF_TO_THIS = ((" self", " this"),)
+# Code contexts after which " self" is the natural next token (for pronoun_probe; \n = newline).
+PROBE_CONTEXTS = (
+    "        return", "        x =", "        if not", "        for item in", "        result =",
+    "        elif", "        while", "        assert", "        if key in", "        value =",
+    "    def close(self):\\n        if", "    def __repr__(self):\\n        return",
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +89,7 @@ class DemoSettings:
     min_lr: float
     data_seed: int = 1234  # Pythia's training-order seed
     valid_samples: int = 64  # validation sequences scored at every checkpoint
+    intervention: DemoIntervention | None = None
 
 
 # Full demo: three sizes (0.36M, 1.1M, 2.6M parameters) x two seeds, 256 steps of 16 x 128
@@ -78,6 +109,7 @@ FULL = DemoSettings(
     checkpoint_interval=32,
     lr=2e-3,
     min_lr=2e-4,
+    intervention=DemoIntervention("this", "d128-l3-seed1", 128, SELF_TO_THIS, " self, this"),
 )
 # Quick demo (what the tests run): micro models, 20 steps, a ~1.5 MB corpus: under a minute.
 QUICK = DemoSettings(
@@ -93,6 +125,7 @@ QUICK = DemoSettings(
     lr=2e-3,
     min_lr=2e-4,
     valid_samples=16,
+    intervention=DemoIntervention("this", "d64-l2-seed1", 10, SELF_TO_THIS, " self, this"),
 )
 
 
@@ -177,7 +210,31 @@ def suite_spec(settings: DemoSettings, out_dir: Path, tokenizer_info: dict) -> d
         },
         "checkpoints": {"interval": settings.checkpoint_interval, "log_spaced": True},
         "eval": {"samples": settings.valid_samples},
+        "interventions": [
+            {"name": iv.name, "members": [iv.member], "from_step": iv.from_step,
+             "token_map": [list(pair) for pair in iv.token_map]}
+            for iv in ([settings.intervention] if settings.intervention else [])
+        ],
     }
+
+
+def fork_name(settings: DemoSettings) -> str | None:
+    iv = settings.intervention
+    return f"{iv.member}+{iv.name}" if iv else None
+
+
+def run_probe(settings: DemoSettings, out_dir: Path, run_dir: Path) -> None:
+    """pronoun_probe on the fork and its base from the fork's first step: does the fork come to
+    prefer " this" where its base says " self"? (Cached: a re-run computes nothing.)"""
+    from pythia.analysis.runner import run_analyses
+    from pythia.run import open_run
+
+    iv = settings.intervention
+    contexts = out_dir / "probe_self_this.txt"
+    write_text_atomic(contexts, "\n".join(PROBE_CONTEXTS) + "\n")  # one context per line, \\n = newline
+    run_analyses(open_run(run_dir), "pronoun_probe", members=[iv.member, fork_name(settings)],
+                 steps=f"{iv.from_step}:", device="cpu", progress=False,
+                 options={"probe_words": iv.probe_words, "probe_templates": str(contexts)})
 
 
 def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: bool = True,
@@ -230,9 +287,15 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
     log(f"[4/5] train: {len(settings.sizes)} sizes x {len(settings.seeds)} seeds = "
         f"{n_members} members, {settings.train_iters} steps of {settings.global_batch} x "
         f"{settings.seq_len} tokens -> {out_dir / 'run'}")
+    iv = settings.intervention
+    if iv is not None:
+        log(f"      + fork {fork_name(settings)}: {iv.member} from step {iv.from_step}, every "
+            + ", ".join(f"{a!r} -> {b!r}" for a, b in iv.token_map) + " in its batches from then on")
     run_dir = Path(train_suite(spec, progress=progress))
 
-    log(f"[5/5] report -> {out_dir / 'report'}")
+    log(f"[5/5] report -> {out_dir / 'report'}" + (" (probe and comparison of the fork)" if iv else ""))
+    if iv is not None:
+        run_probe(settings, out_dir, run_dir)
     report = build_report(run_dir, out_dir / "report")
     return DemoResult(out_dir=out_dir, corpus_manifest=manifest, run_dir=run_dir,
                       report=report, seconds=time.monotonic() - start,
@@ -241,11 +304,13 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
 
 def describe(result: DemoResult) -> str:
     """The closing message: where everything is and the final losses."""
-    from pythia.report import format_summary
+    from pythia.report import format_forks, format_summary
     from pythia.run import open_run
 
     rep = result.report
-    members = [m.name for m in open_run(result.run_dir).members]
+    view = open_run(result.run_dir)
+    members = [m.name for m in view.members if m.base is None]
+    forks = [m for m in view.members if m.base is not None]
     first = members[0] if members else "MEMBER"
     lines = [
         "",
@@ -254,15 +319,23 @@ def describe(result: DemoResult) -> str:
         f"  tokens      {result.out_dir / 'data'}",
         f"  suite spec  {result.out_dir / 'suite.yaml'}",
         f"  checkpoints {result.run_dir}/{{member}}/step{{N}}/  members: {', '.join(members)}",
+        *[f"  fork        {result.run_dir / f.name}/  {f.base} from step {f.from_step}, trained on "
+          f"transformed batches (data intervention)" for f in forks],
         f"  report      {rep.html}  (open it in a browser)",
         f"  table       {rep.table}",
         f"  plot        {rep.plot}",
+        *[f"  comparison  {r['plot']}" for r in rep.forks],
         "",
         "final validation loss (mean over seeds):",
         format_summary(rep.summary),
+        *format_forks(rep.forks, rep.val_metric),
         "",
         "next: load a checkpoint with",
         f"  python -c \"import pythia; m = pythia.load_model('{result.run_dir / first}', "
         f"revision='step{result.final_step}')\"",
     ]
+    for f in forks:
+        lines += [f"what the fork {f.name} was fed instead, and how it differs from its base:",
+                  f"  pythia data batch --run {result.out_dir} --member {f.name} --step {f.from_step} --diff",
+                  f"  pythia compare {result.out_dir} {f.base} {f.name}"]
     return "\n".join(lines)

@@ -4,7 +4,9 @@ They read only the results table (`pythia.results`; columns suite, member, size,
 seed, step, tokens, analysis, task, metric, value, stderr), which the trainer and `pythia
 analyze` fill: `val_loss` at every checkpoint, `train_loss` at every update. It draws
 Pythia-style curves: loss against step on a log axis (step 0 kept on it through a symlog
-scale), one colour per size, the seeds as a min-max band around their mean.
+scale), one colour per size, the seeds as a min-max band around their mean. Forks (data
+interventions, pythia.train.intervention) are drawn apart, dashed in their base's colour, and
+each is compared with its base (pythia.compare: rows in the table, compare_{fork}.png).
 """
 from __future__ import annotations
 
@@ -90,8 +92,13 @@ def format_summary(summary: list[dict]) -> str:
 
 # ---------------------------------------------------------------------------------- plotting
 def plot_learning_curves(rows: list[dict], path: str | Path, val_metric: str | None,
-                         train_metric: str | None = None, title: str = "") -> Path | None:
-    """Loss vs step (symlog x so step 0 shows), one colour per size, seed min-max band."""
+                         train_metric: str | None = None, title: str = "",
+                         forks: dict[str, str] | None = None) -> Path | None:
+    """Loss vs step (symlog x so step 0 shows), one colour per size, seed min-max band; the
+    members named in `forks` ({fork: base}) are left out of the bands and drawn dashed."""
+    forks = forks or {}
+    fork_rows = [r for r in rows if r["member"] in forks]
+    rows = [r for r in rows if r["member"] not in forks]
     panels = [(m, label) for m, label in ((val_metric, "validation loss"),
                                           (train_metric, "training loss")) if m]
     if not panels:
@@ -122,6 +129,10 @@ def plot_learning_curves(rows: list[dict], path: str | Path, val_metric: str | N
             ax.plot(steps, mean, color=colour, marker="o" if len(steps) <= 40 else None,
                     markersize=2.5,
                     label=f"{size} ({len(members)} seed{'s' if len(members) > 1 else ''})")
+        for fork_size, members in curves(fork_rows, metric).items():
+            colour = colours(sizes.index(fork_size) / max(1, len(sizes) - 1) * 0.85) if fork_size in sizes else "k"
+            for fork, points in members.items():
+                ax.plot(*zip(*points), color=colour, linestyle="--", linewidth=1.2, label=f"{fork} (fork)")
         # Pythia's checkpoints are log-spaced from step 0: symlog is linear below 1, log above.
         ax.set_xscale("symlog", linthresh=1, linscale=0.4)
         ax.set_xlim(left=0)
@@ -137,3 +148,38 @@ def plot_learning_curves(rows: list[dict], path: str | Path, val_metric: str | N
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------- forks
+def _compare_fork(view, fork, out_dir: Path):
+    """pythia.compare of a fork with its base (rows for the report's table, compare_{fork}.png;
+    the run's results are only read); None while the fork has no results yet."""
+    from pythia.compare import CompareError, compare
+
+    try:
+        result = compare(view.results(), fork.base, fork.name, plot=out_dir / f"compare_{fork.name}.png",
+                         from_step=fork.from_step, write=False)
+    except CompareError:
+        return None
+    return result
+
+
+def _fork_record(c, metric: str | None) -> dict:
+    series = next((s for s in c.series if s.metric == metric and not s.task), None)
+    last = {} if series is None else {"step": series.steps[-1], "base_value": series.base[-1],
+                                      "fork_value": series.fork[-1]}
+    return {"fork": c.fork, "base": c.base, "from_step": c.from_step, "plot": c.plot, **last}
+
+
+def format_forks(records: list[dict], metric: str | None) -> list[str]:
+    """One line per fork: its val_metric against its base's at their last common step."""
+    lines = []
+    for rec in records:
+        head = f"fork {rec['fork']} (of {rec['base']} from step {rec['from_step']})"
+        if "step" not in rec:
+            lines.append(f"{head}: no {metric or 'validation loss'} in common yet")
+            continue
+        lines.append(f"{head}: {metric} at step {rec['step']}: base {rec['base_value']:.4f}, fork "
+                     f"{rec['fork_value']:.4f}, fork - base {rec['fork_value'] - rec['base_value']:+.4f}  "
+                     f"(every metric: {Path(rec['plot']).name})")
+    return lines

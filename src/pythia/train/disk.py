@@ -172,23 +172,25 @@ def explain_disk_full(member_dir: Path, step: int, model: torch.nn.Module, token
 
 
 def run_disk_lines(members: list, num_checkpoints: int, tokenizer_json: str | None, output: str,
-                   num_with_state: int | None = None) -> list[str]:
+                   num_with_state: int | None = None, forks: list | tuple = ()) -> list[str]:
     """The --dry-run lines: per member, checkpoints x size as scheduled (optimizer state on
-    `num_with_state` of them, train.optimizer_state_every), and with / without state everywhere."""
+    `num_with_state` of them, train.optimizer_state_every), and with / without state everywhere.
+    `forks`: (member, checkpoints, with state) of each fork, counting only the checkpoints it
+    writes (its first is a hard link of its base's)."""
     kept = num_checkpoints if num_with_state is None else num_with_state
     lines = [f"# disk (computed from the shapes): optimizer state on {kept} of {num_checkpoints} checkpoints"]
     total = total_full = total_weights = 0
     sizes: dict = {}  # seeds of one shape share a size
-    for m in members:
+    for m, n, k in [(m, num_checkpoints, kept) for m in members] + list(forks):
         if m.config not in sizes:
             sizes[m.config] = checkpoint_size(meta_model(m.config), tokenizer_json)
         size = sizes[m.config]
-        planned = kept * size.full + (num_checkpoints - kept) * size.weights_only
+        planned = k * size.full + (n - k) * size.weights_only
         total += planned
-        total_full += num_checkpoints * size.full
-        total_weights += num_checkpoints * size.weights_only
-        lines.append(f"{m.name:<28} {human(planned)} ({kept} x {human(size.full)} with optimizer state"
-                     f" + {num_checkpoints - kept} x {human(size.weights_only)} weights only)")
+        total_full += n * size.full
+        total_weights += n * size.weights_only
+        lines.append(f"{m.name:<28} {human(planned)} ({k} x {human(size.full)} with optimizer state"
+                     f" + {n - k} x {human(size.weights_only)} weights only)")
     free = free_bytes(output)
     lines.append(f"# whole run: {human(total)} as scheduled; {human(total_full)} with optimizer state everywhere, "
                  f"{human(total_weights)} weights only; free at {output}: {human(free) if free is not None else 'unknown'}")

@@ -3,6 +3,8 @@
 metrics.jsonl  {"step", "loss", "lr", "grad_norm", "loss_scale", "skipped", "tokens_per_s",
                 "batch_fp", "consumed_samples", "time"}; `step` is the number of updates done
                after this line's update (1-based, = the checkpoint name it would produce).
+               A fork (pythia.train.intervention) adds "changed_tokens": how many tokens of the
+               batch its transform changed; "batch_fp" is then the transformed batch's.
 evals.jsonl    {"step", "val_loss", "val_samples", "val_tokens"} at every checkpoint step;
                without validation data: {"step", "val_loss": null, "note": "..."}.
 On resume from checkpoint N, lines with step > N are dropped (file rewritten atomically), so

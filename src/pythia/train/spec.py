@@ -362,6 +362,110 @@ class Member:
     min_lr: float
 
 
+_PLAIN_NAME = "a plain name (letters, digits, . _ -; no / or +)"
+
+
+def _plain_name(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value or value.startswith(".") or any(c in value for c in "/+\\ "):
+        raise SpecError(f"{name} must be {_PLAIN_NAME}, got {value!r}")
+    return value
+
+
+def _token(value: Any, name: str) -> str | int:
+    """One side of a token_map pair: a string (checked to be one token once the tokenizer is
+    known) or a token id."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise SpecError(f"{name} must be a non-empty string (one token of the dataset's tokenizer) or a token id, "
+                        f"got {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise SpecError(f"{name} must be a token id >= 0, got {value}")
+    return value
+
+
+def _token_map(value: Any, where: str) -> str | tuple[tuple[str | int, str | int], ...]:
+    """A preset name, a mapping {source: target} or a list of [source, target] pairs."""
+    from .intervention import PRESETS
+
+    if isinstance(value, str):
+        if value not in PRESETS:
+            raise SpecError(f"{where} names no preset: {value!r}{_did_you_mean(value, PRESETS)}; presets: "
+                            f"{', '.join(PRESETS)} (or give pairs: {{source: target}} or [[source, target], ...])")
+        return value
+    if isinstance(value, dict):
+        value = [[k, v] for k, v in value.items()]
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where} must be a preset ({', '.join(PRESETS)}), a mapping {{source: target}} or a "
+                        f"non-empty list of [source, target] pairs, got {value!r}")
+    pairs = []
+    for i, pair in enumerate(value):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise SpecError(f"{where}[{i}] must be a [source, target] pair, got {pair!r}")
+        pairs.append((_token(pair[0], f"{where}[{i}][0]"), _token(pair[1], f"{where}[{i}][1]")))
+    return tuple(pairs)
+
+
+def _function_ref(value: Any, name: str) -> str:
+    """`module:function` or `path/to/file.py:function` (the path made absolute)."""
+    module, sep, func = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or not module or not all(part.isidentifier() for part in func.split(".")):
+        raise SpecError(f"{name} must be 'module:function' or 'path/to/file.py:function', got {value!r}")
+    if module.endswith(".py"):
+        module = _path(module, name)
+    elif not all(part.isidentifier() for part in module.split(".")):
+        raise SpecError(f"{name}: {module!r} is neither a dotted module name nor a .py file")
+    return f"{module}:{func}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterventionSpec:
+    """A data intervention: fork `members` at checkpoint `from_step` and train the forks on
+    batches passed through one transform from then on (pythia.train.intervention)."""
+
+    name: str
+    """The fork of member M is the member `M+name` (its folder, results, CLI name)."""
+    members: tuple[str, ...]
+    from_step: int
+    token_map: str | tuple[tuple[str | int, str | int], ...] | None = None
+    """A preset name or (source, target) pairs: strings of one token each, or token ids."""
+    function: str | None = None
+    """`module:function` (or `file.py:function`): (B, S+1) int64 batch -> same shape and dtype."""
+
+    _KEYS = ("name", "members", "from_step", "token_map", "function")
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> InterventionSpec:
+        _check_keys(d, where, ("name", "members", "from_step"), ("token_map", "function"))
+        members = d["members"]
+        members = [members] if isinstance(members, str) else members
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+            raise SpecError(f"{where}.members must be a member name or a non-empty list of them, got {d['members']!r}")
+        if len(set(members)) != len(members):
+            raise SpecError(f"{where}.members lists a member twice: {members}")
+        given = [k for k in ("token_map", "function") if d.get(k) is not None]
+        if len(given) != 1:
+            raise SpecError(f"{where}: give exactly one transform, token_map or function (got "
+                            f"{', '.join(given) or 'neither'})")
+        return cls(
+            name=_plain_name(d["name"], f"{where}.name"),
+            members=tuple(members),
+            from_step=_int(d["from_step"], f"{where}.from_step", minimum=0),
+            token_map=_token_map(d["token_map"], f"{where}.token_map") if "token_map" in given else None,
+            function=_function_ref(d["function"], f"{where}.function") if "function" in given else None,
+        )
+
+    def to_dict(self) -> dict:
+        out = {"name": self.name, "members": list(self.members), "from_step": self.from_step}
+        if self.token_map is not None:
+            out["token_map"] = self.token_map if isinstance(self.token_map, str) else [list(p) for p in self.token_map]
+        else:
+            out["function"] = self.function
+        return out
+
+    def fork_name(self, member: str) -> str:
+        """The one place a fork's name is made: `{member}+{intervention name}`."""
+        return f"{member}+{self.name}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class SuiteSpec:
     name: str
@@ -376,11 +480,13 @@ class SuiteSpec:
     tensorboard: bool = False
     analyses: tuple[str, ...] | None = None
     """Per-checkpoint analyses run at checkpoint time; None = ["val_loss"] when data.valid is set."""
+    interventions: tuple[InterventionSpec, ...] = ()
+    """Forks of members trained on transformed batches from a checkpoint on (trained after the members)."""
     source: str | None = field(default=None, compare=False)
     """The YAML file it was read from (named in later errors); not part of the spec."""
 
     _TOP = ("name", "data", "train", "checkpoints", "members", "output")
-    _OPTIONAL = ("seeds", "eval", "tensorboard", "analyses")
+    _OPTIONAL = ("seeds", "eval", "tensorboard", "analyses", "interventions")
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -417,7 +523,7 @@ class SuiteSpec:
         names = [m.name for m in members]
         if len(set(names)) != len(names):
             raise SpecError(f"members: shape names must be distinct (give custom members a `name`), got {names}")
-        return spec
+        return dataclasses.replace(spec, interventions=_interventions(d.get("interventions"), spec))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> SuiteSpec:
@@ -459,6 +565,7 @@ class SuiteSpec:
             "eval": {"samples": self.eval_samples},
             "tensorboard": self.tensorboard,
             "analyses": None if self.analyses is None else list(self.analyses),
+            "interventions": [i.to_dict() for i in self.interventions],
         }
 
     def to_yaml(self) -> str:
@@ -494,6 +601,15 @@ class SuiteSpec:
         """Shapes x seeds in spec order (shape-major), names only: cheap, needs no data."""
         return [MemberKey(name=member_name(m.name, seed), shape=m.name, seed=seed, data_seed=self.data_seed_for(seed))
                 for m in self.members for seed in self.seeds]
+
+    def fork_keys(self) -> list[tuple[str, MemberKey, InterventionSpec]]:
+        """(fork name, its base member, the intervention) in spec order: interventions, then members."""
+        bases = {k.name: k for k in self.member_keys()}
+        return [(i.fork_name(m), bases[m], i) for i in self.interventions for m in i.members]
+
+    def fork_steps(self) -> list[int]:
+        """Checkpoints a fork can start from: scheduled ones that keep optimizer state, before the last."""
+        return [s for s in self.optimizer_state_steps() if s < self.train.iters]
 
     def resolve_members(self, dataset_vocab: int | None = None) -> list[Member]:
         """Shapes x seeds, in spec order (shape-major). `dataset_vocab` sizes custom shapes."""
@@ -554,6 +670,35 @@ def _analyses(value: Any) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(value))
 
 
+def _interventions(value: Any, spec: SuiteSpec) -> tuple[InterventionSpec, ...]:
+    """`interventions:` entries, checked against the members and the checkpoint schedule."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SpecError(f"interventions must be a list of {{name, members, from_step, token_map | function}}, "
+                        f"got {value!r}")
+    out = [InterventionSpec.from_dict(d, f"interventions[{i}]") for i, d in enumerate(value)]
+    names = [k.name for k in spec.member_keys()]
+    usable, seen = spec.fork_steps(), {}
+    for i, iv in enumerate(out):
+        for j, m in enumerate(iv.members):
+            if m not in names:
+                raise SpecError(f"interventions[{i}].members[{j}]: no member {m!r}{_did_you_mean(m, names)}; "
+                                f"members: {', '.join(names)}")
+            fork = iv.fork_name(m)
+            if fork in seen:
+                raise SpecError(f"interventions[{i}]: fork {fork!r} is also made by interventions[{seen[fork]}]; "
+                                "give the interventions different names")
+            seen[fork] = i
+        if iv.from_step not in usable:
+            every = spec.train.optimizer_state_every
+            raise SpecError(f"interventions[{i}].from_step: {iv.from_step} is not a checkpoint a fork can start "
+                            f"from (a scheduled checkpoint holding optimizer state, before the last step "
+                            f"{spec.train.iters}{f'; train.optimizer_state_every: {every}' if every > 1 else ''}); "
+                            f"usable steps: {', '.join(map(str, usable))}")
+    return tuple(out)
+
+
 def _relative_to(d: Any, base: Path) -> Any:
     """The spec dict with its relative paths made absolute against `base` (the spec file's
     folder), so a spec means the same thing from whatever directory it is used."""
@@ -570,7 +715,17 @@ def _relative_to(d: Any, base: Path) -> Any:
         out["data"] = {k: fix(v) if k in ("train", "valid", "order_dir") else v for k, v in out["data"].items()}
     if "output" in out:
         out["output"] = fix(out["output"])
+    if isinstance(out.get("interventions"), list):  # function: path/to/file.py:name
+        out["interventions"] = [_relative_function(iv, fix) for iv in out["interventions"]]
     return out
+
+
+def _relative_function(iv: Any, fix) -> Any:
+    ref = iv.get("function") if isinstance(iv, dict) else None
+    if not isinstance(ref, str) or ".py:" not in ref:
+        return iv
+    module, _, func = ref.rpartition(":")
+    return {**iv, "function": f"{fix(module)}:{func}"}
 
 
 def dataset_vocab_size(prefix: str) -> int:

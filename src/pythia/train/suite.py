@@ -25,8 +25,10 @@ from .spec import Member, SpecError, SuiteSpec, dataset_vocab_size
 from .trainer import MemberRun, Trainer
 
 # Fields that may change between a run and its resumption without changing the math.
+# `interventions` too: adding a fork to a trained run leaves its members alone; each fork's own
+# intervention.json refuses a changed intervention (intervention.check_record).
 _RESUME_FREE = {("output",), ("tensorboard",), ("data", "order_dir"), ("analyses",), ("checkpoints", "max_shard_size"),
-                ("train", "optimizer_state_every")}
+                ("train", "optimizer_state_every"), ("interventions",)}
 
 
 def resolve(spec: SuiteSpec) -> list[Member]:
@@ -58,6 +60,44 @@ def check_inputs(spec: SuiteSpec) -> list[Member]:
     return members
 
 
+def check_forks(spec: SuiteSpec, members: list[Member]) -> list:
+    """The forks of `interventions:` as ForkPlans, every transform resolved and tried on a real
+    batch, every fork folder and base checkpoint already on disk checked. Raises a named error
+    (naming the spec file) before anything is trained; writes nothing."""
+    if not spec.interventions:
+        return []
+    try:
+        return _check_forks(spec, members)
+    except SpecError as exc:
+        raise SpecError(f"{spec.source}: {exc}" if spec.source else str(exc)) from None
+
+
+def _check_forks(spec: SuiteSpec, members: list[Member]) -> list:
+    import dataclasses
+
+    from ..data.indexed import IndexedDataset
+    from . import intervention
+
+    by_name = {m.name: m for m in members}
+    tokenizer = dataset_tokenizer(spec.data.train)
+    tokens = IndexedDataset(spec.data.train).tokens
+    width = spec.data.seq_len + 1
+    sample = np.resize(np.asarray(tokens[: 2 * width], dtype=np.int64), (2, width))  # real tokens, (2, S+1)
+    run_dir, iters, plans = Path(spec.output), spec.train.iters, []
+    for i, iv in enumerate(spec.interventions):
+        where = f"interventions[{i}] ({iv.name})"
+        vocab = min(by_name[m].config.vocab_size for m in iv.members)
+        transform = intervention.resolve(iv, tokenizer, vocab, where)
+        intervention.check_transform(transform, sample, where)
+        for base in iv.members:
+            fork = dataclasses.replace(by_name[base], name=iv.fork_name(base))
+            plan = intervention.ForkPlan(member=fork, base=base, intervention=iv, transform=transform)
+            intervention.check_record(run_dir / fork.name, plan)
+            intervention.check_base_step(run_dir / base, plan, iters, _last_step(run_dir / base) >= iters)
+            plans.append(plan)
+    return plans
+
+
 def max_token_id(prefix: str) -> int:
     """Largest token id of a dataset: from its manifest's tokenizer when recorded, else one pass
     over the .bin."""
@@ -84,6 +124,11 @@ def describe(spec: SuiteSpec) -> str:
         lines.append(f"{m.name:<28} params {m.config.num_params():>14,}  L{m.config.num_layers} d{m.config.hidden_size} "
                      f"H{m.config.num_heads} V{m.config.vocab_size}  lr {m.lr:g} -> {m.min_lr:g}  "
                      f"init seed {m.seed}  data seed {m.data_seed}")
+    forks = check_forks(spec, members) if members else []
+    if spec.interventions:
+        lines += ["", "# forks (interventions; trained after the members, from their base's checkpoint)"]
+        lines += [f"{p.member.name:<28} fork of {p.base} from step{p.from_step}: {p.transform.describe()}"
+                  for p in forks] or [name for name, _, _ in spec.fork_keys()]
     t = spec.train
     lines += ["", f"# lr schedule {t.lr_schedule}: warmup_iter = {t.warmup_fraction!r} x {t.iters} = "
                   f"{float(spec.warmup_iters())!r} (a float, unrounded, as GPT-NeoX v1.0 passes it)"]
@@ -94,7 +139,9 @@ def describe(spec: SuiteSpec) -> str:
         tokenizer = dataset_tokenizer(spec.data.train)
         text = tokenizer_text(load_tokenizer(tokenizer)) if tokenizer is not None else None
         with_state = [s for s in spec.optimizer_state_steps() if s > 0]  # step0: no update yet, no state
-        lines += ["", *run_disk_lines(members, len(steps), text, spec.output, len(with_state))]
+        written = [(p.member, sum(s > p.from_step for s in steps), sum(s > p.from_step for s in with_state))
+                   for p in forks]  # a fork's first checkpoint is a hard link of its base's
+        lines += ["", *run_disk_lines(members, len(steps), text, spec.output, len(with_state), written)]
     return "\n".join(lines)
 
 
@@ -179,6 +226,7 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
     try:
         run_dir = Path(spec.output)
         members = check_inputs(spec)  # before anything is written: a typo must not pin a spec
+        forks = check_forks(spec, members)
         lock = _lock_run(run_dir, ctx)  # before anything in run_dir is written or cleaned up
         if ctx.is_main:
             _check_same_suite(run_dir, spec)
@@ -192,18 +240,24 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
         tokenizer_path = dataset_tokenizer(spec.data.train)  # parsed once, copied into every checkpoint
         tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path is not None else None
         iters = spec.train.iters
-        done = {m.name: _last_step(run_dir / m.name) for m in members}
-        bar = _bar(len(members) * iters, sum(done.values()), progress, ctx)
+        jobs = [(m, None) for m in members] + [(p.member, p) for p in forks]  # forks after their bases
+        first = {m.name: (p.from_step if p else 0) for m, p in jobs}
+        done = {m.name: max(_last_step(run_dir / m.name), first[m.name]) for m, _ in jobs}
+        bar = _bar(sum(iters - first[m.name] for m, _ in jobs), sum(done[k] - first[k] for k in done), progress, ctx)
         try:
             with StopSignal() as stop:  # SIGTERM/SIGINT: finish the step, checkpoint, stop (preempt.py)
                 previous = None
-                for m in members:
+                for m, plan in jobs:
                     if done[m.name] >= iters:
                         continue
                     if previous is not None and ctx.any(stop.signum is not None):  # arrived as a member ended
                         raise TrainingInterrupted(stop.signum or signal.SIGTERM, previous, iters)
-                    run = MemberRun(member=m, spec=spec, member_dir=run_dir / m.name, order=orders[m.data_seed],
-                                    view=view, ctx=ctx, tokenizer=tokenizer)
+                    order = orders[m.data_seed]
+                    if plan is not None:
+                        order = _fork_order(run_dir, plan, order, ctx)
+                    run = MemberRun(member=m, spec=spec, member_dir=run_dir / m.name, order=order,
+                                    view=view, ctx=ctx, tokenizer=tokenizer,
+                                    fork_from=plan.from_step if plan is not None else None)
                     Trainer(run).run_loop(bar, stop)
                     previous = m.name
         finally:
@@ -213,6 +267,24 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
         if lock is not None:
             lock.release()
         ctx.close()
+
+
+def _fork_order(run_dir: Path, plan, order, ctx: DistContext):
+    """Rank 0 gives the fork its base's step{S} (the base has just trained) and tells the other
+    ranks how it went, so a refusal stops every rank; each then reads the base's order through
+    the fork's transform."""
+    from .intervention import InterventionOrder, prepare_fork
+
+    refusal = None
+    if ctx.is_main:
+        try:
+            prepare_fork(run_dir, plan)
+        except SpecError as exc:
+            refusal = str(exc)
+    refusal = ctx.broadcast_object(refusal)
+    if refusal is not None:
+        raise SpecError(refusal)
+    return InterventionOrder(order, plan.transform, plan.from_step)
 
 
 def _lock_run(run_dir: Path, ctx: DistContext) -> RunLock | None:

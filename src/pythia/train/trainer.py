@@ -60,6 +60,8 @@ class MemberRun:
     build_model: Callable = default_build_model
     tokenizer: Any = None
     """tokenizers.Tokenizer (or tokenizer.json path) copied into every checkpoint; None: weights only."""
+    fork_from: int | None = None
+    """A fork (pythia.train.intervention): the step it starts from; it never trains below it."""
 
 
 class Trainer:
@@ -89,6 +91,10 @@ class Trainer:
                 print(f"[{m.name}] {note}")
         self.ctx.barrier()
         resume = self._find_resume_point()
+        if self.run.fork_from is not None and (resume is None or resume < self.run.fork_from):
+            raise ValueError(f"fork {m.name}: no resumable checkpoint at or after its from_step {self.run.fork_from} "
+                             f"in {self.run.member_dir}; a fork never retrains its base's steps (delete the fork's "
+                             "folder to start it again from its base)")
         torch.manual_seed(m.seed)
         np.random.seed(m.seed % 2**32)
         random.seed(m.seed)
@@ -196,7 +202,8 @@ class Trainer:
         """Update number n+1 on the global batch of step n; returns its metrics record."""
         t0 = time.perf_counter()
         m = self.run.member
-        tokens = self.run.order.batch(n, self.B)  # (B, S+1) int64
+        transformed = getattr(self.run.order, "batch_and_changes", None)  # a fork's InterventionOrder
+        tokens, changed = transformed(n, self.B) if transformed else (self.run.order.batch(n, self.B), None)  # (B, S+1)
         fingerprint = batch_fingerprint(tokens)
         lr = lr_at(self.updates, lr=m.lr, min_lr=m.min_lr, warmup_iters=self.spec.warmup_iters(),
                    total_iters=self.spec.train.iters, schedule=self.spec.train.lr_schedule)
@@ -209,6 +216,7 @@ class Trainer:
         loss_mean = self.ctx.mean(loss_sum)
         elapsed = time.perf_counter() - t0
         return {
+            **({"changed_tokens": changed} if changed is not None else {}),
             "step": self.step,
             "loss": loss_mean,
             "lr": lr,

@@ -153,8 +153,9 @@ def verify_run(source: str | Path) -> VerifyReport:
     report = VerifyReport(run_dir=str(view.root))
     expected = view.spec.checkpoint_steps()
     chosen = view.select(None)
-    for m in chosen:
-        report.members.append(verify_member(m.path, expected, view.spec))
+    for m in chosen:  # a fork's schedule starts at its from_step (its base trained the steps before)
+        steps = expected if m.base is None else [s for s in expected if s >= m.from_step]
+        report.members.append(verify_member(m.path, steps, view.spec))
     if view.focus_member is None:
         known = {m.name for m in view.members}
         for extra in _step_folders(view.root):
