@@ -72,6 +72,7 @@ class Seeds(Analysis):
         return [n.strip() for n in (self.opts["seed_analyses"] or "").split(",") if n.strip()]
 
     def compute_run(self, run, store, members) -> list[dict]:
+        members = [m for m in members if getattr(m, "base", None) is None]  # forks are not seeds
         shapes = shapes_of(members)
         agreement, references = agreement_rows(run.results_dir, shapes, self.opts["reference_seed"])
         table = self._inputs(store, members) + [dict(r, analysis=self.name) for r in agreement]

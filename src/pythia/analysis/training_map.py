@@ -52,6 +52,7 @@ class TrainingMapAnalysis(Analysis):
         return analysis == "weights" or analysis in sources
 
     def compute_run(self, run, store, members) -> list[dict]:
+        members = [m for m in members if getattr(m, "base", None) is None]  # forks are not seeds
         features = _feature_table(store, members)
         if not features:
             raise AnalysisError(f"training_map: no `weights` rows for {', '.join(m.name for m in members)} in "
