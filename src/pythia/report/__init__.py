@@ -22,8 +22,8 @@ from __future__ import annotations
 from pythia.results import COLUMNS
 
 from .build import Report, build_report
-from .static import (TRAIN_METRIC, VAL_METRIC, curves, format_summary, pick_metric, plot_learning_curves, read_run,
+from .static import (TRAIN_METRIC, VAL_METRIC, curves, format_forks, format_summary, pick_metric, plot_learning_curves, read_run,
                      summarize, write_table)
 
-__all__ = ["COLUMNS", "Report", "TRAIN_METRIC", "VAL_METRIC", "build_report", "curves", "format_summary",
+__all__ = ["COLUMNS", "Report", "TRAIN_METRIC", "VAL_METRIC", "build_report", "curves", "format_forks", "format_summary",
            "pick_metric", "plot_learning_curves", "read_run", "summarize", "write_table"]

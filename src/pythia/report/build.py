@@ -33,6 +33,8 @@ class Report:
     val_metric: str | None = None
     train_metric: str | None = None
     verify_status: str = "not checked"
+    forks: list[dict] = field(default_factory=list)
+    """Per fork: {"fork", "base", "from_step", "plot", "step", "base_value", "fork_value"} (val_metric)."""
 
 
 def build_report(source: str | Path, out_dir: str | Path | None = None, verify: bool = True) -> Report:
@@ -58,7 +60,8 @@ def build_report(source: str | Path, out_dir: str | Path | None = None, verify: 
     plot = plot_learning_curves(rows, out_dir / "learning_curves.png", val_metric, train_metric, title=src.name,
                                 forks={k: m.base for k, m in forks.items()})
     summary = summarize([r for r in rows if r["member"] not in forks], val_metric) if val_metric else []
-    fork_lines = format_forks([_fork_record(c, val_metric) for c in compared], val_metric)
+    fork_records = [_fork_record(c, val_metric) for c in compared]
+    fork_lines = format_forks(fork_records, val_metric)
     summary_path = out_dir / "summary.txt"
     text = "\n".join([format_summary(summary)] + fork_lines)
     write_text_atomic(summary_path, f"suite {src.name} ({src.path})\n{text}\n")
@@ -68,4 +71,4 @@ def build_report(source: str | Path, out_dir: str | Path | None = None, verify: 
     write_text_atomic(page, render_page(header, sections, get_plotlyjs()))
     return Report(run_dir=src.path, out_dir=out_dir, html=page, table=table, plot=plot, summary_text=summary_path,
                   rows=rows, summary=summary, sections=sections, val_metric=val_metric, train_metric=train_metric,
-                  verify_status=header.verify_status)
+                  verify_status=header.verify_status, forks=fork_records)
