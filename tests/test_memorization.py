@@ -141,7 +141,8 @@ def demo_results(quick_demo, tmp_path_factory):
     runs = {}
     for method in ("exact", "generate"):
         run = open_run(out / "run", results_dir=base / method)
-        summary = run_analyses(run, "memorization", steps="10,20", device="cpu", progress=False,
+        members = [m.name for m in run.members if m.base is None]  # the 4 trained members, not the fork
+        summary = run_analyses(run, "memorization", members=members, steps="10,20", device="cpu", progress=False,
                                options={"method": method, "mem_batch": 64})
         assert summary.ok and len(summary.computed) == 8, summary.format()
         runs[method] = run
@@ -150,7 +151,7 @@ def demo_results(quick_demo, tmp_path_factory):
 
 def test_demo_methods_agree_and_match_transformers(demo_results):
     exact, generate = demo_results["exact"], demo_results["generate"]
-    for m in exact.members:
+    for m in (m for m in exact.members if m.base is None):
         for step in (10, 20):
             a, b = load_scores(exact, m.name, step), load_scores(generate, m.name, step)
             assert np.array_equal(a.positions, np.arange(step * 8))  # default: all trained positions
@@ -188,7 +189,8 @@ def test_demo_summary_rows(demo_results):
 
 def test_rerun_is_cached_and_deterministic(demo_results, quick_demo, tmp_path):
     run = demo_results["exact"]
-    again = run_analyses(run, "memorization", steps="20", device="cpu", progress=False,
+    again = run_analyses(run, "memorization", members=[m.name for m in run.members if m.base is None], steps="20",
+                         device="cpu", progress=False,
                          options={"mem_batch": 7, "mem_chunk": 50})  # how work is cut is not part of the key
     assert not again.computed and len(again.cached) == 4
     fresh = open_run(quick_demo[0] / "run", results_dir=tmp_path / "r")
@@ -304,7 +306,7 @@ def test_predictability_through_the_runner(demo_results):
             assert r["value"] == (80 if "@step10" in r["task"] or r["step"] == 10 else 160)
     members, sizes = predictability_matrix(run.results(), "precision", step=20)
     steps, times = predictability_matrix(run.results(), "recall", member="d64-l2-seed1")
-    assert members == [m.name for m in run.members] and sizes.shape == (4, 4) and steps == [10, 20]
+    assert members == [m.name for m in run.members if m.base is None] and sizes.shape == (4, 4) and steps == [10, 20]
     want = {(r["member"], r["step"], r["task"], r["metric"]): r["value"] for r in rows}
     cell = want[("d64-l2-seed1", 20, "predictor=d32-l2-seed2@step20", "precision")]
     assert sizes[2, 1] == cell or (cell is None and np.isnan(sizes[2, 1]))
