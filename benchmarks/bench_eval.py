@@ -23,6 +23,7 @@ import argparse
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -163,6 +164,7 @@ def main() -> None:
     for name in names[1:]:
         wall, _, num = best[name]
         print(f"  {name:<30} {wall:8.2f} s   ratio {wall / wall_o:5.2f}x   same numbers: {_compare(num_o, num)}")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

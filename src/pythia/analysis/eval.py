@@ -49,7 +49,7 @@ class Eval(Analysis):
         paths = [p for p in (self.opts["include_path"] or "").split(",") if p.strip()]
         demo = demo_task_dir(run)
         if demo is not None and str(demo) not in paths:
-            paths.append(str(demo))
+            paths.insert(0, str(demo))  # first: a task of the user's paths overrides a demo task
         if self.opts["tasks"]:
             return [t.strip() for t in self.opts["tasks"].split(",") if t.strip()], paths
         if demo is not None:
