@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import atomic_path
+from .io import save_png
 from .results import ResultsStore
 
 ANALYSIS = "compare"
@@ -183,10 +183,7 @@ def plot_comparison(series: list[Series], path: str | Path, base: str, fork: str
     fig.suptitle(f"{fork} vs {base}{more}" + (f"; dotted: from step {from_step}" if from_step is not None else ""),
                  fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    path = save_png(fig, path)
     plt.close(fig)
     return path
 

@@ -24,6 +24,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -138,6 +139,12 @@ class ResultsStore:
         return path
 
 
+def natural_key(text: str | None) -> list:
+    """Sort key that orders embedded numbers by value (d64-l2 < d128-l3, seed2 < seed10, 1.4b < 12b)."""
+    return [(0, float(t), "") if re.fullmatch(r"\d+(?:\.\d+)?", t) else (1, 0.0, t)
+            for t in re.split(r"(\d+(?:\.\d+)?)", text or "") if t]
+
+
 def _fmt(value: Any) -> Any:
     if value is None:
         return ""
@@ -170,4 +177,4 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["COLUMNS", "KEY", "ResultsStore", "Row", "format_table"]
+__all__ = ["COLUMNS", "KEY", "ResultsStore", "Row", "format_table", "natural_key"]

@@ -52,10 +52,6 @@ def parse_revision(revision: Any) -> int | None:
     raise RunError(f"revision must be 'stepN' (e.g. 'step128'), an integer step or 'main', got {revision!r}")
 
 
-def _natural(name: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
 @dataclass(frozen=True)
 class Checkpoint:
     """One checkpoint `(member, step)`: where its HF folder is and how to load it."""
@@ -95,7 +91,7 @@ class Checkpoint:
         """Our GPTNeoX with this checkpoint's weights, in eval mode."""
         from .hf import load_model
 
-        return load_model(self.path, device=device, dtype=_dtype(dtype))
+        return load_model(self.path, device=device, dtype=dtype)
 
     @property
     def tokens(self) -> int | None:
@@ -104,12 +100,6 @@ class Checkpoint:
         if m.global_batch is None or m.seq_len is None:
             return None
         return self.step * m.global_batch * m.seq_len
-
-
-def _dtype(dtype: Any):
-    from .hf import _torch_dtype
-
-    return _torch_dtype(dtype)
 
 
 @dataclass

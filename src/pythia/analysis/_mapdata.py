@@ -144,7 +144,7 @@ def plot_training_map(tm: TrainingMap, path: str | Path, title: str = "") -> Pat
     transition graph (edges with probability > 0.01, self-loops written in the nodes)."""
     from matplotlib.figure import Figure
 
-    from ..io import atomic_path
+    from ..io import save_png
 
     fig = Figure(figsize=(12, max(4.5, 1.2 + 0.38 * len(tm.seqs))), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=(2.2, 1))
@@ -152,10 +152,7 @@ def plot_training_map(tm: TrainingMap, path: str | Path, title: str = "") -> Pat
     _draw_graph(right, tm.transitions())
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
+    return save_png(fig, path)
 
 
 def _colors(n: int) -> list[str]:

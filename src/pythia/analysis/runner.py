@@ -209,7 +209,7 @@ def _inputs_digest(store: ResultsStore, a: Analysis) -> str:
 
 
 def _one_run_analysis(run, a: Analysis, store: ResultsStore, members, summary: AnalyzeSummary, force: bool) -> None:
-    key = a.cache_key(_inputs_digest(store, a))
+    key = a.cache_key(_inputs_digest(store, a) if a.cacheable else None)  # never compared when not cacheable
     key["members"] = [m.name for m in members]
     if not force and a.cacheable and store.unit_key(a.name, None, None) == key:
         summary.cached.append(a.name)

@@ -28,7 +28,7 @@ from collections import defaultdict
 
 from ..io import write_text_atomic
 from ._agreement import agreement_rows
-from ._seedstats import MIN_OTHERS, STATS, Z_THRESHOLD, align, flagged, robust_z, spread
+from ._seedstats import MIN_OTHERS, Z_THRESHOLD, align, flagged, robust_z, spread
 from .base import Analysis, Option, register
 
 SKIP_BY_DEFAULT = ("seeds", "training_map", "train_loss")

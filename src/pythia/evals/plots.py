@@ -13,7 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import atomic_path
+from ..io import save_png
+from ..results import natural_key
 
 __all__ = ["ANALYSES", "Series", "benchmark_series", "plot_benchmarks"]
 
@@ -40,14 +41,10 @@ class Series:
         return f"{self.suite} {self.size}" + (f" ({k} seeds)" if k > 1 else "")
 
 
-def _natural(text: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+(?:\.\d+)?)", text or "")]
-
-
 def _size_key(size: str) -> tuple:
     """Pythia sizes by parameters (70m < 1.4b), others naturally (d64-l2 < d128-l3)."""
     m = re.fullmatch(r"pythia-(\d+(?:\.\d+)?)([mb])", size or "")
-    return (0, float(m[1]) * (1000 if m[2] == "b" else 1), "") if m else (1, 0.0, _natural(size))
+    return (0, float(m[1]) * (1000 if m[2] == "b" else 1), "") if m else (1, 0.0, natural_key(size))
 
 
 def benchmark_series(rows: list[dict], task: str, metric: str, x: str = "step") -> list[Series]:
@@ -60,7 +57,7 @@ def benchmark_series(rows: list[dict], task: str, metric: str, x: str = "step") 
     for (suite, size), by_x in sorted(points.items(), key=lambda kv: (kv[0][0], _size_key(kv[0][1]))):
         xs = sorted(by_x)
         vals = [list(by_x[v].values()) for v in xs]
-        members = sorted({m for v in by_x.values() for m in v}, key=_natural)
+        members = sorted({m for v in by_x.values() for m in v}, key=natural_key)
         out.append(Series(suite, size, members, xs, [sum(v) / len(v) for v in vals], [min(v) for v in vals],
                           [max(v) for v in vals], [len(v) for v in vals]))
     return out
@@ -108,9 +105,6 @@ def plot_benchmarks(rows: list[dict], panels: list[tuple[str, str]], path: str |
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    path = save_png(fig, path)
     plt.close(fig)
     return path

@@ -21,6 +21,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from pythia.results import natural_key
+
 __all__ = ["Figure", "Palette", "Series", "curve_figure", "curve_traces", "dropdown_figure", "group_series",
            "heatmap_layout", "heatmap_trace", "natural", "size_key", "step_axis", "step_ticks", "thin"]
 
@@ -50,10 +52,7 @@ class Figure:
 
 
 # ------------------------------------------------------------------------------ ordering
-def natural(text: str) -> list:
-    """Sort key that orders embedded numbers by value (d64-l2 < d128-l3, seed2 < seed10)."""
-    return [(0, float(t), "") if re.fullmatch(r"\d+(?:\.\d+)?", t) else (1, 0.0, t)
-            for t in re.split(r"(\d+(?:\.\d+)?)", text or "") if t]
+natural = natural_key  # the report's name for pythia.results.natural_key
 
 
 def size_key(size: str) -> tuple:

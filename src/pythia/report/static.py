@@ -10,12 +10,11 @@ each is compared with its base (pythia.compare: rows in the table, compare_{fork
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from pathlib import Path
 
-from pythia.io import atomic_path
-from pythia.results import ResultsStore
+from pythia.io import save_png
+from pythia.results import ResultsStore, natural_key
 
 VAL_METRIC = "val_loss"
 TRAIN_METRIC = "train_loss"
@@ -42,13 +41,9 @@ def write_table(rows: list[dict], path: str | Path) -> Path:
 def _size_order(rows: list[dict]) -> list[str]:
     """Sizes in the order their members appear (members sort by name, so by suite order)."""
     seen: dict[str, None] = {}
-    for r in sorted(rows, key=lambda r: _natural_key(r["member"])):
+    for r in sorted(rows, key=lambda r: natural_key(r["member"])):
         seen.setdefault(r["size"], None)
     return list(seen)
-
-
-def _natural_key(text: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
 def curves(rows: list[dict], metric: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
@@ -143,9 +138,7 @@ def plot_learning_curves(rows: list[dict], path: str | Path, val_metric: str | N
         ax.legend(fontsize=8)
         ax.set_title(f"{title}: {label}" if title else label)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    path = save_png(fig, path, dpi=120)
     plt.close(fig)
     return path
 
