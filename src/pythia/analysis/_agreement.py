@@ -64,16 +64,30 @@ def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float | None:
     return (p_o - p_e) / (1.0 - p_e)
 
 
-def items_kappa(x: Items, y: Items, what: str) -> float | None:
+def items_kappa(x: Items, y: Items, what: str, skipped: dict | None = None) -> float | None:
+    """Cohen's kappa on the items both have; None (and `what` noted in `skipped`, or warned)
+    when they share no item or give one same label to every item (kappa undefined)."""
     shared, ix, iy = np.intersect1d(x.doc_id, y.doc_id, assume_unique=True, return_indices=True)
+    reason = None
     if shared.size == 0:
-        warnings.warn(f"agreement: {what}: no doc_id in common; skipped", stacklevel=3)
-        return None
-    kappa = cohen_kappa(x.label[ix], y.label[iy])
-    if kappa is None:
-        warnings.warn(f"agreement: {what}: both checkpoints give one same label to every item; kappa "
-                      "undefined, skipped", stacklevel=3)
+        reason = "no doc_id in common"
+    kappa = cohen_kappa(x.label[ix], y.label[iy]) if reason is None else None
+    if reason is None and kappa is None:
+        reason = "both checkpoints give one same label to every item; kappa undefined"
+    if reason is not None:
+        if skipped is None:
+            warnings.warn(f"agreement: {what}: {reason}, skipped", stacklevel=3)
+        else:
+            skipped.setdefault(reason, []).append(what)
     return kappa
+
+
+def _warn_skipped(skipped: dict) -> None:
+    """One warning per reason (an untrained suite has thousands of constant-label pairs)."""
+    for reason, whats in skipped.items():
+        more = f" and {len(whats) - 3} more" if len(whats) > 3 else ""
+        warnings.warn(f"agreement: {reason} for {len(whats)} pair(s) of checkpoints, skipped: "
+                      f"{'; '.join(whats[:3])}{more}", stacklevel=3)
 
 
 def item_files(results_dir: Path, member: str) -> dict[str, dict[int, Path]]:
@@ -95,6 +109,7 @@ def agreement_rows(results_dir: Path, shapes: dict[str, list], reference_seed: i
     rows: list[dict] = []
     references: dict[str, str] = {}
     cache: dict[Path, Items] = {}
+    skipped: dict[str, list[str]] = {}
 
     def load(p: Path) -> Items:
         if p not in cache:
@@ -104,7 +119,7 @@ def agreement_rows(results_dir: Path, shapes: dict[str, list], reference_seed: i
     for shape, members in shapes.items():
         files = {m.name: item_files(results_dir, m.name) for m in members}
         for m in members:
-            rows += _self_consistency(m, files[m.name], load)
+            rows += _self_consistency(m, files[m.name], load, skipped)
         ref = _reference(shape, members, reference_seed)
         if ref is None:
             continue
@@ -115,13 +130,15 @@ def agreement_rows(results_dir: Path, shapes: dict[str, list], reference_seed: i
             for task, steps in files[m.name].items():
                 theirs = files[ref.name].get(task, {})
                 for step in sorted(set(steps) & set(theirs)):
-                    k = items_kappa(load(steps[step]), load(theirs[step]), f"{m.name} vs {ref.name} {task} step{step}")
+                    k = items_kappa(load(steps[step]), load(theirs[step]), f"{m.name} vs {ref.name} {task} step{step}",
+                                    skipped)
                     if k is not None:
                         rows.append({"member": m.name, "step": step, "task": task, "metric": "inter_seed", "value": k})
+    _warn_skipped(skipped)
     return rows, references
 
 
-def _self_consistency(member, files: dict[str, dict[int, Path]], load) -> list[dict]:
+def _self_consistency(member, files: dict[str, dict[int, Path]], load, skipped: dict) -> list[dict]:
     rows = []
     for task, steps in files.items():
         final = max(steps)
@@ -129,7 +146,8 @@ def _self_consistency(member, files: dict[str, dict[int, Path]], load) -> list[d
             warnings.warn(f"agreement: {member.name} {task}: no items at the final checkpoint step{member.steps[-1]}; "
                           f"self-consistency is measured against step{final}", stacklevel=3)
         for step in sorted(steps):
-            k = items_kappa(load(steps[step]), load(steps[final]), f"{member.name} {task} step{step} vs step{final}")
+            k = items_kappa(load(steps[step]), load(steps[final]), f"{member.name} {task} step{step} vs step{final}",
+                            skipped)
             if k is not None:
                 rows.append({"member": member.name, "step": step, "task": task, "metric": "self_consistency",
                              "value": k})

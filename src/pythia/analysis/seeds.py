@@ -31,9 +31,13 @@ from ._agreement import agreement_rows
 from ._seedstats import MIN_OTHERS, Z_THRESHOLD, align, flagged, robust_z, spread
 from .base import Analysis, Option, register
 
-SKIP_BY_DEFAULT = ("seeds", "training_map", "train_loss")
-"""Not summarised unless named: this analysis, the categorical map states, and the per-update
-training log (one row per update; summarise it with --seed-analyses train_loss)."""
+SKIP_BY_DEFAULT = ("seeds", "training_map", "train_loss", "memorization_predictability", "term_counts",
+                   "term_frequency")
+"""Not summarised unless named: this analysis, the categorical map states, the per-update
+training log (one row per update; summarise it with --seed-analyses train_loss), the pairwise
+predictability of memorized sets (one task per predictor checkpoint, not a measure of one
+model), term counts (a property of the training order, not of the model) and the term-frequency
+join (its accuracies are the eval rows, summarised there)."""
 
 
 def shapes_of(members) -> dict[str, list]:
@@ -57,7 +61,8 @@ class Seeds(Analysis):
     version = 1
     options = (
         Option("seed_analyses", str, None, "comma list of analyses to summarise over seeds (default: every one in "
-               "the table except seeds, training_map and train_loss)"),
+               "the table except seeds, training_map, train_loss, memorization_predictability, "
+               "term_counts and term_frequency)"),
         Option("outlier_z", float, Z_THRESHOLD, "flag a seed where its robust z against the other seeds exceeds this"),
         Option("outlier_steps", int, 2, "... for at least this many consecutive checkpoints"),
         Option("reference_seed", int, None, "seed that inter-seed agreement compares with (default: each shape's "

@@ -66,14 +66,19 @@ def _template(op: str) -> dict:
     }
 
 
-def write_arithmetic_tasks(out_dir, ops=tuple(OPERATIONS)) -> list[str]:
+def write_arithmetic_tasks(out_dir, ops=tuple(OPERATIONS), x2_max: int = X2_RANGE[-1]) -> list[str]:
     """Write the study's tasks as lm-eval 0.4 YAML + JSON-lines data under out_dir (absolute
     paths inside: regenerate the folder if it moves); returns the task names. Each operation's
-    tasks share the tag `num_reasoning_arithmetic_{op}`, so `--tasks` can name all 100 at once."""
+    tasks share the tag `num_reasoning_arithmetic_{op}`, so `--tasks` can name all 100 at once.
+    `x2_max` < 50 keeps the items x2 = 1..x2_max only (fewer items and a smaller few-shot pool:
+    lm-eval iterates every task's pool when it loads it), for a quick look such as the demo's."""
     import yaml
 
     from ..io import atomic_dir
 
+    if not 1 <= x2_max <= X2_RANGE[-1]:
+        raise ValueError(f"x2_max must be in 1..{X2_RANGE[-1]}, got {x2_max}")
+    x2_range = range(1, x2_max + 1)
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
         raise FileExistsError(f"{out_dir}: exists and is not a folder of generated tasks (no {MARKER}); "
@@ -87,7 +92,7 @@ def write_arithmetic_tasks(out_dir, ops=tuple(OPERATIONS)) -> list[str]:
             fn = OPERATIONS[op][1]
             files = {x1: out_dir / "data" / f"{op}_{x1}.jsonl" for x1 in X1_RANGE}
             for x1 in X1_RANGE:
-                lines = [f'{{"x1": {x1}, "x2": {x2}, "y": "{fn(x1, x2)}"}}\n' for x2 in X2_RANGE]
+                lines = [f'{{"x1": {x1}, "x2": {x2}, "y": "{fn(x1, x2)}"}}\n' for x2 in x2_range]
                 (tmp / "data" / files[x1].name).write_text("".join(lines), encoding="utf-8")
             template = f"_{TASK_PREFIX}_{op}.yaml"
             (tmp / template).write_text(yaml.safe_dump(_template(op), sort_keys=False), encoding="utf-8")
@@ -98,7 +103,7 @@ def write_arithmetic_tasks(out_dir, ops=tuple(OPERATIONS)) -> list[str]:
                            "validation": [str(files[x]) for x in X1_RANGE if x != x1]}}}
                 (tmp / f"{task_name(op, x1)}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
                 names.append(task_name(op, x1))
-        (tmp / MARKER).write_text(json.dumps({"format": TASKS_FORMAT, "tasks": names}, indent=1) + "\n")
+        (tmp / MARKER).write_text(json.dumps({"format": TASKS_FORMAT, "x2_max": x2_max, "tasks": names}, indent=1) + "\n")
     return names
 
 

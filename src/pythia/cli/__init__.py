@@ -11,6 +11,7 @@ import argparse
 import errno
 import os
 import sys
+import warnings
 
 from . import analyze as _analyze
 from . import compare as _compare
@@ -56,12 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings meant for the user (what was skipped, dropped or assumed) as one line each,
+    without the source line Python shows by default."""
+    return f"pythia: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["results", "import"]:  # a subcommand beside `pythia results RUN`
         parser, argv = _analyze.results_import_parser(), argv[1:]
     args = parser.parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -591,7 +591,7 @@ def _arithmetic_tasks(args) -> int:
     from pythia.analysis.term_frequency import TASK_PREFIX, write_arithmetic_tasks
 
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
-    names = write_arithmetic_tasks(args.out, ops)
+    names = write_arithmetic_tasks(args.out, ops, x2_max=args.x2_max)
     print(f"wrote {len(names)} lm-eval tasks to {args.out}; tags: " + ", ".join(f"{TASK_PREFIX}_{o}" for o in ops))
     return 0
 
@@ -652,3 +652,5 @@ def register_counts(dsub) -> None:
              "  pythia analyze demo-output/run term_frequency\n", _arithmetic_tasks)
     p.add_argument("--out", required=True, help="output folder (created; replaced if it holds generated tasks)")
     p.add_argument("--ops", default="addition,multiplication", help="operations (default addition,multiplication)")
+    p.add_argument("--x2-max", type=int, default=50, metavar="N",
+                   help="items x2 = 1..N per task (default 50, the study's; fewer load and run faster)")

@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Callable
 
 from pythia.demo.corpus import CorpusSettings, build_corpus
+from pythia.demo.studies import DemoStudies, run_studies
 from pythia.io import write_json_atomic, write_text_atomic
 
-DEMO_VERSION = 2  # tick when a change makes old demo folders unusable (2: the intervention fork)
+DEMO_VERSION = 3  # tick when a change makes old demo folders unusable (2: the intervention fork, 3: the studies)
 
 
 @dataclass(frozen=True)
@@ -90,26 +91,30 @@ class DemoSettings:
     data_seed: int = 1234  # Pythia's training-order seed
     valid_samples: int = 64  # validation sequences scored at every checkpoint
     intervention: DemoIntervention | None = None
+    studies: DemoStudies | None = None
 
 
-# Full demo: three sizes (0.36M, 1.1M, 2.6M parameters) x two seeds, 256 steps of 16 x 128
-# tokens (~0.5M tokens, a fifth of the corpus), checkpoints 0, 1, 2, 4, ..., 32, then every
-# 32 (Pythia: ..., 512, then every 1000). Sized to finish in about 3.5 minutes on 2 idle CPU
-# cores (the bound is 10; README.md and `pythia demo --help` quote pythia.cli.demo's
-# FULL_DURATION / QUICK_DURATION).
+# Full demo: three sizes (0.23M, 0.53M, 1.05M parameters) x four seeds, 256 steps of 16 x 128
+# tokens (~0.5M tokens, a fifth of the corpus), checkpoints 0, 1, 2, 4, 8, then every 16 (21 in
+# all; Pythia: ..., 512, then every 1000): enough seeds and checkpoints for a training map with
+# several states and for outlier scores (4 seeds). Sized to finish, studies and report included,
+# within the 10 minutes on 2 CPU cores (README.md and `pythia demo --help` quote
+# pythia.cli.demo's FULL_DURATION / QUICK_DURATION).
 FULL = DemoSettings(
     mode="full",
     corpus=CorpusSettings(),
     vocab_size=2048,
-    sizes=(Size("d64-l2", 2, 64, 4), Size("d128-l3", 3, 128, 4), Size("d192-l4", 4, 192, 4)),
-    seeds=(1, 2),
+    sizes=(Size("d64-l2", 2, 64, 4), Size("d96-l3", 3, 96, 4), Size("d128-l4", 4, 128, 4)),
+    seeds=(1, 2, 3, 4),
     seq_len=128,
     global_batch=16,
     train_iters=256,
-    checkpoint_interval=32,
+    checkpoint_interval=16,
     lr=2e-3,
     min_lr=2e-4,
-    intervention=DemoIntervention("this", "d128-l3-seed1", 128, SELF_TO_THIS, " self, this"),
+    intervention=DemoIntervention("this", "d96-l3-seed1", 128, SELF_TO_THIS, " self, this"),
+    studies=DemoStudies(eval_steps="0,4,16,32,64,96,128,160,192,224,256", memorization_steps="all",
+                        arithmetic_steps="64,256", arithmetic_x2_max=5, arithmetic_seeds=(1,)),
 )
 # Quick demo (what the tests run): micro models, 20 steps, a ~1.5 MB corpus: under a minute.
 QUICK = DemoSettings(
@@ -126,6 +131,8 @@ QUICK = DemoSettings(
     min_lr=2e-4,
     valid_samples=16,
     intervention=DemoIntervention("this", "d64-l2-seed1", 10, SELF_TO_THIS, " self, this"),
+    studies=DemoStudies(eval_steps="all", memorization_steps="all", arithmetic_steps="10,20",
+                        arithmetic_x2_max=5, arithmetic_seeds=(1,)),
 )
 
 
@@ -254,7 +261,7 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
     _claim_folder(out_dir, settings)
     corpus_dir, data_dir = out_dir / "corpus", out_dir / "data"
 
-    log(f"[1/5] corpus: Python's standard library -> {corpus_dir}")
+    log(f"[1/6] corpus: Python's standard library -> {corpus_dir}")
     manifest = build_corpus(corpus_dir, settings.corpus)
     tr, va = manifest["splits"]["train"], manifest["splits"]["valid"]
     log(f"      Python {manifest['python_version']}: {tr['documents']} train / "
@@ -264,10 +271,10 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
     _check_corpus_stamp(data_dir, manifest["sha256"])
     tok_path = data_dir / "tokenizer.json"
     if not tok_path.is_file():
-        log(f"[2/5] tokenizer: byte-level BPE, vocab {settings.vocab_size} -> {tok_path}")
+        log(f"[2/6] tokenizer: byte-level BPE, vocab {settings.vocab_size} -> {tok_path}")
         train_tokenizer(corpus_dir / "train.jsonl", settings.vocab_size, tok_path)
     else:
-        log(f"[2/5] tokenizer: {tok_path} (already trained)")
+        log(f"[2/6] tokenizer: {tok_path} (already trained)")
     tok = tokenizer_info(tok_path)
 
     for split in ("train", "valid"):
@@ -276,7 +283,7 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
         if m is None:
             m = tokenize_corpus([corpus_dir / f"{split}.jsonl"], tok_path, prefix, workers=1,
                                 progress=progress)
-        log(f"[3/5] tokens: {split}: {m['documents']} documents, {m['tokens']:,} tokens "
+        log(f"[3/6] tokens: {split}: {m['documents']} documents, {m['tokens']:,} tokens "
             f"-> {prefix}.bin/.idx")
 
     spec_dict = suite_spec(settings, out_dir, tok)
@@ -284,7 +291,7 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
     write_text_atomic(spec_path, yaml.safe_dump(spec_dict, sort_keys=False))
     spec = SuiteSpec.from_dict(spec_dict)
     n_members = len(settings.sizes) * len(settings.seeds)
-    log(f"[4/5] train: {len(settings.sizes)} sizes x {len(settings.seeds)} seeds = "
+    log(f"[4/6] train: {len(settings.sizes)} sizes x {len(settings.seeds)} seeds = "
         f"{n_members} members, {settings.train_iters} steps of {settings.global_batch} x "
         f"{settings.seq_len} tokens -> {out_dir / 'run'}")
     iv = settings.intervention
@@ -293,9 +300,13 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
             + ", ".join(f"{a!r} -> {b!r}" for a, b in iv.token_map) + " in its batches from then on")
     run_dir = Path(train_suite(spec, progress=progress))
 
-    log(f"[5/5] report -> {out_dir / 'report'}" + (" (probe and comparison of the fork)" if iv else ""))
+    if settings.studies is not None:
+        log(f"[5/6] studies: every analysis on the run -> {run_dir / 'results'}")
+        run_studies(settings.studies, out_dir, run_dir, progress=progress, log=log)
     if iv is not None:
+        log(f"      intervention: pronoun_probe on {iv.member} and its fork {fork_name(settings)}")
         run_probe(settings, out_dir, run_dir)
+    log(f"[6/6] report -> {out_dir / 'report'}")
     report = build_report(run_dir, out_dir / "report")
     return DemoResult(out_dir=out_dir, corpus_manifest=manifest, run_dir=run_dir,
                       report=report, seconds=time.monotonic() - start,

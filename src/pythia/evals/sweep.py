@@ -39,7 +39,7 @@ import numpy as np
 from ..io import atomic_path, write_text_atomic
 from ..results import Row
 from .naming import result_rows, task_label
-from .tasks import TaskSpec
+from .tasks import TaskSpec, quiet_lm_eval
 
 __all__ = ["checkpoint_eval", "item_arrays", "prepare_tasks", "shots", "write_npz"]
 
@@ -95,7 +95,9 @@ def run_lm_eval(lm, specs: list[TaskSpec], limit: int | None, bootstrap_iters: i
     for s in specs:
         for task in s.loaded["tasks"].values():
             task.set_fewshot_seed(seed=FEWSHOT_SEED)
-    return evaluate(lm=lm, task_dict=_merge(specs), limit=limit, bootstrap_iters=bootstrap_iters, log_samples=True)
+    with quiet_lm_eval():
+        return evaluate(lm=lm, task_dict=_merge(specs), limit=limit, bootstrap_iters=bootstrap_iters,
+                        log_samples=True)
 
 
 def _slice(out: dict, spec: TaskSpec) -> dict:

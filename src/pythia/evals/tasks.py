@@ -11,8 +11,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
+import io
 import json
 import os
 import sys
@@ -171,6 +173,18 @@ def _fingerprint(loaded: dict) -> str:
     return h.hexdigest()[:20]
 
 
+@contextlib.contextmanager
+def quiet_lm_eval():
+    """Swallow what lm-eval and datasets print while they load tasks and score: a
+    "Generating test split" bar per data file, a request-building bar per task, a
+    "bootstrapping for stddev" line and bar per metric (hundreds of lines per checkpoint for
+    the arithmetic tasks). The sweep draws its own bar; errors still raise, and logging
+    handlers keep the stream they were made with, so lm-eval's warnings are still shown."""
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
+
+
 def load_tasks(names: list[str], include_path: Any = None) -> list[TaskSpec]:
     """Load lm-eval tasks/groups by name, offline; raises TaskError naming what is wrong."""
     go_offline()
@@ -186,7 +200,8 @@ def load_tasks(names: list[str], include_path: Any = None) -> list[TaskSpec]:
             raise _unknown(missing, paths, local, tm)
     specs = []
     for name in names:
-        loaded = _load_one(tm, name)
+        with quiet_lm_eval():
+            loaded = _load_one(tm, name)
         entry = tm.task_index.get(name)
         specs.append(TaskSpec(name=name, loaded=loaded, yaml_path=str(entry.yaml_path) if entry and entry.yaml_path
                               else None, fingerprint=_fingerprint(loaded)))

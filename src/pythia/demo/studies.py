@@ -1,0 +1,92 @@
+"""The studies `pythia demo` runs on its trained suite before the report: every analysis of the
+toolkit once, through the same runner as `pythia analyze` (so each is cached per checkpoint and
+a re-run after an interruption computes only what is missing).
+
+    benchmarks       eval: the demo's lm-eval tasks (cut from held-out documents) at `eval_steps`
+    memorization     Pythia's score of every trained sequence, at `memorization_steps`; which
+                     earlier checkpoints and smaller sizes predict a memorized set
+    seeds            checkpoint weight statistics at every step, spread over seeds, outliers,
+                     per-item agreement, and the PolyPythias training map (Gaussian HMM)
+    term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
+                     against how often x1 was seen) on `arithmetic_members` at `arithmetic_steps`
+    intervention     the fork's pronoun probe (pipeline.run_probe)
+
+The demo corpus is Python code: arithmetic accuracy stays near zero and the benchmarks near
+chance for models this small. The pipeline, not the numbers, is what those sections show.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pythia.io import write_text_atomic
+
+# Terms whose counts the report follows over training steps: Python's most frequent identifier,
+# the intervention's replacement, and two keywords.
+DEMO_TERMS = (" self", " this", "import", " None")
+
+
+@dataclass(frozen=True)
+class DemoStudies:
+    """Which checkpoints each study reads (every study runs on every seed and size unless said)."""
+
+    eval_steps: str
+    """Steps of the benchmark sweep ("all" or a list): per-item outcomes feed seed agreement."""
+    memorization_steps: str
+    arithmetic_steps: str
+    arithmetic_x2_max: int
+    """Items x2 = 1..N per x1 (the study: 50); few, because lm-eval runs a hundred tasks per step."""
+    arithmetic_seeds: tuple[int, ...]
+    """Seeds whose members (every size) answer the arithmetic tasks."""
+    memorized_at: int = 32
+    """Matched tokens counted as memorized by the predictability matrices (Pythia: all 32)."""
+
+
+def _base_members(run) -> list[str]:
+    return [m.name for m in run.members if m.base is None]
+
+
+def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bool = False,
+                log: Callable[[str], None] = print) -> dict:
+    """Every analysis on the demo's run; returns {study: seconds}."""
+    from pythia.analysis.runner import run_analyses
+    from pythia.analysis.term_frequency import TASK_PREFIX, write_arithmetic_tasks
+    from pythia.evals.demo_tasks import build_demo_tasks
+    from pythia.run import open_run
+
+    run = open_run(run_dir)
+    base = _base_members(run)
+    seconds: dict[str, float] = {}
+
+    def analyze(label: str, names: str, **kw) -> None:
+        t0 = time.monotonic()
+        summary = run_analyses(run, names, device="cpu", progress=progress, **kw)
+        if not summary.ok:
+            raise RuntimeError(f"demo study {label}: {summary.format()}")
+        took = time.monotonic() - t0
+        seconds[label] = seconds.get(label, 0.0) + took
+        log(f"      {label:<15s} {names:<28s} {len(summary.computed):4d} computed, "
+            f"{len(summary.cached):4d} up to date, {took:5.1f} s")
+
+    build_demo_tasks(out_dir)  # OUT/tasks: the eval analysis finds them on its own
+    analyze("benchmarks", "eval", members=base, steps=studies.eval_steps)
+    analyze("memorization", "memorization", members=base, steps=studies.memorization_steps)
+    analyze("memorization", "memorization_predictability",
+            options={"memorized_at": studies.memorized_at})
+    analyze("seeds", "weights", members=base)
+    analyze("seeds", "seeds,training_map", members=base)
+
+    terms = out_dir / "terms.txt"
+    write_text_atomic(terms, "\n".join(DEMO_TERMS) + "\n")
+    analyze("term frequency", "term_counts", members=base, options={"terms": str(terms)})
+    arith = out_dir / "tasks-arithmetic"
+    if not (arith / "tasks.json").is_file():
+        write_arithmetic_tasks(arith, ops=("addition",), x2_max=studies.arithmetic_x2_max)
+    arith_members = [m.name for m in run.members if m.base is None and m.seed in studies.arithmetic_seeds]
+    analyze("term frequency", "eval", members=arith_members, steps=studies.arithmetic_steps,
+            options={"tasks": f"{TASK_PREFIX}_addition", "include_path": str(arith), "num_fewshot": 2,
+                     "bootstrap_iters": 0})
+    analyze("term frequency", "term_frequency", members=arith_members)
+    return seconds
