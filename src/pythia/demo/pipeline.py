@@ -113,7 +113,7 @@ FULL = DemoSettings(
     lr=2e-3,
     min_lr=2e-4,
     intervention=DemoIntervention("this", "d96-l3-seed1", 128, SELF_TO_THIS, " self, this"),
-    studies=DemoStudies(eval_steps="0,4,16,32,64,96,128,160,192,224,256", memorization_steps="all",
+    studies=DemoStudies(eval_steps="0,4,16,64,128,192,256", eval_limit=48, memorization_steps="all",
                         arithmetic_steps="64,256", arithmetic_x2_max=5, arithmetic_seeds=(1,)),
 )
 # Quick demo (what the tests run): micro models, 20 steps, a ~1.5 MB corpus: under a minute.
@@ -131,7 +131,7 @@ QUICK = DemoSettings(
     min_lr=2e-4,
     valid_samples=16,
     intervention=DemoIntervention("this", "d64-l2-seed1", 10, SELF_TO_THIS, " self, this"),
-    studies=DemoStudies(eval_steps="all", memorization_steps="all", arithmetic_steps="10,20",
+    studies=DemoStudies(eval_steps="all", eval_limit=None, memorization_steps="all", arithmetic_steps="10,20",
                         arithmetic_x2_max=5, arithmetic_seeds=(1,)),
 )
 

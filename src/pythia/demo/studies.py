@@ -34,6 +34,8 @@ class DemoStudies:
 
     eval_steps: str
     """Steps of the benchmark sweep ("all" or a list): per-item outcomes feed seed agreement."""
+    eval_limit: int | None
+    """Documents per benchmark task (the held-out perplexity task alone reads every valid token)."""
     memorization_steps: str
     arithmetic_steps: str
     arithmetic_x2_max: int
@@ -71,7 +73,7 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
             f"{len(summary.cached):4d} up to date, {took:5.1f} s")
 
     build_demo_tasks(out_dir)  # OUT/tasks: the eval analysis finds them on its own
-    analyze("benchmarks", "eval", members=base, steps=studies.eval_steps)
+    analyze("benchmarks", "eval", members=base, steps=studies.eval_steps, options={"limit": studies.eval_limit})
     analyze("memorization", "memorization", members=base, steps=studies.memorization_steps)
     analyze("memorization", "memorization_predictability",
             options={"memorized_at": studies.memorized_at})
