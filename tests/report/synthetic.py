@@ -73,6 +73,12 @@ def memorization_rows() -> list[dict]:
             rows += [_row("memorization", size, seed, s, f"score_hist_{k}", c, task) for k, c in enumerate(hist)]
             rows += [_row("memorization", size, seed, s, "memorized_frac", frac * (b + 1) / 2, f"trained_step={b * s // 2}:"
                           f"{(b + 1) * s // 2}") for b in range(2)]
+            for b, (lo, hi) in enumerate(DUP_BINS):  # memorization vs duplicates: rises with the count
+                task = f"duplicates={lo}:{hi}" if lo >= 0 else "duplicates=uncountable"
+                rows += [_row("memorization", size, seed, s, "memorized_frac", dup_frac(si, s, b), task),
+                         _row("memorization", size, seed, s, "sequences", n // 8 + b, task)]
+            rows += [_row("memorization", size, seed, s, "spearman", 0.1 * (si + 1) * math.log1p(s) / 5, "duplicates"),
+                     _row("memorization", size, seed, s, "countable", n - 1, "duplicates")]
     for a in ("small-seed1", "large-seed1"):
         for b in ("small-seed1", "large-seed1"):
             for s in (8, 64):
@@ -82,6 +88,13 @@ def memorization_rows() -> list[dict]:
                     rows += [{**_row("memorization_predictability", b.split("-")[0], 1, t, m, v, f"predictor={a}@step{s}"),
                               "member": b} for m, v in (("precision", precision(a, s, b, t)), ("recall", 0.5))]
     return rows
+
+
+DUP_BINS = ((1, 2), (2, 3), (3, 5), (5, 9), (-1, -1))  # duplicate-count bins [lo, hi), then uncountable
+
+
+def dup_frac(si: int, step: int, b: int) -> float:
+    return round(0.01 * (si + 1) * (b + 1) + step / 1000, 6)
 
 
 def precision(a: str, s: int, b: str, t: int) -> float:

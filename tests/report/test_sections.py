@@ -158,6 +158,23 @@ def test_memorization_curves_histogram_and_when(sections):
     assert t["y"] == pytest.approx([0.01 * math.log1p(64) * (b + 1) / 2 for b in range(2)])
 
 
+def test_memorization_vs_duplicates(sections):
+    sec = sections["memorization"]
+    fig = figure(sec, "Memorized vs duplicates")
+    t = next(t for t in fig.data if t["name"].startswith("large-seed3"))
+    last = syn.STEPS[-1]
+    assert t["name"] == f"large-seed3 @ step {last}"
+    assert t["x"] == ["1", "2", "3-4", "5-8"]  # log2 bins, the uncountable left out
+    assert t["y"] == pytest.approx([syn.dup_frac(1, last, b) for b in range(4)])
+    assert t["text"] == [last * 4 // 8 + b for b in range(4)]
+    assert fig.layout["xaxis"]["categoryarray"] == ["1", "2", "3-4", "5-8"]
+    assert len(fig.data) == len(syn.SIZES) * len(syn.SEEDS)
+    rho = figure(sec, "Rank correlation of duplicate count")
+    small = traces(rho, legendgroup="synth|small", name="mean of 4 seeds")[0]
+    assert small["y"] == pytest.approx([0.1 * math.log1p(s) / 5 for s in syn.STEPS[1:]])
+    assert not [f.title for f in sec.figures if f.title.startswith("memorization:")]  # none drawn generically
+
+
 def test_memorization_fixed_ranges_stay_apart():
     rows = [r for r in syn.memorization_rows() if r["analysis"] == "memorization" and r["metric"] == "memorized_frac"
             and r["task"].startswith("positions=")]

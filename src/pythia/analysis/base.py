@@ -123,6 +123,8 @@ class CheckpointContext:
     autocast: Any = None
     """torch.autocast dtype for forward passes (the trainer's bf16/fp16), None = none."""
     progress: bool = False
+    force: bool = False
+    """The run was forced (`force=True`): analyses must not reuse their own stored work either."""
     model_override: Any = field(default=None, repr=False)
     """The trainer passes its in-memory model (checkpoint-time hooks); None = load from disk."""
     shared: dict = field(default_factory=dict, repr=False)

@@ -11,6 +11,17 @@ each in the artifact folder (`memorization_store`), chunk by chunk so a killed r
 the results table gets the memorized fraction, the mean score, the score histogram, and the
 same binned by the step each sequence was trained at.
 
+With `duplicates=True` it also counts how many times each scored window (the prompt +
+continuation tokens from the sample start, 64 for Pythia) occurs in the member's training data
+of updates [0, step) (`pythia.data.counts`, the n-gram index of `ngram_index`, built beside the
+data on first use), stores the counts beside the scores (`load_scores(...).duplicates`), and
+adds memorization per log2 bin of that count (tasks `duplicates=A:B`, B exclusive: 1:2, 2:3,
+3:5, 5:9, ...; `duplicates=uncountable` for windows spanning two documents) and the Spearman
+rank correlation of count and score (task `duplicates`, metric `spearman`): the paper's
+"duplicates drive memorization" (Biderman et al. 2023, sec. 4; Carlini et al. 2023, arXiv
+2202.07646). Scores already stored for the same checkpoint, positions and settings are reused
+(not under force=True).
+
 `memorization_predictability` (whole run): precision and recall of predicting the memorized set
 of (member B, step t) from that of (member A, step s) over the positions both scored, across
 sizes (same step) and across checkpoints (same member). `memorization_export` writes the
@@ -24,13 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from .base import Analysis, AnalysisError, Option, Row, register
-from .memorization_store import (Positions, artifact_folders, bin_by_trained_step, compute_chunked,
-                                 export_pythia_csv, load_scores, parse_range, precision_recall, read_rows)
+from .memorization_store import (Positions, artifact_folders, bin_by_duplicates, bin_by_trained_step,
+                                 compute_chunked, compute_duplicates, export_pythia_csv, finished_scores,
+                                 load_scores, parse_range, precision_recall, read_rows)
+from .term_counts import INDEX_OPTION
 
-__all__ = ["Memorization", "MemorizationExport", "MemorizationPredictability", "fraction_over_steps",
-           "predictability_matrix"]
+__all__ = ["Memorization", "MemorizationExport", "MemorizationPredictability", "duplicate_rows",
+           "fraction_over_steps", "predictability_matrix"]
 
-_NOT_IN_KEY = ("mem_batch", "mem_chunk")  # how the work is cut, not what it computes
+_NOT_IN_KEY = ("mem_batch", "mem_chunk", "ngram_index")  # how/where the work is done, not what it computes
 
 
 def _range_option(text, name="--positions") -> tuple[int, int | None] | None:
@@ -114,11 +127,16 @@ class Memorization(Analysis):
         Option("mem_batch", int, 256, "sequences per forward pass"),
         Option("mem_chunk", int, 65536, "sequences per resumable chunk (a killed run redoes at most one)"),
         Option("when_bins", int, 16, "bins of training steps for memorization vs when a sequence was trained"),
+        Option("duplicates", bool, False, "also count how many times each scored window (prompt + continuation) "
+                                          "occurs in the training data up to the step, and bin memorization by it"),
+        INDEX_OPTION,
     )
 
     def cache_key(self, digest):
+        """Without duplicates the key is what it was before that option existed (no rescoring)."""
         key = super().cache_key(digest)
-        key["options"] = {k: v for k, v in key["options"].items() if k not in _NOT_IN_KEY}
+        key["options"] = {k: v for k, v in key["options"].items()
+                          if k not in _NOT_IN_KEY and not (k == "duplicates" and not v)}
         return key
 
     # -- input checks ------------------------------------------------------------------------
@@ -159,6 +177,9 @@ class Memorization(Analysis):
                 raise AnalysisError(f"memorization: --sample {o['sample']} is more than the {rng[1] - rng[0]} "
                                     f"positions {o['positions']}")
             check_vocab(m)
+            if o["duplicates"] and not m.global_batch:
+                raise AnalysisError(f"memorization --duplicates: {m.name}: global batch unknown, so the step at "
+                                    "which each occurrence was trained cannot be told")
 
     def positions(self, member, step: int) -> Positions:
         """The positions to score at `step` (checked against the order before any work)."""
@@ -203,11 +224,54 @@ class Memorization(Analysis):
         eod = eod_of(ctx.checkpoint)
         meta = {"member": member.name, "step": step, "digest": ctx.checkpoint.digest, "prompt_len": o["prompt_len"],
                 "cont_len": o["cont_len"], "allow_eod": bool(o["allow_eod"]), "eod_id": eod, "method": o["method"],
-                "score": self.kind}
-        score = self._scorer(ctx, order, eod)
-        result = compute_chunked(ctx.artifact_dir(self.name), positions, meta, score, o["mem_chunk"],
-                                 progress=ctx.progress, desc=f"memorization {member.name} {ctx.checkpoint.revision}")
-        return summary_rows(result, self.task(positions)) + when_rows(result, member.global_batch, o["when_bins"])
+                "score": self.kind, "version": self.version}
+        folder = ctx.artifact_dir(self.name)
+        result = self._stored(ctx, folder, positions, meta)
+        if result is None:
+            result = compute_chunked(folder, positions, meta, self._scorer(ctx, order, eod), o["mem_chunk"],
+                                     progress=ctx.progress,
+                                     desc=f"memorization {member.name} {ctx.checkpoint.revision}")
+        rows = summary_rows(result, self.task(positions)) + when_rows(result, member.global_batch, o["when_bins"])
+        if o["duplicates"]:
+            self._count(ctx, folder, positions)
+            rows += duplicate_rows(load_scores(folder))
+        return rows
+
+    def _stored(self, ctx, folder, positions: Positions, meta: dict):
+        """Scores already published for exactly this checkpoint (weights digest), these positions
+        and scoring settings by this version (e.g. when only duplicates=True or --when-bins is
+        new, or a run was killed while counting): reused unless the run is forced."""
+        return None if getattr(ctx, "force", False) else finished_scores(folder, positions, meta)
+
+    def counter(self, member):
+        """The member's count index (TermCounter), opened (built when absent) once per data order."""
+        from ..data.counts import TermCounter
+
+        cache = self.__dict__.setdefault("_counters", {})
+        key = (str(member.dataset), member.data_seed, member.global_batch, member.train_iters)
+        if key not in cache:
+            self.order(member)  # names a member without training data first
+            try:
+                cache[key] = TermCounter.for_member(member, index_dir=self.opts["ngram_index"], build=True)
+            except (OSError, ValueError) as exc:
+                raise AnalysisError(f"memorization --duplicates: {member.name}: cannot open the n-gram index of "
+                                    f"{member.dataset} ({exc})") from None
+        return cache[key]
+
+    def _count(self, ctx, folder, positions: Positions) -> None:
+        o, member, step = self.opts, ctx.member, ctx.step
+        counter, width = self.counter(member), o["prompt_len"] + o["cont_len"]
+        meta = {"member": member.name, "step": step, "until_step": step, "offset": 0, "length": width,
+                "dataset": str(member.dataset), "data_seed": member.data_seed, "global_batch": member.global_batch}
+
+        def count(pos: np.ndarray) -> np.ndarray:
+            try:
+                return counter.sequence_counts(pos, until_step=step, offset=0, length=width)
+            except ValueError as exc:
+                raise AnalysisError(f"memorization --duplicates: {member.name} step {step}: {exc}") from None
+
+        compute_duplicates(folder, positions, meta, count, o["mem_chunk"], progress=ctx.progress,
+                           desc=f"duplicates {member.name} {ctx.checkpoint.revision}")
 
     def _scorer(self, ctx, order, eod: int):
         import torch
@@ -272,6 +336,29 @@ def when_rows(result, global_batch: int | None, bins: int) -> list[Row]:
         out += [Row("sequences", b["sequences"], task), Row("memorized_frac", b["memorized"] / b["sequences"], task),
                 Row("mean_score" if full else "mean_prefix", b["mean"] / scale, task)]
     return out
+
+
+def duplicate_rows(result) -> list[Row]:
+    """sequences, memorized_frac, mean_score/mean_prefix per log2 bin of the duplicate count
+    (task "duplicates=A:B", B exclusive; "duplicates=uncountable" for windows spanning two
+    documents), and over the countable windows the Spearman rank correlation of count and score
+    (task "duplicates": `spearman`, None when undefined) and their number (`countable`)."""
+    from scipy.stats import spearmanr
+
+    full = result.meta["score"] == "full"
+    scale = result.cont_len if full else 1
+    out = []
+    for b in bin_by_duplicates(result):
+        task = "duplicates=uncountable" if b["first"] < 0 else f"duplicates={b['first']}:{b['last']}"
+        out += [Row("sequences", b["sequences"], task), Row("memorized_frac", b["memorized"] / b["sequences"], task),
+                Row("mean_score" if full else "mean_prefix", b["mean"] / scale, task)]
+    counts = np.asarray(result.duplicates)
+    ok = counts >= 0
+    c, s = counts[ok], np.asarray(result.scores)[ok]
+    rho = None
+    if len(np.unique(c)) > 1 and len(np.unique(s)) > 1:  # else the rank correlation is undefined
+        rho = float(spearmanr(c, s).statistic)
+    return out + [Row("countable", int(ok.sum()), "duplicates"), Row("spearman", rho, "duplicates")]
 
 
 @register

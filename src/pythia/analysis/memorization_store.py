@@ -4,17 +4,24 @@ Layout of one checkpoint's artifact folder (`RUN/results/artifacts/memorization/
 
     scores/meta.json       what was scored: positions (a range [lo, hi) or positions.npy),
                            prompt/continuation lengths, EOD suppression, method, score kind,
-                           the weights digest
+                           the weights digest, the analysis version
     scores/scores.npy      uint8 (N,): matched continuation tokens per sequence, 0..C
     scores/positions.npy   int64 (N,), only for sampled (non-contiguous) positions
     partial-{tag}/chunk-K.npy   work in progress: chunk K of the positions, each written
                            atomically, so a `kill -9` loses at most the chunk being scored
+    duplicates/meta.json   (option `duplicates`) what was counted: the same positions, the
+                           window [offset, offset + length), until_step, the data
+    duplicates/counts.npy  int32 (N,): how many times each scored window occurs in the
+                           training data of updates [0, until_step); -1 where it spans two
+                           documents (uncountable by a document index)
+    dup-partial-{tag}/chunk-K.npy   the counts' work in progress, chunk by chunk likewise
 
-`scores/` is replaced as a whole (atomic rename) when every chunk is done. Also here: reading
-scores back (`load_scores`), Pythia's `index,accuracy` CSV export, reading Pythia's published
-memorized sets (`EleutherAI/pythia-memorized-evals` parquet), precision/recall between two
-score sets, and memorization binned by the step a sequence was trained at. numpy only (pyarrow
-and tqdm are imported where used).
+`scores/` and `duplicates/` are each replaced as a whole (atomic rename) when every chunk is
+done. Also here: reading scores (and their duplicate counts) back (`load_scores`), Pythia's
+`index,accuracy` CSV export, reading Pythia's published memorized sets
+(`EleutherAI/pythia-memorized-evals` parquet), precision/recall between two score sets, and
+memorization binned by the step a sequence was trained at or by its duplicate count. numpy only
+(pyarrow and tqdm are imported where used).
 """
 from __future__ import annotations
 
@@ -29,11 +36,13 @@ import numpy as np
 
 from ..io import atomic_dir, atomic_path, write_text_atomic
 
-__all__ = ["FORMAT", "MemorizationScores", "Positions", "artifact_folders", "bin_by_trained_step",
-           "compute_chunked", "export_pythia_csv", "load_scores", "parse_range", "precision_recall",
-           "read_memorized_parquet", "read_rows"]
+__all__ = ["DUPLICATES_FORMAT", "FORMAT", "MemorizationScores", "Positions", "artifact_folders",
+           "bin_by_duplicates", "bin_by_trained_step", "compute_chunked", "compute_duplicates", "duplicate_bin",
+           "export_pythia_csv", "load_scores", "parse_range", "precision_recall", "read_memorized_parquet",
+           "read_rows"]
 
 FORMAT = "pythia-memorization/1"
+DUPLICATES_FORMAT = "pythia-memorization-duplicates/1"
 ANALYSIS = "memorization"
 
 
@@ -97,48 +106,107 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         np.save(f, arr, allow_pickle=False)
 
 
-def _load_chunk(path: Path, n: int) -> np.ndarray | None:
+def _load_chunk(path: Path, n: int, dtype=np.uint8) -> np.ndarray | None:
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError):
         return None
-    return arr if arr.dtype == np.uint8 and arr.shape == (n,) else None
+    return arr if arr.dtype == dtype and arr.shape == (n,) else None
 
 
-def compute_chunked(folder: Path, positions: Positions, meta: dict, score: Callable[[np.ndarray], np.ndarray],
-                    chunk: int, progress: bool = False, desc: str = "memorization") -> "MemorizationScores":
-    """Score `positions` chunk by chunk with `score(positions) -> uint8 counts`, keeping finished
-    chunks under `folder/partial-{tag}` (tag = hash of `meta` and the chunk size, so changed
-    settings never reuse old chunks), then publish `folder/scores` atomically."""
+def _run_chunks(folder: Path, prefix: str, positions: Positions, meta: dict, fn: Callable[[np.ndarray], np.ndarray],
+                chunk: int, dtype, progress: bool, desc: str) -> np.ndarray:
+    """`fn(positions)` over `positions` chunk by chunk, each chunk kept under
+    `folder/{prefix}-{tag}` (tag = hash of `meta` and the chunk size, so changed settings never
+    reuse old chunks) until all are done; returns them concatenated (the caller publishes)."""
     from tqdm.auto import tqdm
 
-    folder = Path(folder)
-    meta = {"format": FORMAT, **meta, "positions": positions.describe(), "sequences": len(positions)}
     tag = hashlib.sha256(json.dumps([meta, chunk], sort_keys=True).encode()).hexdigest()[:16]
-    part = folder / f"partial-{tag}"
-    for stale in folder.glob("partial-*"):
+    part = folder / f"{prefix}-{tag}"
+    for stale in folder.glob(f"{prefix}-*"):
         if stale != part:
             shutil.rmtree(stale, ignore_errors=True)
     part.mkdir(parents=True, exist_ok=True)
     n = len(positions)
     bounds = [(lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
     files = [part / f"chunk-{k:06d}.npy" for k in range(len(bounds))]
-    done = [_load_chunk(f, hi - lo) if f.is_file() else None for f, (lo, hi) in zip(files, bounds)]
+    done = [_load_chunk(f, hi - lo, dtype) if f.is_file() else None for f, (lo, hi) in zip(files, bounds)]
     with tqdm(total=n, initial=sum(hi - lo for d, (lo, hi) in zip(done, bounds) if d is not None), unit="seq",
               unit_scale=True, desc=desc, disable=not progress, leave=False, dynamic_ncols=True) as bar:
         for k, (lo, hi) in enumerate(bounds):
             if done[k] is None:
-                done[k] = np.asarray(score(positions.take(lo, hi)), dtype=np.uint8)
+                done[k] = np.asarray(fn(positions.take(lo, hi)), dtype=dtype)
                 _save_npy(files[k], done[k])
                 bar.update(hi - lo)
-    scores = np.concatenate(done) if done else np.zeros(0, np.uint8)
+    return np.concatenate(done) if done else np.zeros(0, dtype)
+
+
+def _finish(folder: Path, prefix: str) -> None:
+    for part in folder.glob(f"{prefix}-*"):
+        shutil.rmtree(part, ignore_errors=True)
+
+
+def compute_chunked(folder: Path, positions: Positions, meta: dict, score: Callable[[np.ndarray], np.ndarray],
+                    chunk: int, progress: bool = False, desc: str = "memorization") -> "MemorizationScores":
+    """Score `positions` chunk by chunk with `score(positions) -> uint8 counts`, keeping finished
+    chunks under `folder/partial-{tag}`, then publish `folder/scores` atomically."""
+    folder = Path(folder)
+    meta = scores_meta(positions, meta)
+    scores = _run_chunks(folder, "partial", positions, meta, score, chunk, np.uint8, progress, desc)
     with atomic_dir(folder / "scores") as tmp:
         _save_npy(tmp / "scores.npy", scores)
         if positions.values is not None:
             _save_npy(tmp / "positions.npy", positions.values)
         write_text_atomic(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    shutil.rmtree(part, ignore_errors=True)
+    _finish(folder, "partial")
     return load_scores(folder)
+
+
+def scores_meta(positions: Positions, meta: dict) -> dict:
+    """The meta.json that `compute_chunked` writes for `meta` over `positions`."""
+    return {"format": FORMAT, **meta, "positions": positions.describe(), "sequences": len(positions)}
+
+
+def finished_scores(folder: Path, positions: Positions, meta: dict) -> "MemorizationScores | None":
+    """The published scores of `folder` when they were computed with exactly this meta over
+    these positions (else None): what lets a re-run that only adds duplicate counts skip scoring."""
+    try:
+        done = load_scores(folder)
+    except (OSError, ValueError, KeyError):
+        return None
+    if done.meta != json.loads(json.dumps(scores_meta(positions, meta))):
+        return None
+    if positions.values is not None and not np.array_equal(done.positions, positions.values):
+        return None
+    return done
+
+
+def _positions_id(positions: Positions) -> dict:
+    out = positions.describe()
+    if positions.values is not None:
+        out["sha256"] = hashlib.sha256(np.ascontiguousarray(positions.values, np.int64).tobytes()).hexdigest()[:16]
+    return out
+
+
+def compute_duplicates(folder: Path, positions: Positions, meta: dict, count: Callable[[np.ndarray], np.ndarray],
+                       chunk: int, progress: bool = False, desc: str = "duplicates") -> np.ndarray:
+    """Duplicate counts of `positions` (`count(positions) -> int counts, -1 uncountable`) chunk
+    by chunk under `folder/dup-partial-{tag}`, then published as `folder/duplicates` (int32)."""
+    folder = Path(folder)
+    meta = {"format": DUPLICATES_FORMAT, **meta, "positions": _positions_id(positions), "sequences": len(positions)}
+
+    def checked(pos: np.ndarray) -> np.ndarray:
+        c = np.asarray(count(pos), dtype=np.int64)
+        if c.size and (c.max() > np.iinfo(np.int32).max or c.min() < -1):
+            raise ValueError(f"duplicate counts outside -1..2^31-1 (got {int(c.min())}..{int(c.max())})")
+        return c
+
+    counts = _run_chunks(folder, "dup-partial", positions, meta, checked, chunk, np.int32, progress, desc)
+    with atomic_dir(folder / "duplicates") as tmp:
+        _save_npy(tmp / "counts.npy", counts)
+        write_text_atomic(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    _finish(folder, "dup-partial")
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +221,10 @@ class MemorizationScores:
     scores: np.ndarray
     """uint8 (N,): matched continuation tokens (score "full") or matched prefix ("prefix")."""
     _positions: Positions
+    duplicates: np.ndarray | None = None
+    """int32 (N,) or None: how many times each scored window occurs in the training data up to
+    the step (`duplicates_meta`: which window, until_step); -1 where it spans two documents."""
+    duplicates_meta: dict | None = None
 
     @property
     def positions(self) -> np.ndarray:
@@ -216,7 +288,25 @@ def load_scores(source: Any, member: str | None = None, step: int | None = None,
         positions = Positions.of(np.load(folder / "scores" / "positions.npy", allow_pickle=False))
     if len(positions) != len(scores):
         raise ValueError(f"{folder}: {len(scores)} scores for {len(positions)} positions")
-    return MemorizationScores(meta, scores, positions)
+    dup, dup_meta = _load_duplicates(folder, positions, mmap)
+    return MemorizationScores(meta, scores, positions, dup, dup_meta)
+
+
+def _load_duplicates(folder: Path, positions: Positions, mmap: bool) -> tuple[np.ndarray | None, dict | None]:
+    """The duplicate counts beside the scores, when they were counted for the same positions
+    (counts left from scores of other positions are ignored)."""
+    meta_path = folder / "duplicates" / "meta.json"
+    if not meta_path.is_file():
+        return None, None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != DUPLICATES_FORMAT:
+        raise ValueError(f"{meta_path}: not a {DUPLICATES_FORMAT} file")
+    if meta.get("positions") != _positions_id(positions) or meta.get("sequences") != len(positions):
+        return None, None
+    counts = np.load(folder / "duplicates" / "counts.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+    if counts.shape != (len(positions),):
+        raise ValueError(f"{folder / 'duplicates'}: {counts.shape[0]} counts for {len(positions)} positions")
+    return counts, meta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,4 +401,31 @@ def bin_by_trained_step(scores: MemorizationScores, global_batch: int, bins: int
         if n:
             out.append({"first": int(edges[b]), "last": int(edges[b + 1]), "sequences": n,
                         "memorized": int(mem[sel].sum()), "mean": float(scores.scores[sel].mean())})
+    return out
+
+
+def duplicate_bin(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log2 bins of duplicate counts: 0, 1, 2, 3-4, 5-8, 9-16, ... as half-open [lo, hi):
+    (lo, hi) per count (int64); -1 (uncountable) gets (-1, -1)."""
+    c = np.asarray(counts, dtype=np.int64)
+    top = max(int(c.max(initial=0)), 1)
+    edges = np.array([0, 1] + [2 ** k + 1 for k in range(top.bit_length() + 1)], np.int64)  # 0, 1, 2, 3, 5, 9, ...
+    i = np.searchsorted(edges, np.maximum(c, 0), side="right") - 1
+    lo, hi = edges[i], edges[np.minimum(i + 1, edges.size - 1)]
+    return np.where(c < 0, -1, lo), np.where(c < 0, -1, hi)
+
+
+def bin_by_duplicates(scores: MemorizationScores) -> list[dict]:
+    """Memorization by how many times each scored window occurs in the training data up to the
+    step, in log2 bins (`duplicate_bin`): [{first, last (exclusive), sequences, memorized, mean}],
+    ascending, then the uncountable windows (first = last = -1) if any."""
+    if scores.duplicates is None:
+        raise ValueError("no duplicate counts beside these scores (run memorization with duplicates=True)")
+    lo, hi = duplicate_bin(scores.duplicates)
+    mem, s = scores.memorized, scores.scores
+    out = []
+    for first in sorted(set(np.unique(lo).tolist()), key=lambda v: (v < 0, v)):
+        sel = lo == first
+        out.append({"first": first, "last": int(hi[sel][0]), "sequences": int(sel.sum()),
+                    "memorized": int(mem[sel].sum()), "mean": float(s[sel].mean())})
     return out

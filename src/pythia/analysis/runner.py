@@ -178,7 +178,7 @@ def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, sum
         summary.failed.append(f"{label}: checkpoint fails its manifest ({'; '.join(problems[:3])})")
         return
     ctx = CheckpointContext(run=run, member=member, checkpoint=ck, device=device, dtype=dtype, shared=shared,
-                            progress=progress)
+                            progress=progress, force=force)
     for a in todo:
         try:
             rows = a.compute(ctx)

@@ -5,7 +5,10 @@ Rows it reads:
 - `memorization`, per (member, step), task `positions=A:B[,...]` (the positions scored):
   `memorized_frac` (+ stderr), `mean_score` (or `mean_prefix`), `sequences`, and the score
   histogram `score_hist_K` (or `prefix_hist_K`): how many sequences matched K of the target's
-  tokens; task `trained_step=A:B`: the same by the step each sequence was trained at.
+  tokens; task `trained_step=A:B`: the same by the step each sequence was trained at; with
+  duplicates=True, task `duplicates=A:B` (B exclusive, log2 bins 1:2, 2:3, 3:5, 5:9, ...;
+  `duplicates=uncountable`): the same by how many times the scored window occurs in the training
+  data up to the step, and task `duplicates`: `spearman` (count vs score) and `countable`.
 - `memorization_predictability`, per target (member B, step t), task `predictor=A@stepS`:
   `precision` and `recall` of predicting B@t's memorized set from A@S's (y_true = B@t).
 Any other memorization metric (e.g. against duplicate counts) is drawn generically below.
@@ -22,6 +25,7 @@ MEM, PRED = "memorization", "memorization_predictability"
 HIST = re.compile(r"(score|prefix)_hist_(\d+)$")
 RANGE = re.compile(r"positions=\d+:\d+")
 PREDICTOR = re.compile(r"predictor=(.+)@step(\d+)$")
+DUP_BIN = re.compile(r"duplicates=(\d+):(\d+)$")
 KNOWN = {"memorized_frac", "mean_score", "mean_prefix", "sequences", "memorized"}
 
 
@@ -43,8 +47,13 @@ def render(data: ReportData, sec: Section) -> None:
     if rows and not any(r["metric"] == "memorized_frac" for r in summary):
         sec.notes.append("no memorized_frac rows over a positions=... range")
     sec.add(when_figure(data, rows))
+    sec.add(duplicates_figure(data, rows))
+    sec.add(data.curve([r for r in rows if r.get("task") == "duplicates" and r["metric"] == "spearman"],
+                       title="Rank correlation of duplicate count and score over training", ytitle="Spearman rho",
+                       note="Spearman correlation, over the scored sequences, of how many times a sequence's "
+                            "tokens occur in the data trained on so far and how many of its tokens are reproduced."))
     other = [r for r in rows if r["metric"] not in KNOWN and not HIST.match(r["metric"])
-             and not (r.get("task") or "").startswith("trained_step=")]
+             and not (r.get("task") or "").startswith(("trained_step=", "duplicates"))]
     sec.figures += metric_figures(data, other, title="memorization")
     pred = data.of(PRED)
     if pred:
@@ -134,6 +143,41 @@ def when_figure(data: ReportData, rows: list[dict]) -> Figure | None:
               "margin": {"l": 60, "r": 10, "t": 10, "b": 50}, "template": "plotly_white"}
     return Figure(traces, layout, "Memorized vs when trained (each member's last checkpoint)",
                   "Recently trained sequences are memorized more often than early ones.")
+
+
+def _bin_label(lo: int, hi: int) -> str:
+    return str(lo) if hi == lo + 1 else f"{lo}-{hi - 1}"
+
+
+def duplicates_figure(data: ReportData, rows: list[dict]) -> Figure | None:
+    """At each member's last step with duplicate counts: memorized fraction per log2 bin of how
+    many times the scored window occurs in the data trained on up to that step."""
+    frac = [r for r in rows if r["metric"] == "memorized_frac" and DUP_BIN.match(r.get("task") or "")
+            and r.get("step") is not None and r.get("value") is not None]
+    seqs = {(r["member"], r["step"], r["task"]): r["value"] for r in rows if r["metric"] == "sequences"}
+    bins = sorted({tuple(map(int, DUP_BIN.match(r["task"]).groups())) for r in frac})
+    traces = []
+    for (member,), group in sorted(rows_by(frac, "member").items(), key=lambda kv: natural(kv[0][0])):
+        last = max(r["step"] for r in group)
+        at = {tuple(map(int, DUP_BIN.match(r["task"]).groups())): r for r in group if r["step"] == last}
+        keys = [b for b in bins if b in at]
+        size = group[0].get("size") or member
+        traces.append({"type": "scatter", "mode": "lines+markers", "name": f"{member} @ step {last}",
+                       "x": [_bin_label(*b) for b in keys], "y": [float(at[b]["value"]) for b in keys],
+                       "text": [seqs.get((member, last, at[b]["task"])) for b in keys],
+                       "line": {"color": data.palette(size)}, "legendgroup": size,
+                       "hovertemplate": f"{member}<br>occurs %{{x}} times<br>memorized %{{y:.3%}} of "
+                                        "%{text} sequences<extra></extra>"})
+    if not traces:
+        return None
+    layout = {"xaxis": {"title": {"text": "occurrences of the sequence in the data trained on so far (log2 bins)"},
+                        "type": "category", "categoryorder": "array",
+                        "categoryarray": [_bin_label(*b) for b in bins]},
+              "yaxis": {"title": {"text": "memorized fraction"}}, "height": 380,
+              "margin": {"l": 60, "r": 10, "t": 10, "b": 50}, "template": "plotly_white"}
+    return Figure(traces, layout, "Memorized vs duplicates (each member's last checkpoint)",
+                  "Sequences seen more often are memorized more often (Biderman et al. 2023). Sequences "
+                  "spanning two documents cannot be counted and are left out (task duplicates=uncountable).")
 
 
 def predictability_figures(rows: list[dict]) -> list[Figure]:
