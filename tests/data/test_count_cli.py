@@ -73,6 +73,9 @@ def test_count_on_the_quick_demo(quick_demo, tmp_path, capsys):
     assert got["tokens"] == ids and got["count"] == per_step.sum() > 0
     assert got["first_step"] == int(np.flatnonzero(per_step)[0])
     assert [r["count"] for r in got["by_step"]] == [int(per_step[:s].sum()) for s in member.steps]
+    assert len(list((tmp_path / "sa").glob("steps-*/manifest.json"))) == 1  # the order's step sidecar
+    assert main([*argv, "--by-step", "--no-step-index"]) == 0  # from the suffix array alone: the same
+    assert json.loads(capsys.readouterr().out) == got
     assert main([*argv, "--until-step", "3"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == per_step[:3].sum()
     assert main([*argv, "--until-step", "100000"]) == 2

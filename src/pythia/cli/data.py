@@ -502,7 +502,7 @@ def _counter(args, member, prefix):
     progress = not args.no_progress
     if member is not None:
         return TermCounter.for_member(member, index_dir=args.index, build=True, progress=progress,
-                                      tokenizer=args.tokenizer)
+                                      tokenizer=args.tokenizer, step_index=not args.no_step_index)
     return TermCounter.for_prefix(prefix, index_dir=args.index, build=True, progress=progress,
                                   tokenizer=args.tokenizer)
 
@@ -608,9 +608,11 @@ def register_counts(dsub) -> None:
              "n-gram fits in that sample. Step n is the update reading positions [B n, B (n+1)); --until-step k\n"
              "counts updates 0..k-1, what checkpoint step{k} had seen (default: every trained step).\n\n"
              "The suffix-array index is stored beside the dataset (PREFIX.sa/), built on first use, and\n"
-             "refused when the dataset changed since. --terms FILE counts one term per line (verbatim); with\n"
-             "--run the counts go to the run's results table (analysis term_counts: task = the term, metric\n"
-             "count, one row per checkpoint step).",
+             "refused when the dataset changed since; with --run, a step sidecar for the member's order\n"
+             "(PREFIX.sa/steps-*/, ~3 bytes per token and epoch + 1) is built there on the first count and\n"
+             "rebuilt when the order or batch size changed: queries then read a slice of it.\n\n"
+             "--terms FILE counts one term per line (verbatim); with --run the counts go to the run's\n"
+             "results table (analysis term_counts: task = the term, metric count, one row per checkpoint step).",
              "  pythia data count --run demo-output/run --member d64-l2-seed1 ' return' --by-step\n"
              "  pythia data count --run demo-output/run --member d64-l2-seed1 --tokens 510,285 --until-step 100 --json\n"
              "  pythia data count --run demo-output/run --terms terms.txt\n"
@@ -628,6 +630,9 @@ def register_counts(dsub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON: count, first_step, tokens, ...")
     p.add_argument("--index", help="n-gram index folder (default PREFIX.sa beside the dataset)")
     p.add_argument("--tokenizer", help="tokenizer.json for TEXT (default: the dataset's, else the member's)")
+    p.add_argument("--no-step-index", action="store_true",
+                   help="count from the suffix array alone, without building the order's step sidecar "
+                        "(no extra disk; same answers, slower)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = _add(dsub, "count-index", "build the suffix-array index `pythia data count` uses",

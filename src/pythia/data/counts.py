@@ -13,6 +13,11 @@ had seen (step n = positions [B n, B (n+1)), as in `pythia data batch --step n`)
 
 Preshuffled files (EleutherAI's layout, Hub runs): item k is position k, so an occurrence at
 offset r < S of item k is seen at step k // B.
+
+Two ways to the same answers: `count` reads a slice of the order's step sidecar (stepindex.py:
+this mapping done once per token and stored in suffix-array order, built on the first count);
+the occurrence arrays mapped per query (below) serve --documents, not_followed_by, n-grams of
+256+ tokens, sequence_counts, and orders whose sidecar cannot be written (step_index=False).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import numpy as np
 from .indexed import DataFormatError
 from .ngram import CHUNK, NgramIndex, Occurrences, open_index
 from .order import PositionError, TrainingOrder
+from .stepindex import ROOM_MAX
 
 
 class QueryError(ValueError):
@@ -62,6 +68,21 @@ class OrderMap:
         self.position_of = np.empty(shuffle.size, np.int64)  # (Ns,) sample -> position
         self.position_of[shuffle] = np.arange(shuffle.size)
         self.order, self.seq_len, self.num_positions = order, order.seq_len, order.num_positions
+        self.epochs = epochs
+
+    def first_seen(self, item: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For tokens (item, offset in it) (m,): the training position of the sample holding each
+        epoch copy as an input position ((m, E), -1 if never trained) and the tokens from there
+        to the end of that sample of S+1 ((m, E)): what the step sidecar (stepindex.py) stores."""
+        S = self.seq_len
+        g = self.copy_start[item] + rel[:, None]  # (m, E) stream positions
+        j = g // S  # (m, E) sample holding it as an input position
+        room = S + 1 - (g - j * S)
+        k = np.full(g.shape, -1, np.int64)
+        inside = j < self.position_of.size
+        k[inside] = self.position_of[j[inside]]
+        k[k >= self.num_positions] = -1
+        return k, room
 
     def positions(self, occ: Occurrences, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(index into occ, training position) of every counted copy of every occurrence."""
@@ -91,6 +112,12 @@ class PreshuffledMap:
 
     def __init__(self, order):
         self.order, self.seq_len, self.num_positions = order, order.seq_len, order.num_positions
+        self.epochs = 1
+
+    def first_seen(self, item: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As OrderMap.first_seen: item k is position k, its first S tokens its inputs."""
+        k = np.where((rel < self.seq_len) & (item < self.num_positions), item, -1)[:, None]  # (m, 1)
+        return k, (self.seq_len + 1 - rel)[:, None]
 
     def positions(self, occ: Occurrences, n: int) -> tuple[np.ndarray, np.ndarray]:
         ok = (occ.rel < self.seq_len) & (occ.item < self.num_positions)
@@ -159,12 +186,18 @@ class TermCounter:
     """Counts n-grams of one dataset, optionally over one training order (a member's)."""
 
     def __init__(self, index: NgramIndex, order=None, batch_size: int | None = None,
-                 train_iters: int | None = None, tokenizer_path=None):
+                 train_iters: int | None = None, tokenizer_path=None, step_index: bool = True,
+                 progress: bool = False):
+        """step_index: count through the order's step sidecar (stepindex.py; built beside the
+        index on the first count, ~3E+1 bytes per token); False counts from the suffix array
+        alone (slower, same answers)."""
         if order is not None and not batch_size:
             raise QueryError("counting by step needs the global batch size")
         self.index, self.order, self.batch_size, self.train_iters = index, order, batch_size, train_iters
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
+        self.use_step_index, self.progress = step_index, progress
         self._map = None
+        self._steps = None
         self._tokenizer = None
 
     @classmethod
@@ -176,7 +209,8 @@ class TermCounter:
                    tokenizer_path=tokenizer or dataset_tokenizer(prefix))
 
     @classmethod
-    def for_member(cls, member, index_dir=None, build: bool = True, progress: bool = False, tokenizer=None):
+    def for_member(cls, member, index_dir=None, build: bool = True, progress: bool = False, tokenizer=None,
+                   step_index: bool = True):
         """Counts over what a run member trained on (its dataset and its order)."""
         from .tokenize import dataset_tokenizer
 
@@ -184,7 +218,8 @@ class TermCounter:
             raise QueryError(f"{member.name}: no training data known (open a Hub run with data=PREFIX)")
         index = open_index(member.dataset, index_dir, build=build, progress=progress)
         tok = tokenizer or dataset_tokenizer(member.dataset) or member.tokenizer_path
-        return cls(index, member.order(), member.global_batch, member.train_iters, tok)
+        return cls(index, member.order(), member.global_batch, member.train_iters, tok, step_index=step_index,
+                   progress=progress)
 
     # -- queries ---------------------------------------------------------------------------
     @property
@@ -194,9 +229,21 @@ class TermCounter:
         return self._map
 
     @property
+    def steps(self):
+        """The order's step sidecar (stepindex.StepIndex), opened or built on first use; None
+        without an order, when disabled, or where it cannot be written."""
+        if self._steps is None and self.order is not None and self.use_step_index:
+            from .stepindex import open_step_index
+
+            self._steps = open_step_index(self.index, self.order, self.batch_size, smap=lambda: self.map,
+                                          progress=self.progress)
+            self.use_step_index = self._steps is not None
+        return self._steps
+
+    @property
     def num_steps(self) -> int:
         """Steps the order covers (the last may be partial)."""
-        return -(-self.map.num_positions // self.batch_size)
+        return -(-self.order.num_positions // self.batch_size)
 
     @property
     def tokenizer(self):
@@ -247,6 +294,10 @@ class TermCounter:
         count the number " 12" but not the start of " 123")."""
         ids = self.check_ids(ids)
         until = self.resolve_until(until_step) if self.order is not None else None
+        if (not documents and not_followed_by is None and len(ids) <= ROOM_MAX and self.order is not None
+                and self.steps is not None):
+            steps_hist, corpus = self.steps.count(ids)  # a slice of the sidecar: same answers, faster
+            return TermCount(ids, corpus, steps_hist, until, text=text)
         steps_hist = np.zeros(self.num_steps, np.int64) if self.order is not None else None
         corpus, per_doc = 0, _DocTally() if documents else None
         for occ in self.index.find(np.asarray(ids)):

@@ -288,21 +288,28 @@ def _first_range(ranks: np.ndarray, first) -> tuple:
 
 
 def _search_one(tokens: np.ndarray, sa: np.ndarray, ranks: np.ndarray, pattern: np.ndarray) -> tuple[int, int]:
-    """Suffix-array range of one pattern: its first token's range, then a bisection on the big-
-    endian bytes of the next n-1 tokens (bytes order = token order; a shorter suffix that is a
-    prefix sorts first, as in the suffix array)."""
+    """Suffix-array range of one pattern: its first token's range, then a bisection on the next
+    n-1 tokens as a list of ints (lists compare element-wise and a shorter suffix that is a prefix
+    sorts first, as in the suffix array; ~3x faster per probe than comparing big-endian bytes)."""
     t = int(pattern[0])
     lo, hi = (int(ranks[t]), int(ranks[t + 1])) if t + 1 < ranks.shape[0] else (0, 0)
     if pattern.size == 1 or lo == hi:
         return lo, hi
-    be, n = f">u{tokens.dtype.itemsize}", pattern.size
-    rest = pattern[1:].astype(be).tobytes()
+    n, ranks_ = pattern.size, range(lo, hi)
+    if n == 2:  # the second token as an int (-1 past the shard's end, which sorts first): ~5x faster
+        rest, last = int(pattern[1]), tokens.shape[0] - 1
 
-    def key(rank: int) -> bytes:
+        def key2(rank: int) -> int:
+            s = int(sa[rank])
+            return int(tokens[s + 1]) if s < last else -1
+
+        return lo + bisect.bisect_left(ranks_, rest, key=key2), lo + bisect.bisect_right(ranks_, rest, key=key2)
+    rest = pattern[1:].tolist()  # lists compare like the suffix array: element-wise, a prefix first
+
+    def key(rank: int) -> list:
         s = int(sa[rank])
-        return tokens[s + 1:s + n].astype(be).tobytes()
+        return tokens[s + 1:s + n].tolist()
 
-    ranks_ = range(lo, hi)
     return lo + bisect.bisect_left(ranks_, rest, key=key), lo + bisect.bisect_right(ranks_, rest, key=key)
 
 
