@@ -14,6 +14,7 @@ import pytest
 
 from pythia.demo.corpus import CorpusSettings, build_corpus, chunk_source, is_validation
 from pythia.demo.pipeline import QUICK
+from pythia.demo.studies import DEMO_TERMS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 QUICK_STEPS = [0, 1, 2, 4, 8, 10, 20]  # 20 iters, interval 10, log-spaced below it
@@ -187,17 +188,60 @@ def test_demo_report_plot_and_table(quick_demo):
     assert all(int(r["tokens"]) == int(r["step"]) * per_step for r in val)
 
 
-def test_demo_rerun_continues_without_retraining(quick_demo):
+STUDIES = ("eval", "memorization", "memorization_predictability", "weights", "seeds", "training_map", "term_counts",
+           "term_frequency", "pronoun_probe", "val_loss")
+
+
+def test_demo_runs_every_study_and_reports_it(quick_demo):
+    """The demo's studies stage: every analysis wrote rows for the members it covers, and the
+    report has a section for each family."""
+    out, stdout = quick_demo
+    assert "[5/6] studies" in stdout and "[6/6] report" in stdout
+    with open(out / "report" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    by = {}
+    for r in rows:
+        by.setdefault(r["analysis"], []).append(r)
+    assert set(STUDIES) <= set(by), sorted(by)
+    studies = QUICK.studies
+    evaluated = {(r["member"], int(r["step"])) for r in by["eval"] if r["task"].startswith("pythia_demo_")}
+    assert evaluated == {(m, s) for m in QUICK_MEMBERS for s in QUICK_STEPS}  # eval_steps="all"
+    mem = [r for r in by["memorization"] if r["metric"] == "memorized_frac" and r["task"].startswith("positions=")]
+    assert {(r["member"], int(r["step"])) for r in mem} == {(m, s) for m in QUICK_MEMBERS for s in QUICK_STEPS}
+    assert all(0.0 <= float(r["value"]) <= 1.0 for r in mem)
+    assert {r["task"] for r in by["memorization"]} & {"duplicates", "duplicates=1:2"}  # the duplicate counts join
+    hist = [r for r in by["memorization"] if r["metric"].startswith("score_hist_")]
+    assert max(int(r["metric"].rsplit("_", 1)[1]) for r in hist) == studies.memorization_cont_len
+    assert {r["metric"] for r in by["weights"]} >= {"L1", "L2", "lambda_max", "sigma_lambda"}
+    assert {r["metric"] for r in by["training_map"]} >= {"state"}
+    counted = {r["task"] for r in by["term_counts"]}
+    assert counted == set(DEMO_TERMS)
+    arith = {(r["member"], int(r["step"])) for r in by["term_frequency"]}
+    assert arith == {(f"{s.name}-seed1", step) for s in QUICK.sizes for step in (10, 20)}
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
+    for section in ("learning-curves", "benchmarks", "memorization", "seeds", "term-frequency", "interventions"):
+        assert f'id="{section}"' in page, section
+
+
+def test_demo_rerun_continues_without_retraining(quick_demo, capsys):
     from pythia.cli import main
 
     out, _ = quick_demo
     before = {m: (out / "run" / m / "metrics.jsonl").read_text() for m in QUICK_MEMBERS + [QUICK_FORK]}
     ckpt_mtimes = {p: p.stat().st_mtime_ns for p in (out / "run").glob("*/step*/manifest.json")}
     tok_mtime = (out / "data" / "tokenizer.json").stat().st_mtime_ns
+    scored = {p: p.stat().st_mtime_ns for p in (out / "run" / "results" / "artifacts" / "eval").rglob("*")
+              if p.is_file() and p.name != "results.json"}  # lm-eval's per-task outputs and items
+    assert len(scored) > 100
+    capsys.readouterr()
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     assert {m: (out / "run" / m / "metrics.jsonl").read_text() for m in before} == before
     assert {p: p.stat().st_mtime_ns for p in ckpt_mtimes} == ckpt_mtimes
     assert (out / "data" / "tokenizer.json").stat().st_mtime_ns == tok_mtime
+    assert {p: p.stat().st_mtime_ns for p in scored} == scored  # no task scored again
+    studies = [line.split() for line in capsys.readouterr().out.splitlines() if " computed, " in line]
+    per_checkpoint = [w for w in studies if w[1] in ("memorization", "weights")]
+    assert len(per_checkpoint) == 2 and all(w[2] == "0" for w in per_checkpoint), studies  # nothing recomputed
 
 
 def test_demo_killed_mid_training_continues_to_the_same_result(quick_demo, tmp_path):
@@ -205,6 +249,7 @@ def test_demo_killed_mid_training_continues_to_the_same_result(quick_demo, tmp_p
     and ends with exactly the validation losses of the uninterrupted run."""
     import os
 
+    from pythia.analysis.runner import CRASH_ENV as ANALYZE_CRASH_ENV
     from pythia.train.checkpoint import CRASH_ENV
 
     reference, _ = quick_demo
@@ -216,12 +261,23 @@ def test_demo_killed_mid_training_continues_to_the_same_result(quick_demo, tmp_p
     assert killed.returncode == 137, killed.stderr
     first = out / "run" / QUICK_MEMBERS[0]
     assert (first / "step4").is_dir() and not (first / "step8").exists()
+    # the second try finishes training and is killed in the studies, after 5 checkpoints' benchmarks
+    killed = subprocess.run(cmd, env={**os.environ, ANALYZE_CRASH_ENV: "5"}, capture_output=True, text=True)
+    assert killed.returncode == 137, killed.stderr
+    assert "[5/6] studies" in killed.stdout and "[6/6]" not in killed.stdout
+    assert len(list((out / "run" / "results" / "units" / "eval").glob("*/step*.json"))) == 5
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     for member in QUICK_MEMBERS + [QUICK_FORK]:
         assert (out / "run" / member / "evals.jsonl").read_text() == \
             (reference / "run" / member / "evals.jsonl").read_text()
-    assert (out / "report" / "results.csv").is_file()
+
+    def table(root, analyses=("eval", "memorization", "weights")):
+        with open(root / "report" / "results.csv", newline="") as f:
+            return sorted((r["member"], r["step"], r["analysis"], r["task"], r["metric"], r["value"])
+                          for r in csv.DictReader(f) if r["analysis"] in analyses)
+
+    assert table(out) == table(reference)  # the resumed studies give the uninterrupted numbers
 
 
 def test_demo_refuses_folder_of_another_mode(quick_demo, capsys):

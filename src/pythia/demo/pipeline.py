@@ -2,7 +2,8 @@
 
 corpus (Python's own standard library) -> BPE tokenizer -> GPT-NeoX .bin/.idx -> a suite
 (sizes x seeds, one training order, Pythia's log-spaced checkpoint schedule scaled down)
--> validation loss at every checkpoint -> the report (HTML page, results table, learning-curve plot). One member is
+-> validation loss at every checkpoint -> every study of the toolkit (studies.py) -> the report (HTML page,
+results table, learning-curve plot). One member is
 also forked half-way through training and trained on, from then on, batches in which every
 " self" token is " this" (a data intervention, pythia.train.intervention: the Pythia paper's
 pronoun swap, on code); a probe scores " self" against " this" after code contexts and the
@@ -19,6 +20,7 @@ Output folder (`--out`):
                      corpus.sha256 (the corpus they were built from)
     suite.yaml       the suite spec that was trained (`pythia train` accepts it as is)
     probe_self_this.txt  the code contexts of the fork's probe (pronoun_probe)
+    tasks/, tasks-arithmetic/, terms.txt  the studies' lm-eval tasks and counted terms
     run/             the run: {member}/step{N}/ checkpoints, {member}/metrics.jsonl; the fork
                      {member}+this/ from its from_step on
     report/          index.html (the interactive report), results.csv, learning_curves.png, summary.txt,
@@ -94,7 +96,7 @@ class DemoSettings:
     studies: DemoStudies | None = None
 
 
-# Full demo: three sizes (0.23M, 0.53M, 1.05M parameters) x four seeds, 256 steps of 16 x 128
+# Full demo: three sizes (0.36M, 0.73M, 1.1M parameters) x four seeds, 256 steps of 16 x 128
 # tokens (~0.5M tokens, a fifth of the corpus), checkpoints 0, 1, 2, 4, 8, then every 16 (21 in
 # all; Pythia: ..., 512, then every 1000): enough seeds and checkpoints for a training map with
 # several states and for outlier scores (4 seeds). Sized to finish, studies and report included,
@@ -104,7 +106,7 @@ FULL = DemoSettings(
     mode="full",
     corpus=CorpusSettings(),
     vocab_size=2048,
-    sizes=(Size("d64-l2", 2, 64, 4), Size("d96-l3", 3, 96, 4), Size("d128-l4", 4, 128, 4)),
+    sizes=(Size("d64-l2", 2, 64, 4), Size("d96-l3", 3, 96, 4), Size("d128-l3", 3, 128, 4)),
     seeds=(1, 2, 3, 4),
     seq_len=128,
     global_batch=16,
@@ -113,7 +115,9 @@ FULL = DemoSettings(
     lr=2e-3,
     min_lr=2e-4,
     intervention=DemoIntervention("this", "d96-l3-seed1", 128, SELF_TO_THIS, " self, this"),
-    studies=DemoStudies(eval_steps="0,4,16,64,128,192,256", eval_limit=48, memorization_steps="all",
+    studies=DemoStudies(eval_steps="0,4,16,64,128,192,256", eval_limit=48,
+                        memorization_steps="64,128,192,256", memorization_positions="0:1024",
+                        memorization_cont_len=4,
                         arithmetic_steps="64,256", arithmetic_x2_max=5, arithmetic_seeds=(1,)),
 )
 # Quick demo (what the tests run): micro models, 20 steps, a ~1.5 MB corpus: under a minute.
@@ -131,7 +135,8 @@ QUICK = DemoSettings(
     min_lr=2e-4,
     valid_samples=16,
     intervention=DemoIntervention("this", "d64-l2-seed1", 10, SELF_TO_THIS, " self, this"),
-    studies=DemoStudies(eval_steps="all", eval_limit=None, memorization_steps="all", arithmetic_steps="10,20",
+    studies=DemoStudies(eval_steps="all", eval_limit=None, memorization_steps="all",
+                        memorization_positions=None, memorization_cont_len=4, arithmetic_steps="10,20",
                         arithmetic_x2_max=5, arithmetic_seeds=(1,)),
 )
 

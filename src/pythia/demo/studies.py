@@ -3,8 +3,9 @@ toolkit once, through the same runner as `pythia analyze` (so each is cached per
 a re-run after an interruption computes only what is missing).
 
     benchmarks       eval: the demo's lm-eval tasks (cut from held-out documents) at `eval_steps`
-    memorization     Pythia's score of every trained sequence, at `memorization_steps`; which
-                     earlier checkpoints and smaller sizes predict a memorized set
+    memorization     Pythia's score of trained sequences at `memorization_steps` (32-token prompt,
+                     `memorization_cont_len` tokens to reproduce), with how often each occurs in
+                     the data seen; which earlier checkpoints and smaller sizes predict a memorized set
     seeds            checkpoint weight statistics at every step, spread over seeds, outliers,
                      per-item agreement, and the PolyPythias training map (Gaussian HMM)
     term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
@@ -37,13 +38,16 @@ class DemoStudies:
     eval_limit: int | None
     """Documents per benchmark task (the held-out perplexity task alone reads every valid token)."""
     memorization_steps: str
+    memorization_positions: str | None
+    """Training positions A:B scored at every memorization step (None: all trained by the step)."""
+    memorization_cont_len: int
+    """Tokens to reproduce after the 32-token prompt (Pythia: 32; models this small reproduce
+    32 tokens of nothing, but a few sequences' next 4 tokens)."""
     arithmetic_steps: str
     arithmetic_x2_max: int
     """Items x2 = 1..N per x1 (the study: 50); few, because lm-eval runs a hundred tasks per step."""
     arithmetic_seeds: tuple[int, ...]
     """Seeds whose members (every size) answer the arithmetic tasks."""
-    memorized_at: int = 32
-    """Matched tokens counted as memorized by the predictability matrices (Pythia: all 32)."""
 
 
 def _base_members(run) -> list[str]:
@@ -74,9 +78,10 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
 
     build_demo_tasks(out_dir)  # OUT/tasks: the eval analysis finds them on its own
     analyze("benchmarks", "eval", members=base, steps=studies.eval_steps, options={"limit": studies.eval_limit})
-    analyze("memorization", "memorization", members=base, steps=studies.memorization_steps)
-    analyze("memorization", "memorization_predictability",
-            options={"memorized_at": studies.memorized_at})
+    analyze("memorization", "memorization", members=base, steps=studies.memorization_steps,
+            options={"positions": studies.memorization_positions, "cont_len": studies.memorization_cont_len,
+                     "duplicates": True})
+    analyze("memorization", "memorization_predictability")
     analyze("seeds", "weights", members=base)
     analyze("seeds", "seeds,training_map", members=base)
 

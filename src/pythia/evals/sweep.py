@@ -224,10 +224,38 @@ def checkpoint_eval(ctx, specs: list[TaskSpec], opts: dict, version: int) -> lis
     write_text_atomic(art / "results.json", _dumps(_results_json(ctx, specs, outputs)), durable=False)
     rows = []
     for s in specs:
-        n_shot = outputs[s.name].get("n-shot", {})
-        for name, metrics in {**outputs[s.name].get("results", {}), **outputs[s.name].get("groups", {})}.items():
-            rows += [Row(r["metric"], r["value"], task=r["task"], stderr=r["stderr"])
-                     for r in result_rows(name, n_shot.get(name, shots(s)), metrics)]
+        rows += _output_rows(outputs[s.name], shots(s))
+    asked = {f"{task_label(s.name, shots(s))}.json" for s in specs}
+    return rows + _earlier_task_rows(art, asked, ctx.checkpoint.digest, version)
+
+
+def _output_rows(output: dict, default_shots: int) -> list[Row]:
+    n_shot = output.get("n-shot", {})
+    rows = []
+    for name, metrics in {**output.get("results", {}), **output.get("groups", {})}.items():
+        rows += [Row(r["metric"], r["value"], task=r["task"], stderr=r["stderr"])
+                 for r in result_rows(name, n_shot.get(name, default_shots), metrics)]
+    return rows
+
+
+def _earlier_task_rows(art: Path, asked: set[str], digest: str, version: int) -> list[Row]:
+    """Rows of the tasks an earlier sweep scored on these same weights (per-task files whose key
+    has this checkpoint's digest): the table keeps one unit per (analysis, member, step), so a
+    sweep of other tasks must carry them or `eval --tasks A` then `eval --tasks B` would leave B
+    alone in the table."""
+    rows = []
+    for path in sorted(art.glob("*.json")):
+        if path.name in asked or path.name == "results.json":
+            continue
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        key = stored.get("key") if isinstance(stored, dict) else None
+        if not isinstance(key, dict) or key.get("format") != FORMAT or key.get("digest") != digest \
+                or key.get("analysis_version") != version:
+            continue
+        rows += _output_rows(stored.get("output") or {}, key.get("shots") or 0)
     return rows
 
 
