@@ -1,7 +1,9 @@
 """`pythia data count` / `count-index` through pythia.cli.main, on a tokenized corpus and on
-the quick demo run (whose folder is never written to: the index goes to tmp_path)."""
+the quick demo run (whose data folder is never written to by these tests: their indexes go to
+tmp_path; the demo's own studies stage builds data/train.sa)."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -59,6 +61,7 @@ def test_count_on_a_dataset(tmp_path, tiny_tokenizer, capsys):
 
 def test_count_on_the_quick_demo(quick_demo, tmp_path, capsys):
     out, _ = quick_demo
+    data_files = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in (out / "data").rglob("*"))
     run = open_run(out / "run")
     member = run.members[1]
     index = str(tmp_path / "sa")
@@ -93,7 +96,7 @@ def test_count_on_the_quick_demo(quick_demo, tmp_path, capsys):
         else:
             assert c == brute(order, toks[g:g + 64], range(10 * B), stream).sum() >= (k < 10 * B)
     assert (counts >= 1).any()
-    assert not (out / "data" / "train.sa").exists()
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in (out / "data").rglob("*")) == data_files
 
 
 def test_terms_go_to_the_results_table(quick_demo, tmp_path, capsys):
@@ -147,3 +150,70 @@ def test_hub_run_with_preshuffled_data_counts_the_same(quick_demo, quick_hub, tm
         a, b = via_hub.count(ids), via_order.count(ids)
         assert a.count == b.count > 0 and a.first_step == b.first_step
         assert a.by_step(range(21)) == b.by_step(range(21))
+
+
+def test_count_index_builds_the_sidecar_a_count_uses(quick_demo, tmp_path, capsys, monkeypatch):
+    """`count-index --run` builds the member's step sidecar (size and time printed); a later count
+    reads it, building nothing even with a zero limit; over the limit a count falls back with one
+    warning and the same answers."""
+    import re
+    import warnings
+
+    from pythia.data import stepindex
+
+    out, _ = quick_demo
+    run_dir, member = str(out / "run"), open_run(out / "run").members[1]
+    index = str(tmp_path / "sa")
+    prebuild = ["data", "count-index", "--run", run_dir, "--member", member.name, "--index", index, "--no-progress"]
+    assert main(prebuild) == 0
+    printed = capsys.readouterr().out
+    assert re.search(rf"^{member.name}: wrote \S+steps-\S+: [\d.]+ \w?i?B \(\d+ bytes; estimated at most [\d.]+ "
+                     r"\w?i?B\) in [\d.]+ s$", printed, re.M), printed
+    assert len(list((tmp_path / "sa").glob("steps-*/manifest.json"))) == 1
+    assert main(prebuild) == 0
+    assert "up to date" in capsys.readouterr().out
+
+    read = []
+    count, build = stepindex.StepIndex.count, stepindex.build_step_index
+    monkeypatch.setattr(stepindex.StepIndex, "count", lambda self, p: read.append(p) or count(self, p))
+    monkeypatch.setattr(stepindex, "build_step_index", None)  # any build would fail
+    monkeypatch.setenv(stepindex.MAX_ENV, "0")  # and none would be allowed
+    argv = ["data", "count", "--run", run_dir, "--member", member.name, " return", "--index", index,
+            "--no-progress", "--json", "--by-step"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(argv) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert len(read) == 1 and got["count"] > 0
+    assert main([*argv, "--no-step-index"]) == 0
+    assert json.loads(capsys.readouterr().out) == got and len(read) == 1
+
+    other = tmp_path / "sa-guarded"
+    monkeypatch.delenv(stepindex.MAX_ENV)
+    monkeypatch.setattr(stepindex, "build_step_index", build)
+    with pytest.warns(UserWarning, match=r"would take up to .* over 1 B \(the limit asked for\).*count-index --run"):
+        assert main([*argv[:-5], "--index", str(other), "--no-progress", "--json", "--by-step",
+                     "--step-index-max", "1"]) == 0
+    assert json.loads(capsys.readouterr().out) == got and len(read) == 1
+    assert not list(other.glob("*steps-*"))
+
+    with pytest.warns(UserWarning, match="is a fork"):
+        assert main(["data", "count-index", "--run", run_dir, "--index", str(other), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()  # every member: built, or sharing a sidecar built above
+    assert sorted(line.split(":")[0] for line in lines) == sorted(m.name for m in open_run(run_dir).members)
+    assert any(": wrote " in line for line in lines)
+    fork = next(m for m in open_run(run_dir).members if m.intervention is not None)  # counted as its base
+    for name in (fork.base, fork.name):
+        with pytest.warns(UserWarning, match="is a fork") if name == fork.name else contextlib.nullcontext():
+            assert main(["data", "count", "--run", run_dir, "--member", name, " return", "--index", str(other),
+                         "--no-progress", "--json"]) == 0
+    base_count, fork_count = (json.loads(x) for x in capsys.readouterr().out.replace("}\n{", "}\0{").split("\0"))
+    assert (base_count.pop("member"), fork_count.pop("member")) == (fork.base, fork.name)
+    assert fork_count == base_count and base_count["count"] > 0
+    for bad, message in ((["data", "count-index"], "give PREFIX"),
+                         (["data", "count-index", "x", "--member", member.name], "go with --run"),
+                         (["data", "count-index", "x", "--run", run_dir], "give no PREFIX"),
+                         (["data", "count", "--run", run_dir, "x", "--step-index-max", "lots"], "a size such as")):
+        with pytest.raises(SystemExit) if "lots" in bad else contextlib.nullcontext():
+            assert main(bad) == 2
+        assert message in capsys.readouterr().err

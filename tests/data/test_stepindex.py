@@ -3,6 +3,7 @@ samples and against the suffix-array-only path, across epoch and sample boundari
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -181,3 +182,86 @@ def test_stored_tables_and_small_blocks(world, monkeypatch, tmp_path):
         if len(sides) == 1:
             for k in ("steps", "room"):
                 assert np.array_equal(sides[0][k], whole.shards[0][k])
+
+
+def test_size_guard_falls_back_with_one_warning(world, monkeypatch, tmp_path):
+    """Over the limit (DEFAULT_MAX made tiny): nothing is built, one warning naming the estimate,
+    the limit and how to build it anyway, and the suffix-array path's answers (the brute force's)."""
+    monkeypatch.delenv(stepindex.MAX_ENV, raising=False)
+    monkeypatch.setattr(stepindex, "DEFAULT_MAX", 100)
+    order, index = world["order"], build_index(world["prefix"], tmp_path / "sa", progress=False)
+    ref = TermCounter(world["indexes"][0], order, B, ITERS)
+    assert ref.steps is not None
+    with pytest.warns(UserWarning) as caught:
+        counters = [TermCounter(index, order, B, ITERS) for _ in range(2)]  # e.g. two analyses, one index
+        for counter in counters:
+            assert counter.steps is None
+            for pattern in ([2], [3, 2], [2, 2, 2], [9, 9]):
+                got, want = counter.count(pattern), ref.count(pattern)
+                assert np.array_equal(got.step_counts, per_step(order, pattern, world["stream"])), pattern
+                assert np.array_equal(got.step_counts, want.step_counts) and got.corpus_count == want.corpus_count
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    need = stepindex.estimate_bytes(index, order_record(index, order, B))
+    assert f"up to {stepindex.human(need)}, over 100 B (the default limit" in messages[0]
+    assert "count-index --run" in messages[0] and stepindex.MAX_ENV in messages[0]
+    assert not list((tmp_path / "sa").glob("*steps-*"))
+
+    monkeypatch.setenv(stepindex.MAX_ENV, "inf")  # the environment raises the limit: built
+    assert TermCounter(index, order, B, ITERS).steps is not None
+    monkeypatch.setenv(stepindex.MAX_ENV, "many")
+    with pytest.raises(ValueError, match=stepindex.MAX_ENV):
+        stepindex.size_limit(tmp_path)
+
+
+def test_size_guard_limits(world, monkeypatch, tmp_path):
+    """The estimate bounds the built size; the environment and step_index_max set the limit; the
+    free disk space (less a margin) caps it whatever was asked."""
+    order = world["order"]
+    for index in world["indexes"]:
+        built = TermCounter(index, order, B, ITERS).steps.dir
+        need = stepindex.estimate_bytes(index, order_record(index, order, B))
+        assert stepindex.sidecar_bytes(built) <= need <= 2 * stepindex.sidecar_bytes(built) + 8192
+
+    index = build_index(world["prefix"], tmp_path / "sa", progress=False)
+    monkeypatch.setenv(stepindex.MAX_ENV, "1KiB")
+    assert TermCounter(index, order, B, ITERS, step_index_max=1e9).steps is not None  # the argument wins
+    assert stepindex.size_limit(tmp_path)[:2] == (1024, f"{stepindex.MAX_ENV}=1KiB")
+
+    class Usage:
+        free = 5000
+    monkeypatch.setattr(stepindex.shutil, "disk_usage", lambda path: Usage)
+    limit, why, disk = stepindex.size_limit(tmp_path / "not" / "yet", math.inf)
+    assert (limit, disk) == (4500, True) and "free space" in why
+    other = build_index(world["prefix"], tmp_path / "sa2", progress=False)
+    with pytest.warns(UserWarning, match=r"over 4.39 KiB \(the free space .*larger disk \(--index DIR\)"):
+        assert TermCounter(other, order, B, ITERS, step_index_max=math.inf).steps is None
+    with pytest.raises(stepindex.StepIndexSizeError, match="free space"):
+        stepindex.prebuild_step_index(other, order, B, lambda: None)
+
+
+def test_parse_size():
+    assert stepindex.parse_size("16GiB") == 16 * 2**30 == stepindex.parse_size("16 g")
+    assert stepindex.parse_size("500MB") == 5e8 and stepindex.parse_size("0") == 0
+    assert stepindex.parse_size("inf") == math.inf and stepindex.parse_size(1e9) == 1e9
+    for bad in ("-1G", "lots", "5XB", "nan"):
+        with pytest.raises(ValueError, match="a size such as"):
+            stepindex.parse_size(bad)
+
+
+def test_failed_build_leaves_nothing(world, monkeypatch, tmp_path):
+    """A build that fails half-way (a full disk) leaves no sidecar and no temporary folder."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(stepindex, "_write_tables", full)  # after the columns are written
+    index = build_index(world["prefix"], tmp_path / "sa", progress=False)
+    before = sorted(p.name for p in (tmp_path / "sa").iterdir())
+    counter = TermCounter(index, world["order"], B, ITERS)
+    with pytest.warns(UserWarning, match="No space left"):
+        assert counter.steps is None
+    assert sorted(p.name for p in (tmp_path / "sa").iterdir()) == before
+    with pytest.raises(OSError):
+        open_step_index(index, world["order"], B, smap=lambda: counter.map, strict=True)

@@ -502,7 +502,8 @@ def _counter(args, member, prefix):
     progress = not args.no_progress
     if member is not None:
         return TermCounter.for_member(member, index_dir=args.index, build=True, progress=progress,
-                                      tokenizer=args.tokenizer, step_index=not args.no_step_index)
+                                      tokenizer=args.tokenizer, step_index=not args.no_step_index,
+                                      step_index_max=args.step_index_max)
     return TermCounter.for_prefix(prefix, index_dir=args.index, build=True, progress=progress,
                                   tokenizer=args.tokenizer)
 
@@ -572,10 +573,16 @@ def _count_terms(args, run, prefix) -> int:
 
 
 def _count_index(args) -> int:
+    from pathlib import Path
+
     from pythia.data.ngram import NgramIndex, build_index, default_index_dir
 
+    if args.run:
+        return _count_index_run(args)
+    if args.prefix is None or args.member or args.step_index_max is not None:
+        raise ValueError("give PREFIX (the dataset to index), or --run RUN [--member M] (its step sidecar too); "
+                         "--member and --step-index-max go with --run")
     target = args.index or default_index_dir(args.prefix)
-    from pathlib import Path
 
     if (Path(target) / "manifest.json").is_file() and not args.rebuild:
         index = NgramIndex(args.prefix, target)  # raises StaleIndexError when the dataset changed
@@ -585,6 +592,51 @@ def _count_index(args) -> int:
     size = sum((index.dir / s["file"]).stat().st_size for s in index.manifest["shards"])
     print(f"wrote {index.dir}: {len(index.shards)} shard(s), {index.dataset.num_tokens} tokens, {size} bytes")
     return 0
+
+
+def _count_index_run(args) -> int:
+    """The suffix-array index of each member's training data (built when absent) and the step
+    sidecar of each member's order (members sharing an order share one)."""
+    import math
+
+    from pythia.data.counts import TermCounter
+    from pythia.data.ngram import open_index
+    from pythia.data.stepindex import human, order_record, prebuild_step_index, step_index_dir
+    from pythia.run import open_run
+
+    if args.prefix is not None:
+        raise ValueError("with --run give no PREFIX: the members' training data is indexed")
+    run = open_run(args.run)
+    done = {}
+    for m in run.select([args.member] if args.member else None):
+        if m.dataset:  # the index first (with --shard-tokens) when absent
+            open_index(m.dataset, args.index, build=True, progress=not args.no_progress,
+                       shard_tokens=args.shard_tokens)
+        counter = TermCounter.for_member(m, index_dir=args.index, build=True, progress=not args.no_progress,
+                                         step_index=False)
+        path = step_index_dir(counter.index, order_record(counter.index, counter.order, counter.batch_size))
+        if path in done:
+            print(f"{m.name}: shares {path} with {done[path]}")
+            continue
+        done[path] = m.name
+        got = prebuild_step_index(counter.index, counter.order, counter.batch_size, lambda: counter.map,
+                                  rebuild=args.rebuild, progress=not args.no_progress,
+                                  max_bytes=math.inf if args.step_index_max is None else args.step_index_max)
+        if got["built"]:
+            print(f"{m.name}: wrote {path}: {human(got['bytes'])} ({got['bytes']} bytes; estimated at most "
+                  f"{human(got['estimate'])}) in {got['seconds']:.1f} s")
+        else:
+            print(f"{m.name}: {path}: up to date ({human(got['bytes'])}); --rebuild to build it again")
+    return 0
+
+
+def _size_arg(text: str) -> float:
+    from pythia.data.stepindex import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _arithmetic_tasks(args) -> int:
@@ -610,7 +662,10 @@ def register_counts(dsub) -> None:
              "The suffix-array index is stored beside the dataset (PREFIX.sa/), built on first use, and\n"
              "refused when the dataset changed since; with --run, a step sidecar for the member's order\n"
              "(PREFIX.sa/steps-*/, ~3 bytes per token and epoch + 1) is built there on the first count and\n"
-             "rebuilt when the order or batch size changed: queries then read a slice of it.\n\n"
+             "rebuilt when the order or batch size changed: queries then read a slice of it. It is built\n"
+             "unasked only when its estimated size is within --step-index-max (default $PYTHIA_STEP_INDEX_MAX,\n"
+             "else 16GiB, and never beyond the free disk space less a margin); a larger one is skipped with a\n"
+             "warning (same answers, slower): build it ahead with `pythia data count-index --run RUN`.\n\n"
              "--terms FILE counts one term per line (verbatim); with --run the counts go to the run's\n"
              "results table (analysis term_counts: task = the term, metric count, one row per checkpoint step).",
              "  pythia data count --run demo-output/run --member d64-l2-seed1 ' return' --by-step\n"
@@ -633,19 +688,32 @@ def register_counts(dsub) -> None:
     p.add_argument("--no-step-index", action="store_true",
                    help="count from the suffix array alone, without building the order's step sidecar "
                         "(no extra disk; same answers, slower)")
+    p.add_argument("--step-index-max", type=_size_arg, metavar="SIZE",
+                   help="build the step sidecar on this count only if it is estimated to take at most SIZE "
+                        "(e.g. 64GiB, inf; default $PYTHIA_STEP_INDEX_MAX, else 16GiB; never beyond the free disk)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = _add(dsub, "count-index", "build the suffix-array index `pythia data count` uses",
+    p = _add(dsub, "count-index", "build the suffix-array index (and a run's step sidecars) `pythia data count` uses",
              "Build (once) the suffix-array index of PREFIX.bin into PREFIX.sa/: one suffix array per shard of\n"
              "at most --shard-tokens tokens (cut at document boundaries; 4 bytes per token on disk, the tokens\n"
-             "are read from PREFIX.bin) and a manifest with which queries refuse a dataset changed since.",
+             "are read from PREFIX.bin) and a manifest with which queries refuse a dataset changed since.\n\n"
+             "With --run RUN [--member M] instead of PREFIX: the index of each member's training data (built\n"
+             "when absent) and the step sidecar of each member's order (PREFIX.sa/steps-*/), whatever its size\n"
+             "(unless --step-index-max) as long as the disk holds it: the one-off cost `pythia data count`\n"
+             "would otherwise pay on its first count, or skip when over its limit. Prints size and time.",
              "  pythia data count-index demo-output/data/train\n"
-             "  pythia data count-index data/pile --shard-tokens 500000000 --index /fast/pile.sa\n", _count_index)
-    p.add_argument("prefix", help="dataset PREFIX")
+             "  pythia data count-index data/pile --shard-tokens 500000000 --index /fast/pile.sa\n"
+             "  pythia data count-index --run demo-output/run --member d64-l2-seed1\n", _count_index)
+    p.add_argument("prefix", nargs="?", help="dataset PREFIX (not with --run)")
+    p.add_argument("--run", help="build the step sidecar of this run's members' orders (and their data's index)")
+    p.add_argument("--member", help="with --run: only this member (default: the focused one, else all)")
+    p.add_argument("--step-index-max", type=_size_arg, metavar="SIZE",
+                   help="with --run: refuse a sidecar estimated above SIZE (default: no limit but the free disk)")
     p.add_argument("--index", help="index folder (default PREFIX.sa)")
     p.add_argument("--shard-tokens", type=int, default=SHARD_TOKENS,
                    help=f"tokens per shard (default {SHARD_TOKENS}; ~14 bytes of memory per token to build)")
-    p.add_argument("--rebuild", action="store_true", help="build again even if an index exists (e.g. a stale one)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="build again even if an index exists (e.g. a stale one); with --run: the step sidecars")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = _add(dsub, "arithmetic-tasks", "write the term-frequency study's arithmetic tasks for lm-eval",

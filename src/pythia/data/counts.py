@@ -15,7 +15,8 @@ Preshuffled files (EleutherAI's layout, Hub runs): item k is position k, so an o
 offset r < S of item k is seen at step k // B.
 
 Two ways to the same answers: `count` reads a slice of the order's step sidecar (stepindex.py:
-this mapping done once per token and stored in suffix-array order, built on the first count);
+this mapping done once per token and stored in suffix-array order, built on the first count
+when its estimated size is within a limit, or ahead by `pythia data count-index --run`);
 the occurrence arrays mapped per query (below) serve --documents, not_followed_by, n-grams of
 256+ tokens, sequence_counts, and orders whose sidecar cannot be written (step_index=False).
 """
@@ -187,15 +188,18 @@ class TermCounter:
 
     def __init__(self, index: NgramIndex, order=None, batch_size: int | None = None,
                  train_iters: int | None = None, tokenizer_path=None, step_index: bool = True,
-                 progress: bool = False):
+                 progress: bool = False, step_index_max: float | None = None):
         """step_index: count through the order's step sidecar (stepindex.py; built beside the
-        index on the first count, ~3E+1 bytes per token); False counts from the suffix array
-        alone (slower, same answers)."""
+        index on the first count, ~3E+1 bytes per token, when its estimated size is within
+        stepindex.size_limit(step_index_max): bytes, default $PYTHIA_STEP_INDEX_MAX or 16 GiB);
+        False counts from the suffix array alone (slower, same answers)."""
         if order is not None and not batch_size:
             raise QueryError("counting by step needs the global batch size")
+        if hasattr(order, "transform") and hasattr(order, "base"):  # a fork's (train.intervention.InterventionOrder)
+            order = order.base  # same documents at the same positions; see for_member
         self.index, self.order, self.batch_size, self.train_iters = index, order, batch_size, train_iters
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
-        self.use_step_index, self.progress = step_index, progress
+        self.use_step_index, self.progress, self.step_index_max = step_index, progress, step_index_max
         self._map = None
         self._steps = None
         self._tokenizer = None
@@ -210,7 +214,7 @@ class TermCounter:
 
     @classmethod
     def for_member(cls, member, index_dir=None, build: bool = True, progress: bool = False, tokenizer=None,
-                   step_index: bool = True):
+                   step_index: bool = True, step_index_max: float | None = None):
         """Counts over what a run member trained on (its dataset and its order)."""
         from .tokenize import dataset_tokenizer
 
@@ -218,8 +222,13 @@ class TermCounter:
             raise QueryError(f"{member.name}: no training data known (open a Hub run with data=PREFIX)")
         index = open_index(member.dataset, index_dir, build=build, progress=progress)
         tok = tokenizer or dataset_tokenizer(member.dataset) or member.tokenizer_path
+        if getattr(member, "intervention", None) is not None:
+            import warnings
+
+            warnings.warn(f"{member.name} is a fork of {member.base}: counted over its base's training data (the "
+                          f"edits its intervention made from step {member.from_step} on are not counted)", stacklevel=2)
         return cls(index, member.order(), member.global_batch, member.train_iters, tok, step_index=step_index,
-                   progress=progress)
+                   progress=progress, step_index_max=step_index_max)
 
     # -- queries ---------------------------------------------------------------------------
     @property
@@ -231,12 +240,12 @@ class TermCounter:
     @property
     def steps(self):
         """The order's step sidecar (stepindex.StepIndex), opened or built on first use; None
-        without an order, when disabled, or where it cannot be written."""
+        without an order, when disabled, too large to build unasked, or where it cannot be written."""
         if self._steps is None and self.order is not None and self.use_step_index:
             from .stepindex import open_step_index
 
             self._steps = open_step_index(self.index, self.order, self.batch_size, smap=lambda: self.map,
-                                          progress=self.progress)
+                                          progress=self.progress, max_bytes=self.step_index_max)
             self.use_step_index = self._steps is not None
         return self._steps
 

@@ -29,11 +29,20 @@ steps, plus the tables: at most 2 * 4 / HIST_MIN bytes per token and epoch (at 1
 Zipf text, 0.06). The build holds a shard's two columns in file order (E (steps + 1) + 1 bytes per
 token), a flag per token and 8 bytes per distinct 2-token prefix in memory; the suffix-array-order
 columns are written through memory maps.
+
+Size guard: at the Pile's scale (3e11 tokens, 143,000 steps: uint32) a sidecar takes terabytes, so
+`open_step_index` first bounds its size (`estimate_bytes`) and builds it unasked only below
+`size_limit` (PYTHIA_STEP_INDEX_MAX or DEFAULT_MAX, and always within the free disk space less a
+margin); above, counts take the suffix-array path with one warning. `pythia data count-index --run`
+builds it whatever its size when the disk holds it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -46,10 +55,21 @@ from .ngram import CHUNK, NgramIndex, NgramIndexError, _search_one, _shard_bound
 STEP_FORMAT = "pythia-step-index/1"  # tick when the layout or the definition of a count changes
 ROOM_MAX = 255  # room is capped here (uint8): exact for n-grams of up to 255 tokens
 HIST_MIN = 8  # 1-/2-gram ranges of more than HIST_MIN * T copies get their (T,) counts stored
+MAX_ENV = "PYTHIA_STEP_INDEX_MAX"  # the size up to which a sidecar is built unasked ("64GiB", "inf", "0")
+DEFAULT_MAX = 16 * 2**30
+DISK_MARGIN = 2**30  # left free on the disk (a tenth of the free space on a smaller one)
 
 
 class StaleStepIndexError(NgramIndexError):
     """A step sidecar built for another index, order or batch size."""
+
+
+class StepIndexSizeError(NgramIndexError):
+    """A step sidecar larger than the size limit or than the disk's free space allows (`disk`)."""
+
+    def __init__(self, message: str, disk: bool = False):
+        super().__init__(message)
+        self.disk = disk
 
 
 def _array_fingerprint(arr) -> dict:
@@ -89,6 +109,81 @@ def step_index_dir(index: NgramIndex, record: dict) -> Path:
 
 def step_dtype(num_steps: int) -> np.dtype:
     return np.dtype(np.uint16 if num_steps < np.iinfo(np.uint16).max else np.uint32)  # T itself: never trained
+
+
+def estimate_bytes(index: NgramIndex, record: dict) -> int:
+    """An upper bound of the sidecar's bytes on disk: the columns exactly, each 1-gram table row
+    exactly (from the first-token ranges), and the 2-gram rows bounded by those ranges (a 2-gram
+    range of more than HIST_MIN * T copies lies in such a 1-gram range, disjoint from the others)."""
+    t, e = record["num_steps"], record["order"]["num_epochs"]
+    per_token = e * step_dtype(t).itemsize + e + 1
+    row = t * (4 if record["batch_size"] * record["seq_len"] < 2**32 else 8) + 16  # hist + keys
+    big_min = max(HIST_MIN * t, 1)
+    total = 4096  # manifest
+    for s in index.shards:
+        lens = np.diff(np.asarray(s["ranks"], np.int64)) * e
+        big = lens[lens > HIST_MIN * t]
+        total += (s["token_hi"] - s["token_lo"]) * per_token + 6 * 128  # + .npy headers
+        total += (big.size + int(np.sum(big // big_min))) * row
+    return int(total)
+
+
+def parse_size(text) -> float:
+    """Bytes from "16GiB", "500MB", "1e9", "inf" (no limit) or "0" (never build unasked)."""
+    units = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "KB": 10**3, "MB": 10**6,
+             "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    t = str(text).strip().upper().replace(" ", "")
+    if t in ("INF", "NONE", "UNLIMITED"):
+        return math.inf
+    number = t.rstrip("KMGTIB")
+    try:
+        value = float(number) * units[t[len(number):]]
+    except (ValueError, KeyError):
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise ValueError(f"a size such as 16GiB, 500MB, 0 or inf, not {text!r}")
+    return value
+
+
+def human(n: float) -> str:
+    """Binary units, three significant figures: 512 B, 1.50 GiB, 2.27 TiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1023.5 or unit == "PiB":
+            break
+        n /= 1024
+    return f"{n:.0f} {unit}" if unit == "B" or abs(n) >= 99.95 else f"{n:.{1 if abs(n) >= 9.995 else 2}f} {unit}"
+
+
+def size_limit(path, max_bytes: float | None = None) -> tuple[float, str, bool]:
+    """(bytes a sidecar at `path` may take, why, whether the free disk space sets it): max_bytes,
+    else $PYTHIA_STEP_INDEX_MAX, else DEFAULT_MAX; never more than the free space less DISK_MARGIN."""
+    if max_bytes is not None:
+        why = "the limit asked for"
+    elif os.environ.get(MAX_ENV, "").strip():
+        try:
+            max_bytes, why = parse_size(os.environ[MAX_ENV]), f"{MAX_ENV}={os.environ[MAX_ENV].strip()}"
+        except ValueError as exc:
+            raise ValueError(f"{MAX_ENV}: {exc}") from None
+    else:
+        max_bytes, why = DEFAULT_MAX, f"the default limit; {MAX_ENV} sets another"
+    where = Path(path).absolute()
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    room = max(free - min(DISK_MARGIN, free // 10), 0)
+    if room < max_bytes:
+        return room, f"the free space on {where}, {human(free)}, less a margin", True
+    return max_bytes, why, False
+
+
+def check_size(index: NgramIndex, record: dict, path, max_bytes: float | None = None) -> int:
+    """The sidecar's estimated bytes; StepIndexSizeError when above `size_limit`."""
+    need = estimate_bytes(index, record)
+    limit, why, disk = size_limit(path, max_bytes)
+    if need > limit:
+        raise StepIndexSizeError(f"the step sidecar {path} would take up to {human(need)}, over {human(limit)} "
+                                 f"({why})", disk=disk)
+    return need
 
 
 def tally(steps: np.ndarray, room: np.ndarray, n: int, num_steps: int) -> tuple[np.ndarray, int]:
@@ -265,11 +360,16 @@ def _npy(path: Path, dtype, shape) -> np.ndarray:
     return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 
+_warned: set[str] = set()  # index folders whose too-large sidecars were warned about (once a process)
+
+
 def open_step_index(index: NgramIndex, order, batch_size: int, smap=None, build: bool = True,
-                    progress: bool = False) -> StepIndex | None:
+                    progress: bool = False, max_bytes: float | None = None,
+                    strict: bool = False) -> StepIndex | None:
     """The sidecar for (index, order, batch size): opened when fresh, else (re)built when `build`
-    (smap: a callable giving the order's step map, built only then). None when it cannot be written
-    (a read-only index folder): callers count the slower way."""
+    (smap: a callable giving the order's step map, built only then) and its estimated size is
+    within `size_limit(max_bytes)`. None when too large or unwritable (a read-only index folder):
+    callers count the slower way, after one warning. `strict` raises StepIndexSizeError/OSError instead."""
     record = order_record(index, order, batch_size)
     path = step_index_dir(index, record)
     if (path / "manifest.json").is_file():
@@ -281,12 +381,53 @@ def open_step_index(index: NgramIndex, order, batch_size: int, smap=None, build:
     elif not build:
         return None
     try:
+        check_size(index, record, path, max_bytes)
         return build_step_index(index, smap(), batch_size, record, path, progress=progress)
+    except StepIndexSizeError as exc:
+        if strict:
+            raise
+        if str(index.dir) not in _warned:
+            _warned.add(str(index.dir))
+            how = ("free some space or keep the index on a larger disk (--index DIR)" if exc.disk else
+                   f"build it anyway with `pythia data count-index --run RUN [--member M]`, or raise the limit "
+                   f"(`pythia data count --step-index-max SIZE`, {MAX_ENV}=SIZE)")
+            warnings.warn(f"{exc}: not built, counting without it (slower, same answers); {how}", stacklevel=2)
     except OSError as exc:
+        if strict:
+            raise
         warnings.warn(f"cannot write the step sidecar {path} ({exc.strerror or exc}); counting without it "
                       "(slower, same answers)", stacklevel=2)
-        return None
+    return None
 
 
-__all__ = ["HIST_MIN", "ROOM_MAX", "STEP_FORMAT", "StaleStepIndexError", "StepIndex", "build_step_index",
-           "open_step_index", "order_record", "step_index_dir", "tally"]
+def sidecar_bytes(path) -> int:
+    """Bytes on disk of a built sidecar's files."""
+    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+
+
+def prebuild_step_index(index: NgramIndex, order, batch_size: int, smap, rebuild: bool = False,
+                        max_bytes: float = math.inf, progress: bool = False) -> dict:
+    """Build the sidecar ahead of the first count, whatever its size unless `max_bytes` (the
+    disk's free space always applies): {"path", "built", "bytes", "estimate", "seconds"}; a
+    fresh one is kept unless `rebuild`. StepIndexSizeError when it does not fit."""
+    import time
+
+    record = order_record(index, order, batch_size)
+    path = step_index_dir(index, record)
+    if not rebuild and (path / "manifest.json").is_file():
+        try:
+            StepIndex(index, path, record)
+            return {"path": path, "built": False, "bytes": sidecar_bytes(path), "estimate": None, "seconds": 0.0}
+        except StaleStepIndexError:
+            pass
+    need = check_size(index, record, path, max_bytes)
+    start = time.perf_counter()
+    build_step_index(index, smap(), batch_size, record, path, progress=progress)
+    return {"path": path, "built": True, "bytes": sidecar_bytes(path), "estimate": need,
+            "seconds": time.perf_counter() - start}
+
+
+__all__ = ["DEFAULT_MAX", "HIST_MIN", "MAX_ENV", "ROOM_MAX", "STEP_FORMAT", "StaleStepIndexError", "StepIndex",
+           "StepIndexSizeError", "build_step_index", "check_size", "estimate_bytes", "open_step_index",
+           "order_record", "parse_size", "prebuild_step_index", "sidecar_bytes", "size_limit", "step_index_dir",
+           "tally"]
