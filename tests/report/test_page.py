@@ -93,8 +93,9 @@ def test_demo_report_header_and_verify(quick_demo, tmp_path):
         steps = m.steps
         assert m.name in page
         assert f"{steps[-1] * m.global_batch * m.seq_len:,}" in page  # tokens seen
-    keys = [s.key for s in rep.sections]  # losses, the demo's fork against its base, its probe
-    assert keys[:2] == ["learning-curves", "interventions"] and len(keys) == 3 and keys[2].endswith("pronoun_probe")
+    keys = [s.key for s in rep.sections]  # losses, every study the demo ran, the fork against its base, its probe
+    assert keys == ["learning-curves", "benchmarks", "memorization", "seeds", "term-frequency", "interventions",
+                    "analysis-pronoun_probe"]
     assert all(not s.errors for s in rep.sections)
     assert 'class="badge ok"' in page
 
