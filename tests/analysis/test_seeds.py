@@ -133,3 +133,18 @@ def test_robust_score_is_calibrated_on_well_behaved_seeds():
     assert list(flagged(robust_z(m)[4])) == list(range(20, 30))
     same_start = np.ones((5, 3))  # identical inits at step 0: no division by zero, no flag
     assert not np.any(robust_z(same_start))
+
+
+def test_discrete_metric_scale_is_never_finer_than_one_step():
+    """Accuracy on 48 items: three seeds agree exactly (MAD 0). One item's difference is not an
+    outlier; five items' difference at two consecutive checkpoints is."""
+    from pythia.analysis._seedstats import flagged, resolution, robust_z
+
+    same = np.array([10, 12, 15, 20, 24, 30]) / 48
+    near = np.vstack([same, same, same, same + np.array([0, 1, 0, 1, 0, 0]) / 48])
+    assert resolution(near) == pytest.approx(1 / 48)
+    assert np.abs(robust_z(near)).max() == pytest.approx(1.0)  # was ~1e5 with a MAD of 0
+    assert flagged(robust_z(near)[3]).size == 0
+    far = np.vstack([same, same, same, same + np.array([0, 0, 5, 5, 0, 0]) / 48])
+    assert flagged(robust_z(far)[3]).tolist() == [2, 3]
+    assert resolution(np.full((4, 3), 0.5)) == 0.0

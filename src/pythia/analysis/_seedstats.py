@@ -14,7 +14,9 @@ modified z-score in the sense of Iglewicz & Hoaglin ("How to Detect and Handle O
   log-spaced schedule) and built from the same leave-one-out deviations as the numerator: with
   the 4-10 seeds of a suite, a per-step MAD of the other seeds alone put |z| above 3.5 for 5-27%
   of well-behaved (normal) seeds in simulation; this form gives 0.3-0.9% per step, and with
-  the 2-consecutive-checkpoints rule of `flagged` under 1% of runs per metric over 30 steps.
+  the 2-consecutive-checkpoints rule of `flagged` under 1% of runs per metric over 30 steps;
+- the scale is never finer than the metric's resolution (its smallest gap between two values,
+  `resolution`): discrete metrics on which most seeds agree exactly have a MAD of 0.
 """
 from __future__ import annotations
 
@@ -64,7 +66,18 @@ def robust_z(matrix: np.ndarray, window: int = WINDOW) -> np.ndarray:
     steps = matrix.shape[1]
     pooled = np.array([np.median(np.abs(dev[:, max(0, j - window):j + window + 1])) for j in range(steps)])
     scale = np.maximum(MAD_SCALE * pooled, REL_FLOOR * np.abs(np.median(matrix, axis=0)) + ABS_FLOOR)
-    return dev / scale
+    return dev / np.maximum(scale, resolution(matrix))
+
+
+def resolution(matrix: np.ndarray) -> float:
+    """The smallest non-zero gap between two values of the metric (0 when all are equal).
+
+    A count-based metric (accuracy on 48 items, a memorized fraction of 1,024 sequences) moves
+    in steps; when most seeds sit on the same value the MAD is 0, and one item's difference
+    would otherwise score |z| ~ 1e5. No scale is finer than one step of the metric: a seed is
+    flagged only when it is more than 3.5 such steps away from the others."""
+    values = np.unique(matrix[np.isfinite(matrix)])
+    return float(np.diff(values).min()) if values.size > 1 else 0.0
 
 
 def flagged(z: np.ndarray, threshold: float = Z_THRESHOLD, min_run: int = 2) -> np.ndarray:

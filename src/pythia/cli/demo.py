@@ -6,8 +6,8 @@ import sys
 
 _FMT = argparse.RawDescriptionHelpFormatter
 # Wall time of the demos as README.md states it (tests/test_demo.py checks that both agree).
-FULL_DURATION = "about 3.5 minutes on 2 idle CPU cores"
-QUICK_DURATION = "under a minute"
+FULL_DURATION = "about 6 minutes on 2 idle CPU cores"
+QUICK_DURATION = "about 30 seconds"
 
 
 def register(sub) -> None:

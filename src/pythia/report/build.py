@@ -37,6 +37,16 @@ class Report:
     """Per fork: {"fork", "base", "from_step", "plot", "step", "base_value", "fork_value"} (val_metric)."""
 
 
+def _forks_apart(rows: list[dict], forks: dict) -> list[dict]:
+    """The page groups curves by size, seeds of a size forming a band: a fork (a data
+    intervention on one member) is drawn as a size of its own, `{size}+{intervention}`, so it
+    never joins its base's seeds in a mean or a band. results.csv keeps the real shape."""
+    if not forks:
+        return rows
+    return [dict(r, size=f"{r.get('size') or ''}+{r['member'].split('+', 1)[1]}") if r.get("member") in forks else r
+            for r in rows]
+
+
 def build_report(source: str | Path, out_dir: str | Path | None = None, verify: bool = True) -> Report:
     """Write index.html, results.csv, learning_curves.png and summary.txt into `out_dir`.
 
@@ -66,7 +76,7 @@ def build_report(source: str | Path, out_dir: str | Path | None = None, verify: 
     text = "\n".join([format_summary(summary)] + fork_lines)
     write_text_atomic(summary_path, f"suite {src.name} ({src.path})\n{text}\n")
     header = build_header(src, verify=verify)
-    sections = render_sections(ReportData(rows, src.name, src.size_order))
+    sections = render_sections(ReportData(_forks_apart(rows, forks), src.name, src.size_order))
     page = out_dir / "index.html"
     write_text_atomic(page, render_page(header, sections, get_plotlyjs()))
     return Report(run_dir=src.path, out_dir=out_dir, html=page, table=table, plot=plot, summary_text=summary_path,

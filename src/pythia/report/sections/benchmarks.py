@@ -5,9 +5,13 @@ name, e.g. Pythia's) drawn dashed beside the suite's own.
 Rows: task = the lm-eval task name, `task@5shot` when few-shot; metric = lm-eval's name
 (acc, acc_norm, perplexity, word_perplexity, bits_per_byte, exact_match,strict-match, ...).
 One figure per task, a menu for its metrics; perplexities on a log axis. When imported results
-bring many tasks the suite does not have, those share one figure with a menu.
+bring many tasks the suite does not have, those share one figure with a menu, and so do the
+suite's own families of numbered tasks (`num_reasoning_arithmetic_addition_0..99`: the
+term-frequency section draws them against counts).
 """
 from __future__ import annotations
+
+import re
 
 from ..plot import base_layout, curve_traces, dropdown_figure, group_series, natural, rows_by, size_key
 from . import ReportData, Section, Table, section
@@ -39,7 +43,15 @@ def render(data: ReportData, sec: Section) -> None:
                          "imported results only")
     by_task = rows_by([r for r in own + imported if r.get("step") is not None and r.get("value") is not None], "task")
     own_tasks = {r.get("task") or "" for r in own}
-    tasks = sorted((k[0] for k in by_task), key=lambda t: (t not in own_tasks, natural(t)))
+    families = numbered_families(own_tasks)
+    for name, members in sorted(families.items()):
+        options = [(f"{t}: {label}", traces, extra) for t in sorted(members, key=natural)
+                   for label, traces, extra in metric_options(data, by_task.get((t,), []))]
+        rows = [r for t in members for r in by_task.get((t,), [])]
+        sec.add(dropdown_figure(options, base_layout("", _max_step(rows)),
+                                title=f"{name}: {len(members)} tasks (menu: task and metric)"))
+    in_family = {t for members in families.values() for t in members}
+    tasks = sorted((k[0] for k in by_task if k[0] not in in_family), key=lambda t: (t not in own_tasks, natural(t)))
     alone = tasks if len(tasks) <= MAX_TASK_FIGURES else [t for t in tasks if t in own_tasks]
     for task in alone:
         sec.add(dropdown_figure(metric_options(data, by_task[(task,)]), base_layout("", _max_step(by_task[(task,)])),
@@ -54,9 +66,25 @@ def render(data: ReportData, sec: Section) -> None:
                                       "(menu: task and metric)"))
     if not sec.figures:
         sec.notes.append("no benchmark row has a step and a value")
-    table = final_table(own)
+    table = final_table([r for r in own if (r.get("task") or "") not in in_family])
     if table:
         sec.tables.append(table)
+
+
+FAMILY_RE = re.compile(r"^(?P<stem>.+)_(?P<n>\d+)(?P<shots>@\d+shot)?$")
+MIN_FAMILY = 4
+"""Tasks that differ only by a trailing number (the term-frequency study's 100 tasks per
+operation, one per operand) share one figure with a menu once there are this many."""
+
+
+def numbered_families(tasks) -> dict[str, list[str]]:
+    """{'{stem}_N{@kshot}': [tasks]} for families of at least MIN_FAMILY numbered tasks."""
+    found: dict[str, list[str]] = {}
+    for t in tasks:
+        m = FAMILY_RE.match(t)
+        if m:
+            found.setdefault(f"{m['stem']}_N{m['shots'] or ''}", []).append(t)
+    return {k: v for k, v in found.items() if len(v) >= MIN_FAMILY}
 
 
 def metric_options(data: ReportData, rows: list[dict]) -> list[tuple]:
