@@ -116,3 +116,31 @@ def test_digit_mask(quick_demo):
     assert mask.shape == (tok.get_vocab_size(with_added_tokens=True),)
     assert mask[tok.token_to_id("7")] and not mask[tok.token_to_id("a")] and not mask[0]
     assert all(mask[i] == tok.decode([i])[:1].isdigit() for i in (tok.encode(" 12 a3 45").ids))
+
+
+def test_the_study_on_a_hub_run_with_preshuffled_data(quick_demo, quick_hub, tmp_path, monkeypatch):
+    """Real Pythia checkpoints are a Hub repo in the local cache plus the preshuffled Pile: the
+    study's counts there equal the counts over the GPT-NeoX order the data was exported from."""
+    from pythia.data.preshuffle import export_preshuffled
+
+    out, _ = quick_demo
+    cache, repo = quick_hub
+    member = open_run(out / "run").members[0]
+    pre = tmp_path / "pre" / "document"
+    export_preshuffled(member.order(), pre, num_positions=member.train_iters * member.global_batch, progress=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    hub = open_run(repo, data=str(pre), results_dir=tmp_path / "hub")
+    hub.hub_batch, hub.hub_iters, hub.hub_seq_len = member.global_batch, member.train_iters, member.seq_len
+    local = open_run(out / "run", results_dir=tmp_path / "local")
+    for run, name in ((hub, hub.members[0].name), (local, member.name)):
+        for x1 in range(100):
+            write_items(run.results_dir, name, 20, task_name("addition", x1), [1, 0] if x1 % 3 else [1, 1])
+        assert run_analyses(run, "term_frequency", members=name, progress=False,
+                            options={"ngram_index": str(tmp_path / f"sa-{run.kind}")}).ok
+
+    def table(run):
+        return {(r["task"], r["metric"]): r["value"] for r in run.results().rows(analysis="term_frequency")}
+
+    got, want = table(hub), table(local)
+    assert got == want and len(got) == 2 * 100 + 2
+    assert want[task_name("addition", 1), "frequency"] > 0
