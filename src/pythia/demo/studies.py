@@ -9,7 +9,7 @@ a re-run after an interruption computes only what is missing).
     seeds            checkpoint weight statistics at every step, spread over seeds, outliers,
                      per-item agreement, and the PolyPythias training map (Gaussian HMM)
     term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
-                     against how often x1 was seen) on `arithmetic_members` at `arithmetic_steps`
+                     against how often x1 was seen) for the `arithmetic_seeds` at `arithmetic_steps`
     intervention     the fork's pronoun probe (pipeline.run_probe)
 
 The demo corpus is Python code: arithmetic accuracy stays near zero and the benchmarks near
