@@ -93,6 +93,8 @@ def test_demo_report_header_and_verify(quick_demo, tmp_path):
         steps = m.steps
         assert m.name in page
         assert f"{steps[-1] * m.global_batch * m.seq_len:,}" in page  # tokens seen
+    fork_menu = next(f for s in rep.sections if s.key == "interventions" for f in s.figures).menu
+    assert fork_menu[0].endswith(": val_loss") and len(fork_menu) > 3  # opens on the loss; every shared metric
     keys = [s.key for s in rep.sections]  # losses, every study the demo ran, the fork against its base, its probe
     assert keys == ["learning-curves", "benchmarks", "memorization", "seeds", "term-frequency", "interventions",
                     "analysis-pronoun_probe"]

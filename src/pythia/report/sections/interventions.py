@@ -42,7 +42,8 @@ def render(data: ReportData, sec: Section) -> None:
     if unparsed:
         sec.notes.append(f"compare rows without a base/fork/diff role not drawn: {', '.join(sorted(unparsed)[:8])}")
     options, max_step = [], 0
-    for key in sorted(pairs, key=lambda k: (natural(k[0]), k[1] != "val_loss:val_loss", natural(k[1]), natural(k[2]))):
+    first = ("val_loss", "val_loss:val_loss")  # the menu opens on the validation loss (compare names it either way)
+    for key in sorted(pairs, key=lambda k: (natural(k[0]), k[1] not in first, natural(k[1]), natural(k[2]))):
         fork, what, task = key
         roles = pairs[key]
         missing = [r for r in ROLES if r not in roles]
