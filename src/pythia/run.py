@@ -144,7 +144,7 @@ class MemberView:
             n = steps[-1]
         if n not in steps:
             raise RunError(f"member {self.name} has no checkpoint at step {n}; available: "
-                           f"{_compact(steps)}")
+                           f"{compact_steps(steps)}")
         path = self._hub_revisions[n] if self.run.kind == "hub" else self.path / step_dir_name(n)
         return Checkpoint(member=self, step=n, path=path)
 
@@ -213,14 +213,15 @@ class MemberView:
         return read_jsonl(path) if path.is_file() else []
 
 
-def _compact(steps: list[int]) -> str:
+def compact_steps(steps: list[int]) -> str:
     if len(steps) <= 12:
         return ", ".join(map(str, steps))
     return ", ".join(map(str, steps[:6])) + ", ..., " + ", ".join(map(str, steps[-4:]))
 
 
-def select_steps(available: list[int], steps: Any = "all") -> list[int]:
-    """`all`, `last`, `first`, a list/`0,1,2`, or `A:B` (B exclusive; either side may be empty)."""
+def select_steps(available: list[int], steps: Any = "all", missing: list | None = None) -> list[int]:
+    """`all`, `last`, `first`, a list/`0,1,2`, or `A:B` (B exclusive; either side may be empty).
+    Listed steps that are not available raise RunError, or are appended to `missing` when given."""
     if steps is None or steps == "all":
         return list(available)
     if steps == "last":
@@ -238,10 +239,12 @@ def select_steps(available: list[int], steps: Any = "all") -> list[int]:
     if isinstance(steps, str):
         steps = [p for p in steps.split(",") if p.strip()]
     wanted = [parse_revision(s.strip() if isinstance(s, str) else s) for s in steps]
-    missing = [s for s in wanted if s not in available]
-    if missing:
-        raise RunError(f"no checkpoint at step(s) {missing}; available: {_compact(available)}")
-    return sorted(set(wanted))
+    absent = [s for s in wanted if s not in available]
+    if absent and missing is None:
+        raise RunError(f"no checkpoint at step(s) {absent}; available: {compact_steps(available)}")
+    if missing is not None:
+        missing.extend(absent)
+    return sorted(set(wanted) - set(absent))
 
 
 class RunView:

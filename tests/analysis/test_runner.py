@@ -3,6 +3,7 @@ changed checkpoint, kill -9, ranks, the CLI, and a toy plug-in written as the do
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -169,3 +170,23 @@ def test_second_writer_of_a_results_table_is_refused(demo_copy):
         with pytest.raises(LockedError, match="another pythia analyze"):
             run_analyses(run, "val_loss", steps="last", progress=False)
     assert run_analyses(run, "val_loss", steps="last", progress=False).ok  # released: no stale lock
+
+
+def test_listed_steps_a_fork_lacks_are_skipped_for_it_with_a_warning(quick_demo, tmp_path):
+    """`--steps 0,20` over a run with a fork (which starts at step 10): the fork is scored at 20
+    only, with one warning naming it; a step no member has, or a single member lacking a listed
+    step, is an error naming the member and its steps."""
+    from pythia.run import RunError
+
+    out, _ = quick_demo
+    run = open_run(out / "run", results_dir=tmp_path / "r")
+    fork = next(m.name for m in run.members if m.base is not None)
+    with pytest.warns(UserWarning, match=rf"steps skipped for members without those checkpoints: {re.escape(fork)}: \[0\]"):
+        summary = run_analyses(run, "val_loss", steps="0,20", device="cpu", progress=False)
+    assert summary.ok and len(summary.computed) == 2 * len(QUICK_MEMBERS) + 1
+    rows = {(r["member"], r["step"]) for r in run.results().rows(analysis="val_loss")}
+    assert rows == {(m, s) for m in QUICK_MEMBERS for s in (0, 20)} | {(fork, 20)}
+    with pytest.raises(RunError, match=rf"{re.escape(fork)} \(lacks \[0\]; has 10, 20\)"):
+        run_analyses(run, "val_loss", members=fork, steps="0,20", device="cpu", progress=False)
+    with pytest.raises(RunError, match=r"lacks \[3\]"):
+        run_analyses(run, "val_loss", steps="3", device="cpu", progress=False)

@@ -16,10 +16,12 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..results import ResultsStore, Row
+from ..run import RunError, compact_steps, select_steps
 from .base import Analysis, AnalysisError, CheckpointContext, get
 
 CRASH_ENV = "PYTHIA_ANALYZE_CRASH_AFTER"
@@ -144,7 +146,7 @@ def _sweep(run, analyses, chosen, store, rank, world, steps, device, dtype, prog
     if per_ckpt:
         dev = resolve_device(device)
         step_sel = steps if steps is not None else (run.focus_step if run.focus_step is not None else "all")
-        units = [(m, c) for m in chosen for c in m.checkpoints(step_sel)]
+        units = _units(chosen, step_sel)
         mine = units[rank::world]
         shared: dict = {}
         with _bar(len(mine), progress, rank) as bar:
@@ -159,6 +161,25 @@ def _sweep(run, analyses, chosen, store, rank, world, steps, device, dtype, prog
             _one_run_analysis(run, a, store, chosen if a.selects_members else run.members, summary, force)
         store.write_csv()
     return summary
+
+
+def _units(chosen, step_sel) -> list:
+    """(member, checkpoint) pairs of the selection. Listed steps that some members lack (a fork
+    starts half-way; sizes saved on other schedules) are skipped for those members with one
+    warning; a step no chosen member has is an error naming the members' steps."""
+    units, lacking = [], {}
+    for m in chosen:
+        missing: list = []
+        units += [(m, m.checkpoint(s)) for s in select_steps(m.steps, step_sel, missing)]
+        if missing:
+            lacking[m.name] = missing
+    if lacking and (len(chosen) == 1 or not units):
+        raise RunError("no checkpoint at the selected step(s) for " + "; ".join(
+            f"{m.name} (lacks {lacking[m.name]}; has {compact_steps(m.steps)})" for m in chosen if m.name in lacking))
+    if lacking:
+        warnings.warn("steps skipped for members without those checkpoints: "
+                      + "; ".join(f"{name}: {steps}" for name, steps in lacking.items()), stacklevel=3)
+    return units
 
 
 def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, summary, force,
