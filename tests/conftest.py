@@ -47,3 +47,15 @@ def quick_hub(quick_demo, tmp_path_factory):
     member = sorted(p for p in (out / "run").iterdir() if (p / "step0").is_dir())[0]
     cache = tmp_path_factory.mktemp("hub")
     return cache, hub_cache_from_member(cache, member, "EleutherAI/pythia-quick-test")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run faster on one intra-op thread, and far faster on a shared, busy 2-core
+    machine than on two contended ones (tests that need it: usefixtures("one_torch_thread"))."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

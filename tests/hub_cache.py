@@ -30,3 +30,18 @@ def hub_cache_from_member(cache: Path, member_dir: Path, repo_id: str) -> str:
         if (step_dir / "config.json").is_file():
             add_revision(cache, repo_id, step_dir.name, step_dir)
     return repo_id
+
+
+def hub_run_on_preshuffled(member, cache: Path, repo_id: str, tmp_path: Path, monkeypatch, results: str = "res"):
+    """`repo_id` from the cache opened as a Hub run over `member`'s training data exported in
+    EleutherAI's preshuffled layout (item k = position k), as real Pythia checkpoints are read
+    with the preshuffled Pile; the run's shape (batch, iters, sequence) is `member`'s."""
+    from pythia.data.preshuffle import export_preshuffled
+    from pythia.run import open_run
+
+    pre = Path(tmp_path) / "pre" / "document"
+    export_preshuffled(member.order(), pre, num_positions=member.train_iters * member.global_batch, progress=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    hub = open_run(repo_id, data=str(pre), results_dir=Path(tmp_path) / results)
+    hub.hub_batch, hub.hub_iters, hub.hub_seq_len = member.global_batch, member.train_iters, member.seq_len
+    return hub

@@ -24,13 +24,7 @@ from pythia.run import open_run
 V = 128
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CI machine is shared: one intra-op thread is several times faster than two contended."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def tiny_model(dtype=torch.float32):

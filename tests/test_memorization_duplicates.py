@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from pythia.analysis.base import AnalysisError
@@ -18,12 +17,7 @@ from pythia.run import open_run
 MEMBER = "d32-l2-seed1"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def brute_counts(order, positions, until_step: int, batch: int, length: int, eod: int = 0) -> np.ndarray:

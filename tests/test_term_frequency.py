@@ -121,16 +121,11 @@ def test_digit_mask(quick_demo):
 def test_the_study_on_a_hub_run_with_preshuffled_data(quick_demo, quick_hub, tmp_path, monkeypatch):
     """Real Pythia checkpoints are a Hub repo in the local cache plus the preshuffled Pile: the
     study's counts there equal the counts over the GPT-NeoX order the data was exported from."""
-    from pythia.data.preshuffle import export_preshuffled
+    from tests.hub_cache import hub_run_on_preshuffled
 
     out, _ = quick_demo
-    cache, repo = quick_hub
     member = open_run(out / "run").members[0]
-    pre = tmp_path / "pre" / "document"
-    export_preshuffled(member.order(), pre, num_positions=member.train_iters * member.global_batch, progress=False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    hub = open_run(repo, data=str(pre), results_dir=tmp_path / "hub")
-    hub.hub_batch, hub.hub_iters, hub.hub_seq_len = member.global_batch, member.train_iters, member.seq_len
+    hub = hub_run_on_preshuffled(member, *quick_hub, tmp_path, monkeypatch, results="hub")
     local = open_run(out / "run", results_dir=tmp_path / "local")
     for run, name in ((hub, hub.members[0].name), (local, member.name)):
         for x1 in range(100):

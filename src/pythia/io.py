@@ -140,3 +140,32 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def human_bytes(n: float, binary: bool = False) -> str:
+    """Three significant figures in decimal units (987 B, 1.23 KB, 12.3 GB) or, with `binary`,
+    binary ones (512 B, 1.50 GiB, 2.27 TiB)."""
+    base, units = (1024, ("B", "KiB", "MiB", "GiB", "TiB", "PiB")) if binary else (1000, ("B", "KB", "MB", "GB", "TB"))
+    for unit in units:
+        if abs(n) < base - 0.5 or unit == units[-1]:
+            break
+        n /= base
+    if unit == "B" or abs(n) >= 99.95:
+        return f"{n:.0f} {unit}"
+    return f"{n:.{1 if abs(n) >= 9.995 else 2}f} {unit}"
+
+
+def existing_parent(path: str | os.PathLike) -> Path:
+    """`path` made absolute, or its nearest parent that exists (where a file would be written)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Free bytes for an unprivileged user on the filesystem of `path` (or its nearest existing
+    parent); None when that cannot be read."""
+    with contextlib.suppress(OSError):
+        return shutil.disk_usage(existing_parent(path)).free
+    return None

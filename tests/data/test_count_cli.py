@@ -132,16 +132,11 @@ def test_hub_run_with_preshuffled_data_counts_the_same(quick_demo, quick_hub, tm
     """A Hub run reads its order from a preshuffled file (item k = position k): the same counts
     as the GPT-NeoX order it was exported from, for n-grams without <|endoftext|>."""
     from pythia.data.counts import TermCounter
-    from pythia.data.preshuffle import export_preshuffled
+    from tests.hub_cache import hub_run_on_preshuffled
 
     out, _ = quick_demo
-    cache, repo = quick_hub
     member = open_run(out / "run").members[0]
-    pre = tmp_path / "pre" / "document"
-    export_preshuffled(member.order(), pre, num_positions=member.train_iters * member.global_batch, progress=False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    hub = open_run(repo, data=str(pre), results_dir=tmp_path / "res")
-    hub.hub_batch, hub.hub_iters, hub.hub_seq_len = member.global_batch, member.train_iters, member.seq_len
+    hub = hub_run_on_preshuffled(member, *quick_hub, tmp_path, monkeypatch)
     via_hub = TermCounter.for_member(hub.member(), index_dir=tmp_path / "sa-hub", tokenizer=member.tokenizer_path)
     via_order = TermCounter.for_member(member, index_dir=tmp_path / "sa")
     for text in (" return", " self", " in"):

@@ -59,11 +59,6 @@ def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 120
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models run faster on one thread, and far faster on a shared, busy 2-core box."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):
+    """Every training test on one intra-op thread (tests/conftest.py: one_torch_thread)."""
     yield
-    torch.set_num_threads(before)

@@ -64,21 +64,16 @@ def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float | None:
     return (p_o - p_e) / (1.0 - p_e)
 
 
-def items_kappa(x: Items, y: Items, what: str, skipped: dict | None = None) -> float | None:
-    """Cohen's kappa on the items both have; None (and `what` noted in `skipped`, or warned)
-    when they share no item or give one same label to every item (kappa undefined)."""
+def items_kappa(x: Items, y: Items, what: str, skipped: dict) -> float | None:
+    """Cohen's kappa on the items both have; None, with `what` noted in `skipped` under the
+    reason, when they share no item or give one same label to every item (kappa undefined)."""
     shared, ix, iy = np.intersect1d(x.doc_id, y.doc_id, assume_unique=True, return_indices=True)
-    reason = None
     if shared.size == 0:
-        reason = "no doc_id in common"
-    kappa = cohen_kappa(x.label[ix], y.label[iy]) if reason is None else None
-    if reason is None and kappa is None:
-        reason = "both checkpoints give one same label to every item; kappa undefined"
-    if reason is not None:
-        if skipped is None:
-            warnings.warn(f"agreement: {what}: {reason}, skipped", stacklevel=3)
-        else:
-            skipped.setdefault(reason, []).append(what)
+        skipped.setdefault("no doc_id in common", []).append(what)
+        return None
+    kappa = cohen_kappa(x.label[ix], y.label[iy])
+    if kappa is None:
+        skipped.setdefault("both checkpoints give one same label to every item; kappa undefined", []).append(what)
     return kappa
 
 

@@ -29,6 +29,7 @@ scores as Pythia's `index,accuracy` CSVs.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from .base import Analysis, AnalysisError, Option, Row, register
 from .memorization_store import (Positions, artifact_folders, bin_by_duplicates, bin_by_trained_step,
                                  compute_chunked, compute_duplicates, export_pythia_csv, finished_scores,
                                  load_scores, parse_range, precision_recall, read_rows)
-from .term_counts import INDEX_OPTION
+from .term_counts import INDEX_OPTION, order_key
 
 __all__ = ["Memorization", "MemorizationExport", "MemorizationPredictability", "duplicate_rows",
            "fraction_over_steps", "predictability_matrix"]
@@ -233,22 +234,21 @@ class Memorization(Analysis):
                                      desc=f"memorization {member.name} {ctx.checkpoint.revision}")
         rows = summary_rows(result, self.task(positions)) + when_rows(result, member.global_batch, o["when_bins"])
         if o["duplicates"]:
-            self._count(ctx, folder, positions)
-            rows += duplicate_rows(load_scores(folder))
+            rows += duplicate_rows(dataclasses.replace(result, duplicates=self._count(ctx, folder, positions)))
         return rows
 
     def _stored(self, ctx, folder, positions: Positions, meta: dict):
         """Scores already published for exactly this checkpoint (weights digest), these positions
         and scoring settings by this version (e.g. when only duplicates=True or --when-bins is
         new, or a run was killed while counting): reused unless the run is forced."""
-        return None if getattr(ctx, "force", False) else finished_scores(folder, positions, meta)
+        return None if ctx.force else finished_scores(folder, positions, meta)
 
     def counter(self, member):
         """The member's count index (TermCounter), opened (built when absent) once per data order."""
         from ..data.counts import TermCounter
 
         cache = self.__dict__.setdefault("_counters", {})
-        key = (str(member.dataset), member.data_seed, member.global_batch, member.train_iters)
+        key = order_key(member)
         if key not in cache:
             self.order(member)  # names a member without training data first
             try:
@@ -258,7 +258,8 @@ class Memorization(Analysis):
                                     f"{member.dataset} ({exc})") from None
         return cache[key]
 
-    def _count(self, ctx, folder, positions: Positions) -> None:
+    def _count(self, ctx, folder, positions: Positions) -> np.ndarray:
+        """The duplicate counts of the scored windows (stored beside the scores, chunk by chunk)."""
         o, member, step = self.opts, ctx.member, ctx.step
         counter, width = self.counter(member), o["prompt_len"] + o["cont_len"]
         meta = {"member": member.name, "step": step, "until_step": step, "offset": 0, "length": width,
@@ -270,8 +271,8 @@ class Memorization(Analysis):
             except ValueError as exc:
                 raise AnalysisError(f"memorization --duplicates: {member.name} step {step}: {exc}") from None
 
-        compute_duplicates(folder, positions, meta, count, o["mem_chunk"], progress=ctx.progress,
-                           desc=f"duplicates {member.name} {ctx.checkpoint.revision}")
+        return compute_duplicates(folder, positions, meta, count, o["mem_chunk"], progress=ctx.progress,
+                                  desc=f"duplicates {member.name} {ctx.checkpoint.revision}")
 
     def _scorer(self, ctx, order, eod: int):
         import torch

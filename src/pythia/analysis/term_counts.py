@@ -27,6 +27,11 @@ def read_terms(path) -> list[str]:
     return terms
 
 
+def order_key(member) -> tuple:
+    """Members with equal keys trained on one order: one TermCounter serves them all."""
+    return (member.dataset, member.data_seed, member.global_batch, member.train_iters)
+
+
 def member_counters(members, index_dir=None, progress: bool = False) -> dict:
     """A TermCounter per member; members with the same data and data seed share one (one order)."""
     from ..data.counts import TermCounter
@@ -35,7 +40,7 @@ def member_counters(members, index_dir=None, progress: bool = False) -> dict:
     for m in members:
         if not m.dataset:
             raise AnalysisError(f"{m.name}: no training data known (open a Hub run with data=PREFIX)")
-        key = (m.dataset, m.data_seed, m.global_batch, m.train_iters)
+        key = order_key(m)
         if key not in shared:
             shared[key] = TermCounter.for_member(m, index_dir=index_dir, build=True, progress=progress)
         out[m.name] = shared[key]

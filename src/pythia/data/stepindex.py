@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..io import atomic_dir
+from ..io import atomic_dir, existing_parent, human_bytes
 from .ngram import CHUNK, NgramIndex, NgramIndexError, _search_one, _shard_bounds, file_fingerprint
 
 STEP_FORMAT = "pythia-step-index/1"  # tick when the layout or the definition of a count changes
@@ -147,11 +147,7 @@ def parse_size(text) -> float:
 
 def human(n: float) -> str:
     """Binary units, three significant figures: 512 B, 1.50 GiB, 2.27 TiB."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1023.5 or unit == "PiB":
-            break
-        n /= 1024
-    return f"{n:.0f} {unit}" if unit == "B" or abs(n) >= 99.95 else f"{n:.{1 if abs(n) >= 9.995 else 2}f} {unit}"
+    return human_bytes(n, binary=True)
 
 
 def size_limit(path, max_bytes: float | None = None) -> tuple[float, str, bool]:
@@ -166,9 +162,7 @@ def size_limit(path, max_bytes: float | None = None) -> tuple[float, str, bool]:
             raise ValueError(f"{MAX_ENV}: {exc}") from None
     else:
         max_bytes, why = DEFAULT_MAX, f"the default limit; {MAX_ENV} sets another"
-    where = Path(path).absolute()
-    while not where.exists():
-        where = where.parent
+    where = existing_parent(path)
     free = shutil.disk_usage(where).free
     room = max(free - min(DISK_MARGIN, free // 10), 0)
     if room < max_bytes:

@@ -50,21 +50,16 @@ class DemoStudies:
     """Seeds whose members (every size) answer the arithmetic tasks."""
 
 
-def _base_members(run) -> list[str]:
-    return [m.name for m in run.members if m.base is None]
-
-
 def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bool = False,
-                log: Callable[[str], None] = print) -> dict:
-    """Every analysis on the demo's run; returns {study: seconds}."""
+                log: Callable[[str], None] = print) -> None:
+    """Every analysis on the demo's run, each logged with what it computed and its seconds."""
     from pythia.analysis.runner import run_analyses
     from pythia.analysis.term_frequency import TASK_PREFIX, write_arithmetic_tasks
     from pythia.evals.demo_tasks import build_demo_tasks
     from pythia.run import open_run
 
     run = open_run(run_dir)
-    base = _base_members(run)
-    seconds: dict[str, float] = {}
+    base = [m.name for m in run.members if m.base is None]  # the fork has its own study (pipeline.run_probe)
 
     def analyze(label: str, names: str, **kw) -> None:
         t0 = time.monotonic()
@@ -72,7 +67,6 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
         if not summary.ok:
             raise RuntimeError(f"demo study {label}: {summary.format()}")
         took = time.monotonic() - t0
-        seconds[label] = seconds.get(label, 0.0) + took
         log(f"      {label:<15s} {names:<28s} {len(summary.computed):4d} computed, "
             f"{len(summary.cached):4d} up to date, {took:5.1f} s")
 
@@ -91,9 +85,8 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
     arith = out_dir / "tasks-arithmetic"
     if not (arith / "tasks.json").is_file():
         write_arithmetic_tasks(arith, ops=("addition",), x2_max=studies.arithmetic_x2_max)
-    arith_members = [m.name for m in run.members if m.base is None and m.seed in studies.arithmetic_seeds]
+    arith_members = [m.name for m in run.members if m.name in base and m.seed in studies.arithmetic_seeds]
     analyze("term frequency", "eval", members=arith_members, steps=studies.arithmetic_steps,
             options={"tasks": f"{TASK_PREFIX}_addition", "include_path": str(arith), "num_fewshot": 2,
                      "bootstrap_iters": 0})
     analyze("term frequency", "term_frequency", members=arith_members)
-    return seconds

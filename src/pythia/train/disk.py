@@ -13,14 +13,14 @@ import contextlib
 import errno
 import json
 import math
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
+
+from ..io import free_bytes, human_bytes
 
 _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
            torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
@@ -99,27 +99,6 @@ def meta_model(config) -> torch.nn.Module:
     return GPTNeoX(config, device=torch.device("meta"))
 
 
-def human(n: float) -> str:
-    """Decimal units, three significant figures: 987 B, 1.23 KB, 633 KB, 12.3 GB."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 999.5 or unit == "TB":
-            break
-        n /= 1000
-    if unit == "B" or abs(n) >= 99.95:
-        return f"{n:.0f} {unit}"
-    return f"{n:.{1 if abs(n) >= 9.995 else 2}f} {unit}"
-
-
-def free_bytes(path: str | os.PathLike) -> int | None:
-    """Free bytes for an unprivileged user on the filesystem of `path` (or its nearest existing parent)."""
-    p = Path(path).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    with contextlib.suppress(OSError):
-        return shutil.disk_usage(p).free
-    return None
-
-
 class DiskFullError(OSError):
     """The disk (or quota) ran out while writing a checkpoint; str() says where, how much, what next."""
 
@@ -164,8 +143,8 @@ def explain_disk_full(member_dir: Path, step: int, model: torch.nn.Module, token
         resume = f"it resumes from step{done[-1]}" if done else "it starts this member again"
         raise DiskFullError(
             f"{what} while writing checkpoint step{step} into {member_dir}: a checkpoint needs about "
-            f"{human(size.full)} (weights {human(size.weights)}, optimizer state {human(size.optimizer)}); "
-            f"{human(free) if free is not None else 'an unknown amount'} is free there. Nothing was left "
+            f"{human_bytes(size.full)} (weights {human_bytes(size.weights)}, optimizer state {human_bytes(size.optimizer)}); "
+            f"{human_bytes(free) if free is not None else 'an unknown amount'} is free there. Nothing was left "
             f"half-written (the partial step{step} was removed). Free some space (or move the run folder to a "
             f"bigger disk and pass --out) and re-run the same command: {resume}. "
             "`pythia train SPEC --dry-run` prints the disk the whole run takes.", err) from exc
@@ -189,9 +168,9 @@ def run_disk_lines(members: list, num_checkpoints: int, tokenizer_json: str | No
         total += planned
         total_full += n * size.full
         total_weights += n * size.weights_only
-        lines.append(f"{m.name:<28} {human(planned)} ({k} x {human(size.full)} with optimizer state"
-                     f" + {n - k} x {human(size.weights_only)} weights only)")
+        lines.append(f"{m.name:<28} {human_bytes(planned)} ({k} x {human_bytes(size.full)} with optimizer state"
+                     f" + {n - k} x {human_bytes(size.weights_only)} weights only)")
     free = free_bytes(output)
-    lines.append(f"# whole run: {human(total)} as scheduled; {human(total_full)} with optimizer state everywhere, "
-                 f"{human(total_weights)} weights only; free at {output}: {human(free) if free is not None else 'unknown'}")
+    lines.append(f"# whole run: {human_bytes(total)} as scheduled; {human_bytes(total_full)} with optimizer state everywhere, "
+                 f"{human_bytes(total_weights)} weights only; free at {output}: {human_bytes(free) if free is not None else 'unknown'}")
     return lines
