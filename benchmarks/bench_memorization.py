@@ -58,12 +58,14 @@ def build(args):
 
 def sequences(model, vocab: int, n: int, memorized: float, batch: int, device) -> torch.Tensor:
     """(n, 64) tokens: random, except a fraction whose continuation is the model's own greedy one."""
+    from pythia.generate import generate_greedy
+
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(1, vocab, (n, P + C), generator=g).to(device)
     k = int(round(n * memorized))
     for i in range(0, k, batch):
         j = min(k, i + batch)
-        tokens[i:j] = model.generate_greedy(tokens[i:j, :P], C, suppress=0)
+        tokens[i:j] = generate_greedy(model, tokens[i:j, :P], C, suppress=0)
     return tokens[torch.randperm(n, generator=g).to(device)]
 
 

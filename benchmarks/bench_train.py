@@ -23,9 +23,9 @@ import torch
 from safetensors.torch import save_file
 
 from pythia.data.indexed import IndexedDatasetBuilder
+from pythia.suite import resolve, train_suite
 from pythia.train.metrics import read_jsonl
 from pythia.train.spec import SuiteSpec
-from pythia.train.suite import resolve, train_suite
 from pythia.train.trainer import MemberRun, Trainer
 
 SHAPES = [{"name": "d64-l2", "num_layers": 2, "hidden_size": 64, "num_heads": 4},

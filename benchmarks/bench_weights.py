@@ -60,7 +60,7 @@ def sync(device: torch.device) -> None:
 def ours(path: Path, device: torch.device) -> tuple[dict, float, float]:
     """(features, load seconds, features seconds), the way the runner loads and computes."""
     from pythia.analysis.weights import weight_features
-    from pythia.hf import load_model
+    from pythia.run import load_model
 
     t0 = time.perf_counter()
     model = load_model(path, device=device)
@@ -74,7 +74,7 @@ def ours(path: Path, device: torch.device) -> tuple[dict, float, float]:
 def numpy_features(path: Path, svd) -> tuple[dict, float]:
     """The 14 features with numpy, one `svd` call per weight matrix: (features, seconds after load)."""
     from pythia.analysis.weights import excluded
-    from pythia.hf import load_model
+    from pythia.run import load_model
 
     state = {k: v.numpy() for k, v in load_model(path).state_dict().items() if not excluded(k)}
     t0 = time.perf_counter()

@@ -163,6 +163,8 @@ def bench_training(cfg, micro_batch, seq, device, warmup, steps, peak):
 
 
 def bench_generation(cfg, batch, prompt_len, new, device, dtype, reps, with_nocache=True):
+    from pythia.generate import generate_greedy
+
     ours, hf = twin(cfg, device, dtype)
     ours.eval()
     hf.eval()
@@ -178,7 +180,7 @@ def bench_generation(cfg, batch, prompt_len, new, device, dtype, reps, with_noca
                                    eos_token_id=None)
         return run
 
-    runs = {"pythia": lambda: ours.generate_greedy(prompts, new), "transformers use_cache=True": hf_run(True)}
+    runs = {"pythia": lambda: generate_greedy(ours, prompts, new), "transformers use_cache=True": hf_run(True)}
     if with_nocache:
         runs["transformers use_cache=False"] = hf_run(False)
     rows, ref = [], None

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from pythia.config import custom_config
-from pythia.generate import DecodeWeights, KVCache, argmax_rows, decode_step, generate_greedy
+from pythia.generate import DecodeWeights, argmax_rows, decode_step, generate_greedy
 from pythia.hf import to_hf_config
-from pythia.model import GPTNeoX
+from pythia.model import GPTNeoX, KVCache
 
 import transformers  # noqa: E402  (dev extra: the reference implementation)
 
@@ -28,7 +28,7 @@ def pair(gelu="exact", seed=0, **shape):
 def test_greedy_tokens_identical_to_transformers(gelu):
     cfg, ours, hf = pair(gelu)
     prompts = torch.randint(0, cfg.vocab_size, (4, 12))
-    out = ours.generate_greedy(prompts, 16)
+    out = generate_greedy(ours, prompts, 16)
     ref = hf.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=16, min_new_tokens=16,
                       do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=None)
     assert out.shape == (4, 28)
@@ -68,21 +68,21 @@ def test_generate_edge_cases_and_mode():
     prompts = torch.randint(0, cfg.vocab_size, (3, 5))
     assert torch.equal(generate_greedy(ours, prompts, 0), prompts)
     ours.train()
-    out = ours.generate_greedy(prompts, 3)
+    out = generate_greedy(ours, prompts, 3)
     assert ours.training and out.shape == (3, 8) and out.dtype == torch.long
-    one = ours.generate_greedy(prompts[1:2], 3)  # batching does not change a row's continuation
+    one = generate_greedy(ours, prompts[1:2], 3)  # batching does not change a row's continuation
     assert torch.equal(one, out[1:2])
     with pytest.raises(ValueError, match="prompt_len"):
-        ours.generate_greedy(prompts[0], 3)
+        generate_greedy(ours, prompts[0], 3)
     with pytest.raises(ValueError, match="max_new_tokens"):
-        ours.generate_greedy(prompts, -1)
+        generate_greedy(ours, prompts, -1)
 
 
 def test_generate_beyond_max_seq_len_extends_rotary():
     cfg = custom_config(num_layers=1, hidden_size=32, num_heads=2, vocab_size=64, max_seq_len=16)
     torch.manual_seed(0)
     model = GPTNeoX(cfg).eval()
-    out = model.generate_greedy(torch.randint(0, 64, (2, 10)), 10)
+    out = generate_greedy(model, torch.randint(0, 64, (2, 10)), 10)
     assert out.shape == (2, 20)
 
 
@@ -110,7 +110,7 @@ def test_generate_single_new_token_and_batch_one():
     cfg, ours, hf = pair()
     prompts = torch.randint(0, cfg.vocab_size, (1, 7))
     for n in (1, 2, 9):
-        out = ours.generate_greedy(prompts, n)
+        out = generate_greedy(ours, prompts, n)
         ref = hf.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=n, min_new_tokens=n,
                           do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=None)
         assert torch.equal(out, ref)
@@ -130,13 +130,13 @@ def test_cached_head_copy_follows_weight_updates():
 
     cfg, ours, _ = pair()
     prompts = torch.randint(0, cfg.vocab_size, (4, 6))
-    assert torch.equal(ours.generate_greedy(prompts, 5), naive_greedy(ours, prompts, 5))
+    assert torch.equal(generate_greedy(ours, prompts, 5), naive_greedy(ours, prompts, 5))
     assert ours in _HEAD_T
     with torch.no_grad():
         ours.embed_out.weight.mul_(-1)  # in place: version bump
-    assert torch.equal(ours.generate_greedy(prompts, 5), naive_greedy(ours, prompts, 5))
+    assert torch.equal(generate_greedy(ours, prompts, 5), naive_greedy(ours, prompts, 5))
     ours.embed_out.weight = torch.nn.Parameter(torch.randn(cfg.vocab_size, cfg.hidden_size))  # replaced
-    assert torch.equal(ours.generate_greedy(prompts, 5), naive_greedy(ours, prompts, 5))
+    assert torch.equal(generate_greedy(ours, prompts, 5), naive_greedy(ours, prompts, 5))
     assert torch.equal(_HEAD_T[ours][1], ours.embed_out.weight.t())
 
 
@@ -162,7 +162,7 @@ def test_generating_past_max_seq_len_leaves_the_model_trainable():
     cfg = custom_config(num_layers=1, hidden_size=32, num_heads=4, vocab_size=128, max_seq_len=16)
     model = GPTNeoX(cfg)
     prompts = torch.randint(0, 128, (2, 10))
-    out = model.generate_greedy(prompts, max_new_tokens=10)  # 20 > max_seq_len: tables grow
+    out = generate_greedy(model, prompts, max_new_tokens=10)  # 20 > max_seq_len: tables grow
     assert out.shape == (2, 20)
     ids = torch.randint(0, 128, (2, 20))
     loss = model(ids[:, :-1], labels=ids[:, 1:])
@@ -199,7 +199,7 @@ def test_ragged_batch_ignores_what_the_cache_held_before(monkeypatch):
     from pythia import generate as gen
 
     cfg, ours, _ = pair("exact", seed=4)
-    real = gen.KVCache.allocate
+    real = KVCache.allocate
 
     def poisoned(model, batch, max_len):
         cache = real(model, batch, max_len)
@@ -210,7 +210,7 @@ def test_ragged_batch_ignores_what_the_cache_held_before(monkeypatch):
 
     prompts = [[1, 2, 3, 4, 5, 6], [7, 8]]
     clean = gen.generate_greedy_ragged(ours, prompts, 4)
-    monkeypatch.setattr(gen.KVCache, "allocate", staticmethod(poisoned))
+    monkeypatch.setattr(KVCache, "allocate", staticmethod(poisoned))
     assert torch.equal(gen.generate_greedy_ragged(ours, prompts, 4), clean)
     assert torch.equal(clean[1], generate_greedy(ours, torch.tensor([[7, 8]]), 4)[0, 2:])
 
@@ -226,10 +226,10 @@ def test_suppressed_token_matches_transformers_min_length():
         for w in (ours.embed_out.weight, hf.lm_head.weight):
             w[0].add_(0.3 * u)
     prompts = torch.randint(1, cfg.vocab_size, (6, 10))
-    free = ours.generate_greedy(prompts, 12)
-    out = ours.generate_greedy(prompts, 12, suppress=0)
+    free = generate_greedy(ours, prompts, 12)
+    out = generate_greedy(ours, prompts, 12, suppress=0)
     ref = hf.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=12, min_new_tokens=12,
                       do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=0)
     assert (free[:, 10:] == 0).any() and not (out[:, 10:] == 0).any()
     assert torch.equal(out, ref)
-    assert torch.equal(ours.generate_greedy(prompts, 12, suppress=[0, 5]), generate_greedy(ours, prompts, 12, [5, 0]))
+    assert torch.equal(generate_greedy(ours, prompts, 12, suppress=[0, 5]), generate_greedy(ours, prompts, 12, [5, 0]))

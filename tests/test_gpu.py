@@ -13,6 +13,7 @@ def test_model_on_cuda_matches_transformers():
 
     from pythia.config import custom_config
     from pythia.hf import to_hf_config
+    from pythia.generate import generate_greedy
     from pythia.model import GPTNeoX
 
     cfg = custom_config(num_layers=2, hidden_size=128, num_heads=4, vocab_size=512)
@@ -26,7 +27,7 @@ def test_model_on_cuda_matches_transformers():
         torch.testing.assert_close(ours(ids), hf(ids).logits, rtol=1e-4, atol=1e-4)
         ref = hf.generate(ids[:, :16], attention_mask=torch.ones_like(ids[:, :16]), max_new_tokens=16,
                           min_new_tokens=16, do_sample=False, pad_token_id=0, eos_token_id=None)
-        assert torch.equal(ours.generate_greedy(ids[:, :16], 16), ref)
+        assert torch.equal(generate_greedy(ours, ids[:, :16], 16), ref)
 
 
 def test_val_loss_on_cuda_matches_cpu(quick_demo, tmp_path):

@@ -10,8 +10,9 @@ from safetensors.torch import save_file
 
 import pythia
 from pythia.config import custom_config
-from pythia.hf import CheckpointError, from_hf_config, load_model, to_hf_config
+from pythia.hf import CheckpointError, from_hf_config, save_pretrained, to_hf_config
 from pythia.model import GPTNeoX
+from pythia.run import load_model
 
 import transformers  # noqa: E402  (dev extra: the reference implementation)
 SHAPE = dict(num_layers=2, hidden_size=64, num_heads=4, vocab_size=256)
@@ -61,7 +62,7 @@ def legacy_state(model) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("gelu", ["exact", "tanh"])
 def test_save_pretrained_loads_in_transformers(tmp_path, gelu):
     model = make_model(gelu)
-    out = model.save_pretrained(tmp_path / "m", tokenizer=tiny_tokenizer())
+    out = save_pretrained(model, tmp_path / "m", tokenizer=tiny_tokenizer())
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
     cfg = json.loads((out / "config.json").read_text())
@@ -90,10 +91,10 @@ def test_save_pretrained_loads_in_transformers(tmp_path, gelu):
 def test_tokenizer_from_path(tmp_path):
     tok_file = tmp_path / "tok.json"
     tiny_tokenizer().save(str(tok_file))
-    out = make_model().save_pretrained(tmp_path / "m", tokenizer=tok_file)
+    out = save_pretrained(make_model(), tmp_path / "m", tokenizer=tok_file)
     assert json.loads((out / "tokenizer.json").read_text())["model"]["type"] == "WordLevel"
     with pytest.raises(FileNotFoundError):
-        make_model().save_pretrained(tmp_path / "m2", tokenizer=tmp_path / "missing.json")
+        save_pretrained(make_model(), tmp_path / "m2", tokenizer=tmp_path / "missing.json")
     assert not (tmp_path / "m2").exists()
 
 
@@ -176,7 +177,7 @@ def test_sharded_load(tmp_path, fmt):
 def _fake_cache(root, model, sha="0123456789abcdef0123456789abcdef01234567"):
     repo = root / "models--EleutherAI--pythia-70m"
     snap = repo / "snapshots" / sha
-    model.save_pretrained(snap)
+    save_pretrained(model, snap)
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "step3000").write_text(sha)
     return repo
@@ -206,13 +207,13 @@ def test_hub_cache_by_repo_id_and_revision(tmp_path, monkeypatch):
 
 def test_run_layout_revision(tmp_path):
     model = make_model(seed=7)
-    model.save_pretrained(tmp_path / "tiny-seed1" / "step40")
+    save_pretrained(model, tmp_path / "tiny-seed1" / "step40")
     loaded = load_model(tmp_path / "tiny-seed1", revision="step40")
     ids = torch.randint(0, 256, (1, 8))
     assert torch.equal(logits(loaded, ids), logits(model, ids))
     with pytest.raises(FileNotFoundError, match="step40"):
         load_model(tmp_path / "tiny-seed1", revision="step80")
-    model.save_pretrained(tmp_path / "tiny-seed1" / "step5")
+    save_pretrained(model, tmp_path / "tiny-seed1" / "step5")
     assert torch.equal(logits(load_model(tmp_path / "tiny-seed1"), ids), logits(model, ids))  # last = step40
     assert torch.equal(logits(load_model(tmp_path / "tiny-seed1", revision=40), ids), logits(model, ids))
     assert torch.equal(logits(load_model(tmp_path / "tiny-seed1", revision="main"), ids), logits(model, ids))
@@ -248,7 +249,7 @@ def test_clear_errors(tmp_path):
         with pytest.raises(ValueError, match=match):
             from_hf_config({**good, **change})
     d = tmp_path / "wrong"
-    model.save_pretrained(d)
+    save_pretrained(model, d)
     (d / "config.json").write_text(json.dumps({**good, "model_type": "gpt2"}))
     with pytest.raises(ValueError, match=r"config\.json.*gpt_neox"):
         load_model(d)

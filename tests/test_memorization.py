@@ -16,6 +16,7 @@ from pythia.analysis.memorization_store import (Positions, compute_chunked, load
                                                 read_memorized_parquet)
 from pythia.analysis.runner import run_analyses
 from pythia.config import custom_config
+from pythia.generate import generate_greedy
 from pythia.hf import to_hf_config
 from pythia.memorization import score_sequences
 from pythia.model import GPTNeoX
@@ -52,7 +53,7 @@ def constructed(model, n: int, seed: int = 1) -> torch.Tensor:
     changed at a random place, an end-of-document token placed, or a random continuation."""
     g = torch.Generator().manual_seed(seed)
     prompts = torch.randint(0, V, (n, 32), generator=g)
-    target = model.generate_greedy(prompts, 32, suppress=0)[:, 32:].clone()  # (inference tensor)
+    target = generate_greedy(model, prompts, 32, suppress=0)[:, 32:].clone()  # (inference tensor)
     r, k = torch.rand(n, generator=g), torch.randint(0, 32, (n,), generator=g)
     one = (r >= 0.15) & (r < 0.7)
     target[one, k[one]] = torch.randint(1, V, (int(one.sum()),), generator=g)
@@ -71,7 +72,7 @@ def test_exact_equals_generate_on_thousands_of_sequences():
     """float64, so no near tie can flip an argmax between the two computation orders."""
     _, model = tiny_model(torch.float64)
     tokens = constructed(model, 2048)
-    greedy = torch.cat([model.generate_greedy(tokens[i:i + 512, :32], 32, suppress=0)[:, 32:]
+    greedy = torch.cat([generate_greedy(model, tokens[i:i + 512, :32], 32, suppress=0)[:, 32:]
                         for i in range(0, 2048, 512)])  # the plain decoder, as the reference
     equal = greedy == tokens[:, 32:]
     want_full, want_prefix = equal.sum(1), equal.long().cumprod(1).sum(1)

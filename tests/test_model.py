@@ -73,9 +73,17 @@ def test_hidden_states_match_transformers():
     hf = hf_model(cfg)
     copy_to_hf(ours, hf)
     ids = torch.randint(0, cfg.vocab_size, (2, 20))
+    # transformers' convention: the embeddings, the residual stream after layers 1..L-1, and the
+    # final LayerNorm output in place of the raw output of layer L; read here through forward hooks
+    trunk = ours.gpt_neox
+    modules = [trunk.embed_in, *trunk.layers[:-1], trunk.final_layer_norm]
+    hidden: list = []
+    handles = [m.register_forward_hook(lambda _m, _in, out: hidden.append(out)) for m in modules]
     with torch.no_grad():
-        logits, hidden = ours(ids, output_hidden_states=True)
+        logits = ours(ids)
         ref = hf(ids, output_hidden_states=True)
+    for h in handles:
+        h.remove()
     assert len(hidden) == cfg.num_layers + 1 == len(ref.hidden_states)
     for a, b in zip(hidden, ref.hidden_states):
         assert (a - b).abs().max() <= 1e-5

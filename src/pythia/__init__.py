@@ -14,7 +14,7 @@ _LAZY = {
     "model_config": "pythia.config",
     "custom_config": "pythia.config",
     "GPTNeoX": "pythia.model",
-    "load_model": "pythia.hf",
+    "load_model": "pythia.run",
     "save_pretrained": "pythia.hf",
     "generate_greedy": "pythia.generate",
 }

@@ -28,26 +28,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .model import GPTNeoX
-
-
-@dataclass
-class KVCache:
-    """Per-layer (keys, values), each (B, H, max_len, head_dim), filled left to right."""
-
-    layers: list[tuple[torch.Tensor, torch.Tensor]]
-    max_len: int
-
-    @classmethod
-    def allocate(cls, model: GPTNeoX, batch: int, max_len: int) -> KVCache:
-        cfg = model.config
-        p = model.embed_out.weight
-        shape = (batch, cfg.num_heads, max_len, cfg.head_dim)
-        layers = [
-            (torch.empty(shape, dtype=p.dtype, device=p.device), torch.empty(shape, dtype=p.dtype, device=p.device))
-            for _ in range(cfg.num_layers)
-        ]
-        return cls(layers=layers, max_len=max_len)
+from .model import GPTNeoX, KVCache
 
 
 # model -> (weight key, (d, V) contiguous copy of embed_out.weight, {batch: bit-exact?}); see _head_rhs
@@ -127,6 +108,10 @@ def decode_step(
 
     Same computation as `model.forward_cached(tokens[:, None], cache, pos)` (parallel residual,
     NeoX rotary on the first r dims, SDPA over the cache), with the keys/values written in place.
+    A flat copy of `model.Layer`'s arithmetic, kept on purpose: generating through the model's
+    own layers instead (forward_cached for every token) is 1.43x slower at pythia-14m's shape,
+    batch 16, 32 + 32 tokens, one thread (`benchmarks/bench_generate.py`, "ours / module
+    path"); tests check the two give bit-identical logits, so a change to `Layer` must come here.
     Rows of different lengths (`generate_greedy_ragged`) pass `positions` (B,) long, each row's
     rotary position, and `mask` (B, 1, 1, >pos) bool, the slots each row may attend to.
     Call under torch.inference_mode() / no_grad (it writes into `logits` and the cache).
@@ -293,5 +278,5 @@ def generate_greedy_ragged(
     return new[: i + 1].t().clone()
 
 
-__all__ = ["DecodeWeights", "KVCache", "argmax_rows", "decode_step", "generate_greedy", "generate_greedy_ragged",
+__all__ = ["DecodeWeights", "argmax_rows", "decode_step", "generate_greedy", "generate_greedy_ragged",
            "suppress_ids", "suppress_tokens"]

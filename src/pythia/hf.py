@@ -1,13 +1,17 @@
-"""Hugging Face GPTNeoX format, both ways: config mapping, save_pretrained, load_model.
+"""Hugging Face GPTNeoX format, both ways: config mapping, save_pretrained, load_folder.
+
+A format only: it reads and writes one model folder. Which folder a run, member, step or Hub id
+means is pythia.run's question (`resolve_checkpoint`, and `load_model` = resolve + load_folder).
 
 Our parameter names are HF's, so conversion is a key filter, not a mapping: drop the legacy
 buffers old Hub checkpoints carry (attention.bias / masked_bias / rotary_emb.inv_freq) and accept
 transformers-5's `lm_head.weight` for `embed_out.weight`. Weights are read from safetensors or,
 for legacy `pytorch_model*.bin`, through `torch.load(weights_only=True)`: loading never runs
-pickled code. Hub repo ids resolve from the local HF cache only (no network).
+pickled code.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,6 +22,7 @@ import torch
 
 from .config import PYTHIA_SIZES, ModelConfig, TrainingRecipe
 from .io import atomic_dir
+from .layout import WeightsDigest
 
 _HIDDEN_ACT = {"exact": "gelu", "tanh": "gelu_pytorch_tanh"}
 # gelu_new / gelu_fast are the same tanh formula written out by hand in transformers.
@@ -144,7 +149,7 @@ def from_hf_config(hf: dict[str, Any], source: str = "config.json") -> ModelConf
 # ---------------------------------------------------------------------------------------------
 # save
 # ---------------------------------------------------------------------------------------------
-def _tokenizer_json(tokenizer: Any) -> str:
+def tokenizer_json(tokenizer: Any) -> str:
     """tokenizer.json text from a tokenizers.Tokenizer, a tokenizer.json path, or a folder with one."""
     if isinstance(tokenizer, (str, os.PathLike)):
         path = Path(tokenizer)
@@ -166,7 +171,7 @@ def _tokenizer_json(tokenizer: Any) -> str:
 
 
 def _write_tokenizer(tokenizer: Any, out: Path, max_len: int) -> None:
-    (out / "tokenizer.json").write_text(_tokenizer_json(tokenizer), encoding="utf-8")
+    (out / "tokenizer.json").write_text(tokenizer_json(tokenizer), encoding="utf-8")
     special = {"bos_token": SPECIAL_TOKEN, "eos_token": SPECIAL_TOKEN, "unk_token": SPECIAL_TOKEN}
     tok_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",  # tokenizer.json as-is (any model type)
@@ -196,24 +201,6 @@ def save_pretrained(model, path: str | os.PathLike, tokenizer: Any = None, dtype
 DEFAULT_MAX_SHARD_BYTES = 2 * 10**9
 """HF weights above this size are written as model-0000k-of-0000n.safetensors + an index."""
 INDEX_NAME = "model.safetensors.index.json"
-
-
-class WeightsDigest:
-    """sha256 over (name, dtype, shape, bytes) of tensors fed in name order: the checkpoint
-    manifest's `weights_digest`, computed while the weights stream to disk."""
-
-    def __init__(self):
-        import hashlib
-
-        self._h = hashlib.sha256()
-
-    def update(self, name: str, t: torch.Tensor) -> None:
-        t = t.detach().cpu().contiguous()
-        self._h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        self._h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
 
 
 def shard_plan(nbytes: dict[str, int], max_shard_bytes: int) -> list[list[str]]:
@@ -281,99 +268,6 @@ def write_pretrained(model, folder: Path, tokenizer: Any = None, dtype: torch.dt
 
 
 # ---------------------------------------------------------------------------------------------
-# resolve (directory, run layout, local Hub cache)
-# ---------------------------------------------------------------------------------------------
-def hub_cache_dir() -> Path:
-    """$HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub (~/.cache/huggingface/hub),
-    read at call time so tests and users can point it anywhere."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-def resolve_hub_cache(repo_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Snapshot folder of `repo_id` at `revision` (branch, tag or commit) in the local HF cache.
-
-    Layout: CACHE/models--ORG--NAME/refs/REV holds a commit sha; the files are under
-    snapshots/SHA/. Never touches the network.
-    """
-    revision = revision or "main"
-    cache = Path(cache_dir) if cache_dir else hub_cache_dir()
-    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
-    if not repo_dir.is_dir():
-        raise FileNotFoundError(
-            f"{repo_id!r} is neither a directory nor in the local Hugging Face cache ({repo_dir} not found; "
-            f"download it first, e.g. huggingface-cli download {repo_id} --revision {revision})"
-        )
-    ref = repo_dir / "refs" / revision
-    if ref.is_file():
-        sha = ref.read_text(encoding="utf-8").strip()
-    elif re.fullmatch(r"[0-9a-f]{40}", revision):
-        sha = revision
-    else:
-        known = sorted(p.name for p in (repo_dir / "refs").glob("*")) if (repo_dir / "refs").is_dir() else []
-        raise FileNotFoundError(f"revision {revision!r} of {repo_id!r} is not in the local cache {repo_dir} (cached refs: {known})")
-    snapshot = repo_dir / "snapshots" / sha
-    if not (snapshot / "config.json").is_file():
-        raise FileNotFoundError(f"{snapshot}: cached snapshot of {repo_id}@{revision} has no config.json")
-    return snapshot
-
-
-def resolve_checkpoint(path_or_repo_id: str | os.PathLike, revision: Any = None) -> Path:
-    """The HF folder to load: a checkpoint folder; a run, demo output or member folder at
-    `revision` ("stepN", N, or "main"/None = the last step; via pythia.run); a models--ORG--NAME
-    cache folder or an ORG/NAME Hub id from the local cache."""
-    from .run import RunError, open_run, parse_revision
-    from .train.checkpoint import parse_step
-
-    path = Path(path_or_repo_id).expanduser()
-    if path.is_dir():
-        if (path / "refs").is_dir() and (path / "snapshots").is_dir():  # a models--ORG--NAME folder
-            return resolve_hub_cache(path.name.removeprefix("models--").replace("--", "/"), _hub_revision(revision),
-                                     path.parent)
-        if (path / "config.json").is_file():
-            if revision is not None:
-                raise ValueError(f"{path} is one checkpoint; pass revision= only with a member folder "
-                                 f"(e.g. load_model({str(path.parent)!r}, revision={revision!r})) or drop it")
-            return path
-        try:
-            view = open_run(path)
-        except RunError:
-            view = None
-        if view is not None:
-            if view.kind == "step":
-                raise ValueError(f"{path} is a step folder without config.json (incomplete checkpoint?)")
-            return view.member().checkpoint(revision).path
-        step = parse_revision(revision)  # refuses paths and odd names before touching the disk
-        have = sorted((p.name for p in path.iterdir() if (p / "config.json").is_file()),
-                      key=lambda n: (parse_step(n) is None, parse_step(n) or 0, n))
-        if step is None and have:
-            step = parse_step(have[-1]) if parse_step(have[-1]) is not None else None
-        if step is None:
-            hint = f"; pass revision= one of {have}" if have else ""
-            raise FileNotFoundError(f"{path}: no config.json, not a Hugging Face model directory{hint}")
-        sub = path / f"step{step}"
-        if not (sub / "config.json").is_file():
-            raise FileNotFoundError(f"{sub}: no checkpoint for revision {revision!r} (available: {have})")
-        return sub
-    text = str(path_or_repo_id)
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith((".", "/")) and not path.exists():
-        return resolve_hub_cache(text, _hub_revision(revision))
-    raise FileNotFoundError(f"{text}: no such directory (and not an ORG/NAME Hub repo id)")
-
-
-def _hub_revision(revision: Any) -> str | None:
-    """Hub revisions are branch names; an integer step means its `stepN` branch."""
-    if isinstance(revision, int) and not isinstance(revision, bool):
-        return f"step{revision}"
-    if revision is not None and not isinstance(revision, str):
-        raise ValueError(f"revision must be a string like 'step3000' or an integer step, got {revision!r}")
-    return revision
-
-
-# ---------------------------------------------------------------------------------------------
 # load
 # ---------------------------------------------------------------------------------------------
 def _weight_files(folder: Path) -> list[Path]:
@@ -395,12 +289,20 @@ def _weight_files(folder: Path) -> list[Path]:
     raise FileNotFoundError(f"{folder}: no model.safetensors, model.safetensors.index.json or pytorch_model*.bin")
 
 
-def _read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def _read_weights(files: list[Path], hashed: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of `files`; with `hashed`, each safetensors file is read once, as bytes that
+    are both hashed (sha256 into hashed[file name]) and parsed, so a manifest check needs no
+    second read of the weights."""
+    from safetensors.torch import load, load_file
 
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        if f.suffix == ".safetensors":
+        if f.suffix == ".safetensors" and hashed is not None:
+            data = f.read_bytes()
+            hashed[f.name] = hashlib.sha256(data).hexdigest()
+            part = load(data)
+            del data
+        elif f.suffix == ".safetensors":
             part = load_file(str(f), device="cpu")
         else:  # legacy pickle: tensors only, no code execution
             try:
@@ -444,30 +346,39 @@ def _device(device: Any) -> torch.device:
     return dev
 
 
-def load_model(
-    path_or_repo_id: str | os.PathLike,
-    revision: Any = None,
+def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """A model folder's config.json as a dict (named error when it is not JSON)."""
+    config_file = Path(folder) / "config.json"
+    try:
+        return json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_file}: invalid JSON ({exc})") from exc
+
+
+def load_folder(
+    folder: str | os.PathLike,
     dtype: Any = None,
     device: str | torch.device | None = None,
+    *,
+    hf_config: dict[str, Any] | None = None,
+    hashed: dict[str, str] | None = None,
 ):
-    """Load a GPTNeoX checkpoint as our GPTNeoX (eval mode).
+    """Load one Hugging Face GPTNeoX model folder as our GPTNeoX (eval mode).
 
-    path_or_repo_id: an HF directory; a directory whose `revision` subfolder is one (our runs:
-    `RUN/{member}/step{N}`); or a Hub id like "EleutherAI/pythia-70m" found in the local HF
-    cache at `revision` ("step3000", "main", or a commit sha). dtype defaults to float32
-    (Hub weights are fp16; fp16 analysis of Pythia is known to overflow).
+    dtype defaults to float32 (Hub weights are fp16; fp16 analysis of Pythia is known to
+    overflow). `hf_config`: the folder's config.json already parsed (read_config), not read
+    again. `hashed`: a dict that receives the sha256 of every weight file, computed from the
+    same bytes the weights are parsed from (see pythia.layout.check_manifest). To load a run,
+    member, step or Hub id, use pythia.load_model (pythia.run), which resolves the folder first.
     """
     from .model import GPTNeoX
 
-    folder = resolve_checkpoint(path_or_repo_id, revision)
+    folder = Path(folder)
     config_file = folder / "config.json"
-    try:
-        hf = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_file}: invalid JSON ({exc})") from exc
+    hf = read_config(folder) if hf_config is None else hf_config
     config = from_hf_config(hf, source=str(config_file))
     files = _weight_files(folder)
-    state = _normalise_keys(_read_weights(files))
+    state = _normalise_keys(_read_weights(files, hashed))
     dtype = _torch_dtype(dtype)
     device = _device(device)
 
@@ -489,6 +400,6 @@ def load_model(
 
 
 __all__ = [
-    "CheckpointError", "from_hf_config", "hub_cache_dir", "load_model", "resolve_checkpoint",
-    "resolve_hub_cache", "save_pretrained", "to_hf_config",
+    "CheckpointError", "from_hf_config", "load_folder", "read_config", "save_pretrained", "to_hf_config",
+    "tokenizer_json", "write_pretrained",
 ]

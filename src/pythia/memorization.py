@@ -31,8 +31,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .generate import DecodeWeights, KVCache, argmax_rows, decode_step, generate_greedy, suppress_ids, suppress_tokens
-from .model import GPTNeoX
+from .generate import DecodeWeights, argmax_rows, decode_step, generate_greedy, suppress_ids, suppress_tokens
+from .model import GPTNeoX, KVCache
 
 __all__ = ["METHODS", "SCORES", "matched_prefix", "score_sequences", "trunk_hidden"]
 

@@ -3,11 +3,12 @@
 Parameter names are exactly Hugging Face's (`gpt_neox.layers.{i}.attention.query_key_value.weight`,
 ..., `embed_out.weight`) so conversion is the identity (spec section 2.1). The module is
 single-device code: DDP / FSDP2 / compile are applied from outside, forward never writes to
-parameters, and generation keeps its KV cache outside the module state (see generate.py).
+parameters, and generation keeps its KV cache (`KVCache`) outside the module state (see
+generate.py). Loading and saving are functions: pythia.load_model, pythia.save_pretrained.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +16,25 @@ from torch import nn
 
 from .config import ModelConfig
 
-if TYPE_CHECKING:
-    from .generate import KVCache
+
+@dataclass
+class KVCache:
+    """Per-layer (keys, values), each (B, H, max_len, head_dim), filled left to right: the model's
+    own cache for incremental decoding (`GPTNeoX.forward_cached`), owned by the caller."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    max_len: int
+
+    @classmethod
+    def allocate(cls, model: GPTNeoX, batch: int, max_len: int) -> KVCache:
+        cfg = model.config
+        p = model.embed_out.weight
+        shape = (batch, cfg.num_heads, max_len, cfg.head_dim)
+        layers = [
+            (torch.empty(shape, dtype=p.dtype, device=p.device), torch.empty(shape, dtype=p.dtype, device=p.device))
+            for _ in range(cfg.num_layers)
+        ]
+        return cls(layers=layers, max_len=max_len)
 
 
 class RotaryEmbedding(nn.Module):
@@ -297,38 +315,27 @@ class GPTNeoX(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        output_hidden_states: bool = False,
         labels: torch.Tensor | None = None,
         loss_reduction: str = "mean",
-    ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """input_ids (B, T) long -> logits (B, T, V) in the model dtype.
+    ) -> torch.Tensor:
+        """input_ids (B, T) long -> logits (B, T, V) in the model dtype; with labels, the loss.
 
-        With output_hidden_states=True also returns L+1 hidden states (B, T, d), in transformers'
-        convention: the embeddings, the residual stream after layers 1..L-1, and the final
-        LayerNorm output (in place of the raw output of layer L).
-
-        With labels (B, T) (already shifted: labels[:, t] is the target after input_ids[:, t];
-        -100 = ignore) returns instead the cross-entropy (mean over tokens, or their sum with
-        loss_reduction="sum"), a float32 scalar, computed by `linear_cross_entropy` without
-        materialising the logits: the path of training and validation (see pythia.loss).
+        labels (B, T) are already shifted (labels[:, t] is the target after input_ids[:, t];
+        -100 = ignore): then the result is the cross-entropy instead (mean over tokens, or their
+        sum with loss_reduction="sum"), a float32 scalar computed by `linear_cross_entropy`
+        without materialising the logits: the path of training and validation (see pythia.loss;
+        it stays inside forward so DDP/FSDP hooks run). Either way one tensor comes back.
+        Intermediate states: forward hooks on `gpt_neox.layers[i]` (see tests/test_model.py).
         """
         T = input_ids.shape[1]
         x = self.gpt_neox.embed_in(input_ids)  # (B, T, d)
         rope = self.gpt_neox.rotary_emb.get(0, T, x.dtype)  # cos, sin: (T, r) each
-        hidden = [x] if output_hidden_states else None
         for layer in self.gpt_neox.layers:
             x = layer(x, rope)  # (B, T, d)
-            if hidden is not None:
-                hidden.append(x)
         x = self.gpt_neox.final_layer_norm(x)
         if labels is not None:
-            loss = linear_cross_entropy(x, self.embed_out.weight, labels, reduction=loss_reduction)
-            return loss if hidden is None else (loss, tuple(hidden[:-1]) + (x,))
-        logits = self.embed_out(x)  # (B, T, V)
-        if hidden is None:
-            return logits
-        hidden[-1] = x
-        return logits, tuple(hidden)
+            return linear_cross_entropy(x, self.embed_out.weight, labels, reduction=loss_reduction)
+        return self.embed_out(x)  # (B, T, V)
 
     def forward_cached(self, input_ids: torch.Tensor, cache: KVCache, start: int, last_only: bool = True) -> torch.Tensor:
         """Run `input_ids` (B, T) at positions [start, start+T) against a KV cache it fills.
@@ -345,28 +352,7 @@ class GPTNeoX(nn.Module):
             x = x[:, -1]  # (B, d)
         return self.embed_out(self.gpt_neox.final_layer_norm(x))
 
-    # ---- conveniences --------------------------------------------------------------------------
-    @torch.no_grad()
-    def generate_greedy(self, prompts: torch.Tensor, max_new_tokens: int, suppress=None) -> torch.Tensor:
-        """Batched greedy continuation with a static KV cache: (B, P) -> (B, P + max_new_tokens);
-        `suppress`: token id(s) never generated (transformers' min_length masks the EOS id)."""
-        from .generate import generate_greedy
-
-        return generate_greedy(self, prompts, max_new_tokens, suppress=suppress)
-
-    def save_pretrained(self, path, tokenizer=None, dtype: torch.dtype | None = None, max_shard_bytes: int | None = None):
-        """Write a Hugging Face GPTNeoX directory (config.json, model.safetensors or shards +
-        index above max_shard_bytes[, tokenizer])."""
-        from .hf import save_pretrained
-
-        return save_pretrained(self, path, tokenizer=tokenizer, dtype=dtype, max_shard_bytes=max_shard_bytes)
-
-    @classmethod
-    def from_pretrained(cls, path_or_repo_id, revision=None, dtype=None, device=None) -> GPTNeoX:
-        from .hf import load_model
-
-        return load_model(path_or_repo_id, revision=revision, dtype=dtype, device=device)
-
+    # ---- sizes ---------------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
@@ -390,4 +376,4 @@ def flops_per_token(config: ModelConfig, seq_len: int | None = None) -> float:
     return 6 * matmul_params + 6 * attn
 
 
-__all__ = ["GPTNeoX", "RotaryEmbedding", "apply_rotary", "flops_per_token", "linear_cross_entropy"]
+__all__ = ["GPTNeoX", "KVCache", "RotaryEmbedding", "apply_rotary", "flops_per_token", "linear_cross_entropy"]

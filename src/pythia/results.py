@@ -75,7 +75,7 @@ class ResultsStore:
 
     def put(self, analysis: str, rows: Iterable[dict], *, key: dict, member: str | None = None,
             step: int | None = None) -> Path:
-        """Replace one unit's rows (full table rows, see `COLUMNS`) atomically."""
+        """Replace one unit's rows (full table rows, see `COLUMNS`, all of `analysis`) atomically."""
         clean = []
         for r in rows:
             missing = [c for c in ("metric", "value") if c not in r]
@@ -83,10 +83,13 @@ class ResultsStore:
                 raise ValueError(f"result row of {analysis} lacks {missing}: {r}")
             row = {c: r.get(c) for c in COLUMNS}
             row["analysis"] = r.get("analysis") or analysis
+            if row["analysis"] != analysis:  # rows(analysis=...) finds a row under its own analysis
+                raise ValueError(f"result row of {analysis} names another analysis ({row['analysis']!r}): "
+                                 f"a unit holds its own analysis' rows; put them under {row['analysis']!r}")
             row["task"] = r.get("task") or ""
             row["value"], row["stderr"] = _clean(r["value"]), _clean(r.get("stderr"))
             clean.append(row)
-        clean.sort(key=_sort_key)
+        clean.sort(key=sort_key)
         path = _unit_path(self.root, analysis, member, step)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps({"format": FORMAT, "key": key, "rows": clean}, sort_keys=True,
@@ -104,23 +107,32 @@ class ResultsStore:
             raise ValueError(f"{path}: not a {FORMAT} file")
         return unit
 
-    def units(self) -> list[Path]:
+    def units(self, analysis: str | list | None = None) -> list[Path]:
+        """Unit files, sorted; with `analysis` (a name or a list), only those analyses' units."""
         base = self.root / "units"
-        return sorted(base.rglob("*.json")) if base.is_dir() else []
+        if not base.is_dir():
+            return []
+        if not analysis:
+            return sorted(base.rglob("*.json"))
+        names = [analysis] if isinstance(analysis, str) else list(analysis)
+        return sorted(p for name in dict.fromkeys(names) if (base / name).is_dir()
+                      for p in (base / name).rglob("*.json"))
 
     # -- the table --------------------------------------------------------------------------
     def rows(self, analysis: str | list | None = None, metric: str | list | None = None,
              member: str | list | None = None, task: str | list | None = None) -> list[dict]:
-        """All rows (last write of a key wins), sorted by key; filters take a name or a list."""
+        """All rows (last write of a key wins), sorted by key; filters take a name or a list.
+        With `analysis`, only those analyses' unit files are read (a unit's rows are those of
+        the analysis it was put under)."""
         want = {k: ({v} if isinstance(v, str) else set(v)) for k, v in
                 (("analysis", analysis), ("metric", metric), ("member", member), ("task", task)) if v}
         table: dict[tuple, dict] = {}
-        for path in self.units():
+        for path in self.units(analysis):
             unit = self._read(path)
             for row in unit.get("rows", []):
                 if all(row.get(k) in v for k, v in want.items()):
                     table[tuple(row.get(k) for k in KEY)] = row
-        return sorted(table.values(), key=_sort_key)
+        return sorted(table.values(), key=sort_key)
 
     def to_csv(self, rows: list[dict] | None = None) -> str:
         rows = self.rows() if rows is None else rows
@@ -153,7 +165,7 @@ def _fmt(value: Any) -> Any:
     return value
 
 
-def _sort_key(row: dict) -> tuple:
+def sort_key(row: dict) -> tuple:
     step = row.get("step")
     return (row.get("analysis") or "", row.get("task") or "", row.get("metric") or "", row.get("member") or "",
             -1 if step is None else step)

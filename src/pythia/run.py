@@ -12,6 +12,10 @@
 It knows the spec, the members (name, shape, seed, data seed), each member's checkpoint steps in
 numeric order, the dataset, tokenizer and order parameters each member trained with, and loads
 `(member, step)`. Nothing here writes to the run; results go through `pythia.results`.
+
+It is also the one resolver of "which folder is this checkpoint" (`resolve_checkpoint`) and the
+home of the public `load_model` (pythia.load_model): resolve, then `pythia.hf.load_folder`.
+The on-disk rules it reads by are pythia.layout's.
 """
 from __future__ import annotations
 
@@ -23,9 +27,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .train.checkpoint import check_manifest, complete_checkpoints, parse_step, step_dir_name
+from .layout import (check_manifest, complete_checkpoints, digest_of_checkpoint, hub_cache_dir, hub_repo_dir,
+                     hub_revisions, parse_step, recorded_digest, resolve_hub_cache, step_dir_name)
 
-__all__ = ["Checkpoint", "MemberView", "RunView", "RunError", "open_run", "parse_revision"]
+__all__ = ["Checkpoint", "MemberView", "RunView", "RunError", "load_model", "open_run", "parse_revision",
+           "resolve_checkpoint"]
 
 
 class RunError(ValueError):
@@ -69,16 +75,14 @@ class Checkpoint:
     def digest(self) -> str:
         """Identity of the weights, for caches: the manifest's weights digest (our runs) or the
         snapshot's commit sha (Hub cache, whose folders are named by it)."""
-        manifest = self.path / "manifest.json"
-        if manifest.is_file():
-            try:
-                return "w:" + json.loads(manifest.read_text(encoding="utf-8"))["weights_digest"]
-            except (ValueError, KeyError) as exc:
-                raise RunError(f"{manifest}: unreadable manifest ({exc})") from None
+        try:
+            recorded = recorded_digest(self.path)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+        if recorded is not None:
+            return "w:" + recorded
         if self.member.run.kind == "hub":
             return "hub:" + self.path.name
-        from .train.checkpoint import digest_of_checkpoint
-
         return "w:" + digest_of_checkpoint(self.path)
 
     def problems(self) -> list[str]:
@@ -87,11 +91,37 @@ class Checkpoint:
             return []
         return check_manifest(self.path)
 
+    @cached_property
+    def hf_config(self) -> dict:
+        """config.json as a dict, parsed once for everything that reads it (the load included)."""
+        from .hf import read_config
+
+        return read_config(self.path)
+
     def load(self, device: Any = None, dtype: Any = None):
         """Our GPTNeoX with this checkpoint's weights, in eval mode."""
-        from .hf import load_model
+        from .hf import load_folder
 
-        return load_model(self.path, device=device, dtype=dtype)
+        return load_folder(self.path, device=device, dtype=dtype, hf_config=self.hf_config)
+
+    def load_checked(self, device: Any = None, dtype: Any = None) -> tuple[Any, list[str]]:
+        """(model, []) once the checkpoint passes its manifest check, else (None, problems), reading
+        every weight file once: its bytes are hashed for the manifest as they are parsed. A
+        checkpoint that fails to load yet passes its manifest re-raises the load's error."""
+        if self.member.run.kind == "hub":
+            return self.load(device=device, dtype=dtype), []
+        from .hf import load_folder
+
+        hashed: dict[str, str] = {}
+        try:
+            model = load_folder(self.path, device=device, dtype=dtype, hf_config=self.hf_config, hashed=hashed)
+        except Exception:
+            problems = check_manifest(self.path)
+            if problems:
+                return None, problems
+            raise
+        problems = check_manifest(self.path, hashed)
+        return (None, problems) if problems else (model, [])
 
     @property
     def tokens(self) -> int | None:
@@ -193,9 +223,7 @@ class MemberView:
         repos opened with a preshuffled dataset). Built from the cached index when present.
         A fork's is an InterventionOrder: its base's, transformed from its from_step on."""
         if self.intervention is not None:
-            from .train.intervention import fork_order
-
-            return fork_order(self)
+            return self._fork_order()
         if self.run.spec is None:
             if self.run.data is None:
                 raise RunError(f"{self.name}: no training data known; open the Hub repo with data=PREFIX "
@@ -205,12 +233,38 @@ class MemberView:
             return PreshuffledOrder(self.run.data)
         return self.run._order(self.data_seed, progress)
 
-    def metrics(self) -> list[dict]:
-        """metrics.jsonl of the member (training telemetry), oldest first."""
-        from .train.metrics import read_jsonl
+    def _fork_order(self):
+        """The order a fork trained on: its base's, through the token ids its intervention.json
+        recorded, or, before it trained, the spec's map resolved now. A function whose source
+        changed since the fork trained is refused (it would show other batches)."""
+        from .train.intervention import InterventionOrder, Transform, read_record, resolve, resolve_function
+
+        iv = self.intervention
+        base = self.run.member(self.base).order()
+        record = read_record(self.path)
+        if iv.function is not None:
+            transform = resolve_function(iv.function, where=f"{self.name}: function")
+            if record is not None and record["transform"].get("sha256") != transform.sha256:
+                raise RunError(f"{self.name}: {iv.function} changed since the fork trained (its source sha256 was "
+                               f"{record['transform'].get('sha256', '?')[:12]}, is {transform.sha256[:12]}): the "
+                               "batches it would show are not the ones the fork trained on")
+        elif record is not None:
+            pairs = tuple(tuple(p) for p in record["transform"]["pairs"])
+            spelled = tuple(tuple(p) for p in record.get("spelled") or ())
+            transform = Transform(kind="token_map", pairs=pairs, spelled=spelled)
+        else:
+            transform = resolve(iv, self.tokenizer_path, None, f"{self.name}")
+        return InterventionOrder(base, transform, iv.from_step)
+
+    def metrics(self, after: int | None = None) -> list[dict]:
+        """metrics.jsonl of the member (training telemetry), oldest first; with `after`, only the
+        records after update `after`, read from the end of the file (the cost of those alone)."""
+        from .train.metrics import read_jsonl, read_jsonl_after
 
         path = self.path / "metrics.jsonl"
-        return read_jsonl(path) if path.is_file() else []
+        if not path.is_file():
+            return []
+        return read_jsonl(path) if after is None else read_jsonl_after(path, after)
 
 
 def compact_steps(steps: list[int]) -> str:
@@ -404,8 +458,6 @@ def _open_local(root: Path, kind: str, source: str, results_dir: Path | None,
 
 
 def _open_hub(repos: list[str], results_dir, data) -> RunView:
-    from .hf import hub_cache_dir
-
     cache = hub_cache_dir()
     root_name = "+".join(r.replace("/", "--") for r in repos)
     view = RunView(kind="hub", source=",".join(repos), root=None,
@@ -413,16 +465,11 @@ def _open_hub(repos: list[str], results_dir, data) -> RunView:
                    data=str(Path(data).expanduser().absolute()) if data else None, name=",".join(repos))
     members = []
     for repo in repos:
-        repo_dir = cache / ("models--" + repo.replace("/", "--"))
+        repo_dir = hub_repo_dir(repo, cache)
         if not (repo_dir / "refs").is_dir():
             raise RunError(f"{repo!r} is not in the local Hugging Face cache ({repo_dir} not found); download its "
                            f"revisions first, e.g. huggingface-cli download {repo} --revision step1000")
-        revisions = {}
-        for ref in (repo_dir / "refs").iterdir():
-            n = parse_step(ref.name)
-            snap = repo_dir / "snapshots" / ref.read_text(encoding="utf-8").strip()
-            if n is not None and (snap / "config.json").is_file():
-                revisions[n] = snap
+        revisions = hub_revisions(repo_dir)
         if not revisions:
             raise RunError(f"{repo}: no cached stepN revision with a config.json under {repo_dir}")
         short = repo.split("/")[-1]
@@ -442,3 +489,71 @@ def _hub_config(folder: Path):
                               source=str(folder / "config.json"))
     except Exception:  # noqa: BLE001 - an odd config still opens; loading will report it
         return None
+
+
+# ---------------------------------------------------------------------------------------------
+# resolving one checkpoint folder, and loading it
+
+
+def resolve_checkpoint(path_or_repo_id: str | os.PathLike, revision: Any = None) -> Path:
+    """The HF folder to load: a checkpoint folder; a run, demo output or member folder at
+    `revision` ("stepN", N, or "main"/None = the last step); a models--ORG--NAME cache folder or
+    an ORG/NAME Hub id from the local cache."""
+    path = Path(path_or_repo_id).expanduser()
+    if path.is_dir():
+        if (path / "refs").is_dir() and (path / "snapshots").is_dir():  # a models--ORG--NAME folder
+            return resolve_hub_cache(path.name.removeprefix("models--").replace("--", "/"), _hub_revision(revision),
+                                     path.parent)
+        if (path / "config.json").is_file():
+            if revision is not None:
+                raise ValueError(f"{path} is one checkpoint; pass revision= only with a member folder "
+                                 f"(e.g. load_model({str(path.parent)!r}, revision={revision!r})) or drop it")
+            return path
+        try:
+            view = open_run(path)
+        except RunError:
+            view = None
+        if view is not None:
+            if view.kind == "step":
+                raise ValueError(f"{path} is a step folder without config.json (incomplete checkpoint?)")
+            return view.member().checkpoint(revision).path
+        step = parse_revision(revision)  # refuses paths and odd names before touching the disk
+        have = sorted((p.name for p in path.iterdir() if (p / "config.json").is_file()),
+                      key=lambda n: (parse_step(n) is None, parse_step(n) or 0, n))
+        if step is None and have:
+            step = parse_step(have[-1]) if parse_step(have[-1]) is not None else None
+        if step is None:
+            hint = f"; pass revision= one of {have}" if have else ""
+            raise FileNotFoundError(f"{path}: no config.json, not a Hugging Face model directory{hint}")
+        sub = path / step_dir_name(step)
+        if not (sub / "config.json").is_file():
+            raise FileNotFoundError(f"{sub}: no checkpoint for revision {revision!r} (available: {have})")
+        return sub
+    text = str(path_or_repo_id)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith((".", "/")) and not path.exists():
+        return resolve_hub_cache(text, _hub_revision(revision))
+    raise FileNotFoundError(f"{text}: no such directory (and not an ORG/NAME Hub repo id)")
+
+
+def _hub_revision(revision: Any) -> str | None:
+    """Hub revisions are branch names; an integer step means its `stepN` branch."""
+    if isinstance(revision, int) and not isinstance(revision, bool):
+        return step_dir_name(revision)
+    if revision is not None and not isinstance(revision, str):
+        raise ValueError(f"revision must be a string like 'step3000' or an integer step, got {revision!r}")
+    return revision
+
+
+def load_model(path_or_repo_id: str | os.PathLike, revision: Any = None, dtype: Any = None,
+               device: Any = None):
+    """Load a GPTNeoX checkpoint as our GPTNeoX (eval mode): `pythia.load_model`.
+
+    path_or_repo_id: an HF directory; a directory whose `revision` subfolder is one (our runs:
+    `RUN/{member}/step{N}`, or a run / demo output with one member); or a Hub id like
+    "EleutherAI/pythia-70m" found in the local HF cache at `revision` ("step3000", "main", or a
+    commit sha). dtype defaults to float32 (Hub weights are fp16; fp16 analysis of Pythia is
+    known to overflow).
+    """
+    from .hf import load_folder
+
+    return load_folder(resolve_checkpoint(path_or_repo_id, revision), dtype=dtype, device=device)

@@ -20,15 +20,6 @@ from pythia.run import open_run
 from tests.test_demo import QUICK_CHECKPOINTS, QUICK_FORK_STEPS, QUICK_MEMBERS, QUICK_STEPS
 
 
-@pytest.fixture()
-def demo_copy(quick_demo, tmp_path):
-    """A private copy of the quick demo (tests here write results)."""
-    out, _ = quick_demo
-    dst = tmp_path / "demo"
-    shutil.copytree(out, dst)
-    return dst
-
-
 def _reference_val_loss(step_dir, windows) -> float:
     """Independent computation: transformers' GPTNeoXForCausalLM, full logits, token mean."""
     from transformers import GPTNeoXForCausalLM
@@ -41,7 +32,7 @@ def _reference_val_loss(step_dir, windows) -> float:
 
 
 def test_trainer_val_loss_equals_transformers(quick_demo):
-    from pythia.train.suite import validation_windows
+    from pythia.data.indexed import validation_windows
 
     out, _ = quick_demo
     run = open_run(out)
@@ -69,7 +60,7 @@ def test_cache_recompute_and_identical_tables(demo_copy):
     w = load_file(target)
     w["embed_out.weight"] = w["embed_out.weight"] * 1.5
     save_file(w, target, metadata={"format": "pt"})
-    from pythia.train.checkpoint import digest_of_checkpoint, write_manifest
+    from pythia.layout import digest_of_checkpoint, write_manifest
 
     # the cache trusts manifests (re-hashing every checkpoint is `pythia verify`'s job); a checkpoint that
     # must be computed is checked against its manifest first, and a failing one is named and skipped

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pythia.data.order as order_mod
 from pythia.data.indexed import HEADER_SIZE, DataFormatError, IndexedDataset
+import pythia.data.order as order_mod
+from pythia.data.provenance import find_document, locate
 from pythia.data.order import (
     PositionError, StaleCacheError, TrainingOrder, build_indices, index_stem, num_epochs,
     num_samples_for,
@@ -207,13 +208,13 @@ def test_provenance_both_directions(make_dataset):
     ds, B = order.dataset, 4
     # position -> documents: the segments rebuild the sample's tokens
     for k in range(0, order.num_positions, 7):
-        segs = order.locate(k)
+        segs = locate(order, k)
         tokens = np.concatenate([ds.get(s["document"], s["doc_start"], s["doc_end"] - s["doc_start"]) for s in segs])
         assert tokens.tolist() == order.sample(k).tolist()
     # document -> positions: every hit's token range is really at that place in that row
     seen = 0
     for doc in range(len(ds)):
-        for h in order.find_document(doc, batch_size=B):
+        for h in find_document(order, doc, batch_size=B):
             assert h["position"] == h["step"] * B + h["row"]
             row = order.sample(h["position"])
             n = h["doc_end"] - h["doc_start"]

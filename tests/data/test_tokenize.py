@@ -10,10 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from pythia.config import padded_vocab_size
 from pythia.data.corpus import CorpusError
 from pythia.data.indexed import IndexedDataset
 from pythia.data.tokenize import DocumentMetadata, tokenize_corpus
-from pythia.data.tokenizer import load_tokenizer, padded_vocab_size, train_tokenizer
+from pythia.data.tokenizer import load_tokenizer, train_tokenizer
 
 from .conftest import write_jsonl
 

@@ -65,11 +65,11 @@ def test_tokenization_matches_hf(step_dir):
     """Context/continuation split and special tokens as lm-eval's hf model makes them."""
     from lm_eval.models.huggingface import HFLM
 
-    from pythia.evals.lm import PythiaLM, load_tokenizer
-    from pythia.hf import load_model
+    from pythia.evals.lm import PythiaLM, load_hf_tokenizer
+    from pythia import load_model
 
     hf = HFLM(pretrained=str(step_dir), device="cpu", batch_size=1)
-    ours = PythiaLM(model=load_model(step_dir), tokenizer=load_tokenizer(step_dir))
+    ours = PythiaLM(model=load_model(step_dir), tokenizer=load_hf_tokenizer(step_dir))
     pairs = [("def f(x):", " return x"), ("a = 1 ", "+ 2"), ("x\n\n", "    pass"), ("<|endoftext|>import", " os"),
              ("héllo wörld", " ünïcode")]
     for ctx, cont in pairs:
@@ -127,10 +127,10 @@ def test_generation_settings_and_cuts(step_dir):
     EOT and at the first stop string, as lm-eval's hf model cuts it."""
     from lm_eval.api.instance import Instance
 
-    from pythia.evals.lm import PythiaLM, load_tokenizer
-    from pythia.hf import load_model
+    from pythia.evals.lm import PythiaLM, load_hf_tokenizer
+    from pythia import load_model
 
-    lm = PythiaLM(model=load_model(step_dir), tokenizer=load_tokenizer(step_dir), progress=False)
+    lm = PythiaLM(model=load_model(step_dir), tokenizer=load_hf_tokenizer(step_dir), progress=False)
 
     def ask(kwargs):
         return lm.generate_until([Instance("generate_until", {}, ("def f(x):\n", kwargs), 0)])

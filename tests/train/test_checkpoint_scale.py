@@ -12,12 +12,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from pythia.hf import load_model
+from pythia import layout
+from pythia.run import load_model
+from pythia.suite import describe, train_suite
 from pythia.train import checkpoint as ckpt
 from pythia.train.metrics import read_jsonl
 from pythia.train.spec import SpecError, SuiteSpec
-from pythia.train.suite import describe, train_suite
-from pythia.train.verify import verify_run
+from pythia.verify import verify_run
 
 from .conftest import run_cli, tiny_spec
 
@@ -63,7 +64,7 @@ def test_sharded_hf_weights_with_index(reference, datasets, tmp_path):
     single = load_file(reference / M / "step2" / "model.safetensors")
     assert tensors.keys() == single.keys() and all(tensors[k].equal(single[k]) for k in single)
     manifest = json.loads((step / "manifest.json").read_text())
-    assert manifest["weights_digest"] == ckpt.weights_digest(single) == ckpt.digest_of_checkpoint(step)
+    assert manifest["weights_digest"] == layout.weights_digest(single) == layout.digest_of_checkpoint(step)
     from transformers import GPTNeoXForCausalLM
 
     hf = GPTNeoXForCausalLM.from_pretrained(step)

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
+from pythia.suite import train_suite
 from pythia.train.metrics import read_jsonl
 from pythia.train.spec import SuiteSpec
-from pythia.train.suite import train_suite
-from pythia.train.verify import verify_run
+from pythia.verify import verify_run
 
 from .conftest import run_cli, tiny_spec
 

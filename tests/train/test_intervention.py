@@ -12,12 +12,12 @@ import pytest
 import yaml
 
 from pythia.cli import main as cli_main
+from pythia.layout import digest_of_checkpoint
 from pythia.run import open_run
-from pythia.train.checkpoint import digest_of_checkpoint
+from pythia.suite import train_suite
 from pythia.train.intervention import InterventionOrder, Transform, resolve_token_map
 from pythia.train.metrics import batch_fingerprint, read_jsonl
 from pythia.train.spec import SpecError, SuiteSpec
-from pythia.train.suite import train_suite
 
 from .conftest import run_cli, tiny_spec
 
@@ -189,7 +189,7 @@ def test_spec_round_trip_and_usable_steps_follow_optimizer_state(tmp_path):
 
 
 def test_dry_run_lists_forks_and_the_checkpoints_they_write(datasets, tmp_path):
-    from pythia.train.suite import describe
+    from pythia.suite import describe
 
     text = describe(SuiteSpec.from_dict(_spec(datasets, tmp_path / "run", [_fork("late", 8)])))
     assert "tiny-seed1+late              fork of tiny-seed1 from step8: token_map 2->152, 3->153" in text

@@ -2,12 +2,14 @@
 small for the data, verify/report on a demo root or a member, untrained positions in `where`."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
 from pythia.cli import main
+from pythia.suite import describe, train_suite
 from pythia.train.spec import SpecError, SuiteSpec
-from pythia.train.suite import describe, train_suite
 
 from .conftest import tiny_spec
 
@@ -22,6 +24,30 @@ def test_a_bad_data_path_writes_nothing_and_the_fixed_spec_trains(datasets, tmp_
     assert not (tmp_path / "run").exists()  # no suite.yaml pinned to the typo, no lock, nothing
     path.write_text(yaml.safe_dump(good))
     assert main(["train", str(path), "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("names, message", [
+    (["val_loss", "nope"], r"suite\.yaml: analyses\[1\]: unknown analysis 'nope'; available: "),
+    (["train_loss"], r"suite\.yaml: analyses\[0\]: 'train_loss' is a whole-run analysis"),
+])
+def test_an_unknown_analysis_is_refused_before_anything_is_written(datasets, tmp_path, capsys, names, message):
+    """The schema reads `analyses:` as names (parsing loads no plug-in); the suite checks them
+    against the registry first: the same error for `pythia train` and `--dry-run`, even before
+    the data exists, and nothing written."""
+    spec = tiny_spec(datasets, tmp_path / "run", train={"iters": 2}, seeds=[1], analyses=names)
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert SuiteSpec.from_yaml(path).analyses == tuple(names)
+    for extra in ([], ["--dry-run"]):
+        assert main(["train", str(path), "--no-progress", *extra]) == 2
+        assert re.search(message, capsys.readouterr().err)
+    spec["data"]["train"] = str(tmp_path / "absent")  # --dry-run without data still checks the names
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["train", str(path), "--dry-run"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SpecError, match="analyses must be a list of analysis names"):
+        SuiteSpec.from_dict({**spec, "analyses": "val_loss"})
 
 
 def test_vocab_smaller_than_the_data_is_refused_up_front(datasets, tmp_path):

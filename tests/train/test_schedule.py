@@ -5,10 +5,10 @@ import math
 
 import pytest
 
+from pythia.suite import train_suite
 from pythia.train.metrics import read_jsonl
 from pythia.train.schedule import checkpoint_steps, lr_at
 from pythia.train.spec import SuiteSpec
-from pythia.train.suite import train_suite
 
 from .conftest import tiny_spec
 

@@ -21,10 +21,10 @@ from safetensors import SafetensorError
 
 from pythia.cli import main
 from pythia.lock import LOCK_NAME, RunLock, read_holder
+from pythia.suite import train_suite
 from pythia.train import checkpoint as ckpt_mod
 from pythia.train.metrics import read_jsonl
 from pythia.train.spec import SuiteSpec
-from pythia.train.suite import train_suite
 
 from .conftest import REPO, tiny_spec
 

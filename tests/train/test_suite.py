@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from pythia.cli import main as cli_main
+from pythia.layout import write_manifest
 from pythia.run import open_run
-from pythia.train.checkpoint import write_manifest
+from pythia.suite import train_suite
 from pythia.train.metrics import read_jsonl
 from pythia.train.spec import SuiteSpec
-from pythia.train.suite import train_suite
-from pythia.train.verify import verify_run
+from pythia.verify import verify_run
 
 from .conftest import tiny_spec
 

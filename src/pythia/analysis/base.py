@@ -126,7 +126,8 @@ class CheckpointContext:
     force: bool = False
     """The run was forced (`force=True`): analyses must not reuse their own stored work either."""
     model_override: Any = field(default=None, repr=False)
-    """The trainer passes its in-memory model (checkpoint-time hooks); None = load from disk."""
+    """A model already in memory: the trainer's (checkpoint-time hooks), or the one the runner
+    loaded while checking the manifest; None = load from disk on first use."""
     shared: dict = field(default_factory=dict, repr=False)
     """Per-run scratch space shared across checkpoints (e.g. validation windows read once)."""
 

@@ -30,7 +30,6 @@ scores as Pythia's `index,accuracy` CSVs.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -56,19 +55,15 @@ def _range_option(text, name="--positions") -> tuple[int, int | None] | None:
         raise AnalysisError(str(exc)) from None
 
 
-def _config_json(member) -> dict:
-    steps = member.steps
-    if not steps:
-        return {}
-    path = member.checkpoint(steps[-1]).path / "config.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+def _config_json(checkpoint) -> dict:
+    """config.json of a checkpoint ({} without one), parsed once per Checkpoint (its load shares it)."""
+    return checkpoint.hf_config if (Path(checkpoint.path) / "config.json").is_file() else {}
 
 
 def eod_of(checkpoint) -> int:
     """The id Pythia's min_length kept out of the continuation: config.json's eos_token_id (what
     transformers' generate masks), else the tokenizer's <|endoftext|>, else 0."""
-    path = Path(checkpoint.path) / "config.json"
-    eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id") if path.is_file() else None
+    eos = _config_json(checkpoint).get("eos_token_id")
     if isinstance(eos, list):
         eos = eos[0] if eos else None
     if eos is None and (Path(checkpoint.path) / "tokenizer.json").is_file():
@@ -83,14 +78,14 @@ def check_vocab(member) -> None:
     its vocabulary must fit the model and equal the tokenizer the checkpoints carry."""
     from ..data.tokenize import dataset_tokenizer, read_manifest
 
-    vocab = _config_json(member).get("vocab_size")
+    steps = member.steps
+    vocab = _config_json(member.checkpoint(steps[-1])).get("vocab_size") if steps else None
     info = (read_manifest(member.dataset) or {}).get("tokenizer") or {}
     if vocab and info.get("vocab_size") and int(info["vocab_size"]) > int(vocab):
         raise AnalysisError(f"memorization: {member.name}: dataset {member.dataset} was tokenized with "
                             f"{info['vocab_size']} tokens ({info.get('path')}), the model has a vocabulary "
                             f"of {vocab}: a tokenizer/vocab mismatch")
     data_tok = dataset_tokenizer(member.dataset)
-    steps = member.steps
     model_tok = member.checkpoint(steps[-1]).path / "tokenizer.json" if steps else None
     if data_tok is None or model_tok is None or not model_tok.is_file():
         return

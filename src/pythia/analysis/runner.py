@@ -3,8 +3,9 @@
 For each selected checkpoint `(member, step)` it asks every per-checkpoint analysis whether its
 stored unit has the same cache key (analysis version, options, the checkpoint's weights
 digest); if all have, the checkpoint is skipped without loading anything. Otherwise the
-checkpoint's manifest is checked, the model is loaded once, and each stale analysis computes
-and writes its unit atomically -- a `kill -9` loses at most the checkpoint in progress. Under
+checkpoint is loaded once, its weights hashed for the manifest check as they are read (the
+other files hashed from disk), and each stale analysis computes and writes its unit
+atomically -- a `kill -9` loses at most the checkpoint in progress. Under
 `torchrun` the checkpoints are dealt round-robin to the ranks, which write disjoint units; whole-
 run analyses then run on rank 0 after a barrier. Checkpoints that fail (bad manifest, an error in
 an analysis) are named, skipped, and make the run end non-zero.
@@ -27,7 +28,7 @@ from .base import Analysis, AnalysisError, CheckpointContext, get
 CRASH_ENV = "PYTHIA_ANALYZE_CRASH_AFTER"
 """Test hook: "N" kills the process (os._exit(137)) right after the N-th unit it computed."""
 
-__all__ = ["AnalyzeSummary", "build_analyses", "full_rows", "refresh_run_analysis", "resolve_device", "run_analyses",
+__all__ = ["AnalyzeSummary", "CheckpointAnalyses", "build_analyses", "full_rows", "resolve_device", "run_analyses",
            "run_checkpoint_hooks"]
 
 
@@ -194,12 +195,15 @@ def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, sum
     summary.cached += [f"{a.name} {label}" for a in analyses if a not in todo]
     if not todo:
         return
-    problems = ck.problems()
+    try:  # the weights are read once: hashed for the manifest check as they load
+        model, problems = ck.load_checked(device=device, dtype=dtype)
+    except Exception:  # noqa: BLE001 - intact but unloadable: each analysis that needs it reports why
+        model, problems = None, []
     if problems:
         summary.failed.append(f"{label}: checkpoint fails its manifest ({'; '.join(problems[:3])})")
         return
     ctx = CheckpointContext(run=run, member=member, checkpoint=ck, device=device, dtype=dtype, shared=shared,
-                            progress=progress, force=force)
+                            progress=progress, force=force, model_override=model)
     for a in todo:
         try:
             rows = a.compute(ctx)
@@ -240,15 +244,8 @@ def _one_run_analysis(run, a: Analysis, store: ResultsStore, members, summary: A
     summary.computed.append(a.name)
 
 
-def refresh_run_analysis(run, name: str) -> None:
-    """Recompute one whole-run analysis over all members, in this process only (no barrier):
-    the trainer's rank 0 keeps `train_loss` current this way."""
-    a = build_analyses(name)[0]
-    _one_run_analysis(run, a, run.results(), run.members, AnalyzeSummary(), force=False)
-
-
 def run_checkpoint_hooks(run, member, checkpoint, names: list[str], *, model, device, write: bool,
-                         autocast=None, options: dict | None = None) -> dict:
+                         autocast=None, options: dict | None = None, shared: dict | None = None) -> dict:
     """The trainer's checkpoint-time hook: run per-checkpoint analyses `names` on the model in
     memory (every rank calls it, so sharded models work); rank 0 (`write`) stores the rows.
     Returns {metric: value} of the rows with an empty task, for the trainer's own log."""
@@ -257,7 +254,7 @@ def run_checkpoint_hooks(run, member, checkpoint, names: list[str], *, model, de
         return out
     store = run.results() if write else None
     ctx = CheckpointContext(run=run, member=member, checkpoint=checkpoint, device=device, model_override=model,
-                            autocast=autocast)
+                            autocast=autocast, shared=shared if shared is not None else {})
     analyses = build_analyses(names)
     if options:  # trainer-supplied defaults (e.g. its micro batch) for the options an analysis has
         analyses = [type(a)(**{**a.opts, **{k: v for k, v in options.items() if k in a.opts}}) for a in analyses]
@@ -270,3 +267,47 @@ def run_checkpoint_hooks(run, member, checkpoint, names: list[str], *, model, de
                       key=a.cache_key(checkpoint.digest), member=member.name, step=checkpoint.step)
         out.update({r.metric: r.value for r in rows if isinstance(r, Row) and not r.task})
     return out
+
+
+class CheckpointAnalyses:
+    """The trainer's checkpoint callback (pythia.train.callbacks) that runs analyses.
+
+    At every checkpoint it stores the member's training losses since the previous scheduled
+    checkpoint (analysis `train_loss`, one unit per member and checkpoint interval, so the report
+    reads one table and a checkpoint's cost does not grow with the updates done), then runs the
+    spec's per-checkpoint analyses `names` on the model in memory (every rank, so sharded models
+    work; rank 0 stores the rows). Its scratch space (`shared`, e.g. val_loss's validation
+    windows) lives as long as the callback: read once per training run, not at every checkpoint.
+    Built and wired in by the suite driver (pythia.suite).
+    """
+
+    def __init__(self, run, names: Any):
+        self.run = run
+        self.names = tuple(names or ())
+        self.shared: dict = {}
+        self._schedule = run.spec.checkpoint_steps() if run.spec is not None else []
+
+    def post_checkpoint_saved(self, saved) -> dict | None:
+        member = self.run.member(saved.member)
+        if saved.is_main:
+            self.store_train_loss(member, saved.step)
+        if not self.names:
+            return None
+        return run_checkpoint_hooks(self.run, member, member.checkpoint(saved.step), list(self.names),
+                                    model=saved.model, device=saved.device, write=saved.is_main,
+                                    autocast=saved.autocast, options={"val_batch": saved.micro_batch},
+                                    shared=self.shared)
+
+    def store_train_loss(self, member, step: int) -> None:
+        """The unit (train_loss, member, step): the updates after the previous scheduled checkpoint."""
+        from .train_loss import TrainLoss, interval_rows
+
+        after = max((s for s in self._schedule if s < step), default=-1)
+        rows = interval_rows(member, after, step)
+        key = {**TrainLoss().cache_key(None), "updates": [after + 1, step]}
+        self.run.results().put("train_loss", full_rows(self.run, member, None, "train_loss", rows), key=key,
+                               member=member.name, step=step)
+
+    def pending(self, member: str, step: int) -> bool:
+        store = self.run.results()
+        return any(store.unit_key(n, member, step) is None for n in ("train_loss", *self.names))

@@ -1,7 +1,7 @@
 """`val_loss`: mean next-token cross-entropy on the run's fixed held-out windows.
 
 The windows are the first N (= the spec's `eval.samples`) (S+1)-token windows of the
-validation set in file order (`pythia.train.suite.validation_windows`), the same for every
+validation set in file order (`pythia.data.indexed.validation_windows`), the same for every
 member and step, so the curves are comparable. The loss is averaged over every predicted token
 (N x S), with the one loss function training uses (`pythia.loss`: fused head + cross-entropy,
 no (N, S, V) logits, float32 sums). The trainer calls this same analysis at checkpoint time.
@@ -25,7 +25,7 @@ class ValLoss(Analysis):
             raise AnalysisError(f"val_loss: {run.source} has no validation data (data.valid in its suite spec)")
 
     def windows(self, ctx):
-        from ..train.suite import validation_windows
+        from ..data.indexed import validation_windows
 
         spec = ctx.run.spec
         n = self.opts["val_samples"] or spec.eval_samples

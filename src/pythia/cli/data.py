@@ -1,19 +1,15 @@
 """`pythia data ...`: tokenizers, tokenized datasets, GPT-NeoX's training order, batches,
-provenance, preshuffled export and shards. Each subcommand calls one pythia.data function."""
+provenance, preshuffled export and shards. Argument parsing and printing only: each subcommand
+calls the pythia.data (or pythia.verify) function that does the work. The n-gram counts
+commands are in counts.py."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-_FMT = argparse.RawDescriptionHelpFormatter
-
-
-def _add(sub, name: str, help_: str, description: str, examples: str, func):
-    p = sub.add_parser(name, help=help_, description=description, formatter_class=_FMT,
-                       epilog="examples:\n" + examples)
-    p.set_defaults(func=func)
-    return p
+from .commands import FMT, add_command
+from .counts import register as register_counts
 
 
 def _steps(text: str) -> tuple[int, int]:
@@ -106,7 +102,8 @@ def _need_batch_size(args) -> int:
 def _train_tokenizer(args) -> int:
     from pathlib import Path
 
-    from pythia.data.tokenizer import padded_vocab_size, train_tokenizer
+    from pythia.config import padded_vocab_size
+    from pythia.data.tokenizer import train_tokenizer
 
     tok = train_tokenizer([Path(p) for p in args.inputs], args.vocab_size, args.out, min_frequency=args.min_frequency,
                           text_field=args.text_field)
@@ -152,26 +149,6 @@ def _decode_path(args) -> str:
     raise ValueError("--decode needs --tokenizer (PREFIX.manifest.json names no tokenizer file that still exists)")
 
 
-def _save_batches(path: str, order, steps: range, batch_size: int, stacked: bool) -> tuple:
-    """Stream the batches of `steps` into one .npy (header first, then each batch's bytes):
-    memory holds one batch, whatever the range. Written under a temporary name, then renamed."""
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from pythia.io import atomic_path
-
-    first = order.batch(steps.start, batch_size)  # (B, S+1)
-    shape = (len(steps), *first.shape) if stacked else first.shape
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<i8")), "fortran_order": False, "shape": shape}
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, header)
-        bar = tqdm(steps, unit="step", desc="batches", disable=len(steps) < 2 or not sys.stderr.isatty())
-        for n in bar:
-            block = first if n == steps.start else order.batch(n, batch_size)
-            f.write(np.ascontiguousarray(block, dtype="<i8").tobytes())
-    return shape
-
-
 def _batch(args) -> int:
     member = _run_member(args)
     order = _order(args, member)
@@ -185,7 +162,9 @@ def _batch(args) -> int:
     if args.diff:
         return _print_diff(member, order, range(a, b), bsz, args)
     if args.out:
-        shape = _save_batches(args.out, order, range(a, b), bsz, stacked=bool(args.steps))
+        from pythia.data.batches import save_batches
+
+        shape = save_batches(args.out, order, range(a, b), bsz, stacked=bool(args.steps))
         print(f"wrote {args.out}: shape {shape} int64")
         if not args.decode:
             return 0
@@ -204,20 +183,12 @@ def _batch(args) -> int:
 
 def _check_fingerprints(member, order, steps: range, batch_size: int) -> int:
     """Compare batches with the fingerprints the member's metrics.jsonl recorded (exit 1 on mismatch)."""
-    from pythia.train.metrics import batch_fingerprint
+    from pythia.verify import check_batch_fingerprints
 
     if member is None:
         raise ValueError("--check compares with a run's metrics.jsonl: give --run RUN [--member M]")
-    logged = {r["step"]: r.get("batch_fp") for r in member.metrics() if isinstance(r.get("step"), int)}
-    if member.base is not None:  # a fork's batches before its from_step are its base's (trained by the base)
-        base = {r["step"]: r.get("batch_fp") for r in member.run.member(member.base).metrics()
-                if isinstance(r.get("step"), int) and r["step"] <= member.from_step}
-        logged = {**base, **logged}
     bad = 0
-    for n in steps:
-        block = order.batch(n, batch_size)
-        want = logged.get(n + 1)  # metrics line `step` counts updates: update n+1 read batch n
-        got = batch_fingerprint(block)
+    for n, got, want in check_batch_fingerprints(member, order, steps, batch_size):
         if want is None:
             print(f"step {n}: no fingerprint in {member.path / 'metrics.jsonl'} (not trained yet?)")
             bad += 1
@@ -260,10 +231,12 @@ def _print_diff(member, order, steps: range, batch_size: int, args) -> int:
 def _where(args) -> int:
     member = _run_member(args)
     order = _order(args, member)
+    from pythia.data.provenance import find_document, locate
+
     if args.position is not None:
-        rows = order.locate(args.position)
+        rows = locate(order, args.position)
     else:
-        rows = order.find_document(args.document, batch_size=_need_batch_size(args))
+        rows = find_document(order, args.document, batch_size=_need_batch_size(args))
         iters = member.train_iters if member is not None else args.train_iters
         for r in rows:
             r["trained"] = iters is None or r["step"] < iters
@@ -342,7 +315,7 @@ def register(sub) -> None:
         description="Tokenize corpora into GPT-NeoX .bin/.idx datasets, rebuild GPT-NeoX v1.0's exact "
                     "training order (doc/sample/shuffle_idx .npy, same names and values), view any "
                     "step's batch, trace tokens back to documents, export preshuffled files, shard.",
-        formatter_class=_FMT,
+        formatter_class=FMT,
         epilog="examples:\n"
                "  pythia data tokenize corpus.jsonl.zst --tokenizer 20B_tokenizer.json --out data/pile\n"
                "  pythia data index data/pile --seq-len 2048 --seed 1234 --train-iters 143000 --batch-size 1024\n"
@@ -351,7 +324,7 @@ def register(sub) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="COMMAND")
     data.set_defaults(func=lambda a: (data.print_help(), 2)[1])
 
-    p = _add(dsub, "train-tokenizer", "train a byte-level BPE tokenizer (GPT-NeoX conventions)",
+    p = add_command(dsub, "train-tokenizer", "train a byte-level BPE tokenizer (GPT-NeoX conventions)",
              "Train a byte-level BPE on corpus files with <|endoftext|>=0 and <|padding|>=1, NFC "
              "normalization and no prefix space (as GPT-NeoX-20B's tokenizer); writes tokenizer.json.",
              "  pythia data train-tokenizer corpus/ --vocab-size 512 --out tok.json\n", _train_tokenizer)
@@ -362,7 +335,7 @@ def register(sub) -> None:
     p.add_argument("--text-field", default="text", help="JSON/Parquet text field (default text)")
     p.add_argument("--min-frequency", type=int, default=2, help="minimum pair count to merge (default 2)")
 
-    p = _add(dsub, "tokenize", "corpus -> PREFIX.bin/.idx (+ manifest, metadata sidecar)",
+    p = add_command(dsub, "tokenize", "corpus -> PREFIX.bin/.idx (+ manifest, metadata sidecar)",
              "Tokenize every document (appending <|endoftext|>) in parallel into a GPT-NeoX mmap "
              "dataset: uint16 below 65,500 tokens of vocab, int32 above. Writes PREFIX.manifest.json "
              "(hashes, counts, tokenizer, inputs) and PREFIX.meta.jsonl (per-document source metadata).",
@@ -380,7 +353,7 @@ def register(sub) -> None:
                    help="skip bad records (invalid JSON, missing text, non-UTF-8, empty) and count them")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = _add(dsub, "index", "build/load GPT-NeoX's doc/sample/shuffle_idx for a dataset",
+    p = add_command(dsub, "index", "build/load GPT-NeoX's doc/sample/shuffle_idx for a dataset",
              "Build GPT-NeoX v1.0's three index arrays (or load them if cached), saved as "
              "{PREFIX}_{name}_indexmap_{N}ns_{S}sl_{seed}s_{doc,sample,shuffle}_idx.npy plus an "
              "_order.json sidecar that detects caches built from other data.",
@@ -390,7 +363,7 @@ def register(sub) -> None:
     _order_args(p)
     p.add_argument("--rebuild", action="store_true", help="rebuild even if a cache exists (e.g. a stale one)")
 
-    p = _add(dsub, "batch", "tokens of a training step (B, S+1), constant time in the step",
+    p = add_command(dsub, "batch", "tokens of a training step (B, S+1), constant time in the step",
              "Show or save the tokens of optimizer step n: training positions [B*n, B*(n+1)). Works on "
              "our datasets (with the order's parameters) and on preshuffled files (--preshuffled).",
              "  pythia data batch --run demo-output --member d64-l2-seed1 --step 100 --decode\n"
@@ -412,7 +385,7 @@ def register(sub) -> None:
                    "intervention changed (row, column, base token -> fork token); with --decode also the text")
     _order_args(p, preshuffled=True, run=True)
 
-    p = _add(dsub, "where", "provenance: position -> documents, or document -> steps",
+    p = add_command(dsub, "where", "provenance: position -> documents, or document -> steps",
              "With --position k: the documents, token ranges and source metadata that make up training "
              "position k. With --document d: every step, row and offset at which document d's tokens "
              "were trained on (a document can appear once per epoch copy).",
@@ -427,7 +400,7 @@ def register(sub) -> None:
                    "for positions after the run's last step)")
     _order_args(p, run=True)
 
-    p = _add(dsub, "preshuffle", "export the order as a preshuffled dataset (item k = position k)",
+    p = add_command(dsub, "preshuffle", "export the order as a preshuffled dataset (item k = position k)",
              "Write the training order out as EleutherAI's preshuffled layout: one item of S+1 tokens "
              "per training position, in training order.",
              "  pythia data preshuffle data/pile --seq-len 2048 --train-iters 143000 --out out/document\n", _preshuffle)
@@ -437,7 +410,7 @@ def register(sub) -> None:
     p.add_argument("--export-steps", type=int, help="instead: export this many steps x batch size")
     _order_args(p)
 
-    p = _add(dsub, "shard", "split a .bin into {name}-{i:05d}-of-{n-1:05d}.bin shards",
+    p = add_command(dsub, "shard", "split a .bin into {name}-{i:05d}-of-{n-1:05d}.bin shards",
              "Split a large .bin into Pythia-Hub-named shards with a sha256 manifest ({name}.shards.json); "
              "the .idx is copied beside them.",
              "  pythia data shard out/document.bin --num-shards 20 --out-dir shards/\n", _shard)
@@ -446,12 +419,12 @@ def register(sub) -> None:
     p.add_argument("--out-dir", required=True, help="folder for the shards and manifest")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = _add(dsub, "verify", "check shards against their sha256 manifest",
+    p = add_command(dsub, "verify", "check shards against their sha256 manifest",
              "Check every shard's size and sha256; the error names the first bad shard.",
              "  pythia data verify shards/\n", _verify)
     p.add_argument("manifest", help="shard folder or its *.shards.json")
 
-    p = _add(dsub, "unshard", "rejoin shards into PREFIX.bin (streaming, hash-checked)",
+    p = add_command(dsub, "unshard", "rejoin shards into PREFIX.bin (streaming, hash-checked)",
              "Concatenate shards in order with bounded memory, checking each shard's and the whole "
              "file's sha256; nothing is left under the output name if a check fails.",
              "  pythia data unshard shards/ --out data/document\n", _unshard)
@@ -459,271 +432,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output PREFIX (writes PREFIX.bin and PREFIX.idx)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = _add(dsub, "info", "summary of a .bin/.idx dataset", "Items, tokens and dtype of a dataset.",
+    p = add_command(dsub, "info", "summary of a .bin/.idx dataset", "Items, tokens and dtype of a dataset.",
              "  pythia data info data/pile\n", _info)
     p.add_argument("prefix", help="dataset PREFIX")
 
     register_counts(dsub)
-
-
-# ---------------------------------------------------------------------------------------------
-# n-gram counts over the training order (pythia.data.ngram, pythia.data.counts)
-
-
-def _parse_ids(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--tokens wants integer ids separated by commas or spaces, "
-                                         f"got {text!r}") from None
-
-
-def _count_target(args):
-    """(run or None, dataset prefix or None, query text or None) from the positionals."""
-    pos = list(args.positionals)
-    want_text = args.tokens is None and args.terms is None
-    if args.run:
-        if len(pos) != int(want_text):
-            raise ValueError("with --run give the TEXT to count (or --tokens IDS / --terms FILE), nothing else"
-                             if want_text else "--tokens/--terms replace TEXT: give no positional argument with --run")
-        from pythia.run import open_run
-
-        return open_run(args.run), None, (pos[0] if pos else None)
-    if args.member:
-        raise ValueError("--member needs --run")
-    if len(pos) != 1 + int(want_text):
-        raise ValueError("give PREFIX TEXT (or PREFIX with --tokens IDS / --terms FILE), or --run RUN TEXT")
-    return None, pos[0], (pos[1] if len(pos) > 1 else None)
-
-
-def _counter(args, member, prefix):
-    from pythia.data.counts import TermCounter
-
-    progress = not args.no_progress
-    if member is not None:
-        return TermCounter.for_member(member, index_dir=args.index, build=True, progress=progress,
-                                      tokenizer=args.tokenizer, step_index=not args.no_step_index,
-                                      step_index_max=args.step_index_max)
-    return TermCounter.for_prefix(prefix, index_dir=args.index, build=True, progress=progress,
-                                  tokenizer=args.tokenizer)
-
-
-def _count(args) -> int:
-    run, prefix, text = _count_target(args)
-    if args.terms is not None:
-        return _count_terms(args, run, prefix)
-    member = run.member(args.member) if run is not None else None
-    counter = _counter(args, member, prefix)
-    ids = counter.encode(text) if text is not None else args.tokens
-    tc = counter.count(ids, until_step=args.until_step, documents=args.documents,
-                       max_documents=args.max_documents, text=text)
-    tc.extra = {"dataset": counter.index.dataset.prefix} | ({"member": member.name} if member else {})
-    by_steps = member.steps if (args.by_step and member is not None) else None
-    if args.json:
-        print(json.dumps(tc.to_json(by_steps), indent=1))
-        return 0
-    _print_count(tc, member, by_steps)
-    return 0
-
-
-def _print_count(tc, member, by_steps) -> None:
-    what = repr(tc.text) + " = " if tc.text is not None else ""
-    print(f"{what}tokens {tc.tokens}")
-    if member is None:
-        print(f"  {tc.corpus_count} occurrences in {tc.extra['dataset']} (inside documents)")
-    else:
-        first = "never seen" if tc.first_step is None else f"first at step {tc.first_step}"
-        print(f"  {member.name}: {tc.count} occurrences in updates 0..{tc.until_step - 1} ({first}; every epoch "
-              f"counts); {tc.corpus_count} in the dataset {tc.extra['dataset']}")
-    if by_steps is not None:
-        seen = "  ".join(f"step{r['step']}={r['count']}" for r in tc.by_step(by_steps))
-        print("  seen by checkpoint: " + (seen or "(no checkpoints)"))
-    for r in tc.documents or []:
-        src = r.get("source") or {}
-        seen = f", trained {r['trained']}x, first at step {r['first_step']}" if "trained" in r else ""
-        print(f"  document {r['document']}: {r['occurrences']} occurrence(s){seen}  "
-              f"{src.get('file', '')}:{src.get('location', '')} {json.dumps(src.get('fields', {}))}")
-    if tc.documents is not None and tc.documents_total > len(tc.documents):
-        print(f"  ... {tc.documents_total - len(tc.documents)} more documents (--max-documents)")
-
-
-def _count_terms(args, run, prefix) -> int:
-    if run is None:
-        from pythia.analysis.term_counts import read_terms
-
-        counter = _counter(args, None, prefix)
-        rows = [{"text": t, "tokens": (ids := counter.encode(t)), "count": counter.count(ids).corpus_count}
-                for t in read_terms(args.terms)]
-        print(json.dumps(rows, indent=1) if args.json else "\n".join(f"{r['count']:>12}  {r['text']!r}" for r in rows))
-        return 0
-    from pythia.analysis.runner import run_analyses
-
-    members = [args.member] if args.member else None
-    options = {"terms": args.terms, "ngram_index": args.index}
-    summary = run_analyses(run, "term_counts", members=members, options=options, progress=not args.no_progress)
-    rows = run.results().rows(analysis="term_counts", member=[m.name for m in run.select(members)])
-    if args.json:
-        print(json.dumps(rows, indent=1))
-    else:
-        last = {(r["member"], r["task"]): r for r in rows}  # rows are sorted by step: the last one wins
-        for (name, term), r in sorted(last.items()):
-            print(f"{name}  step{r['step']}  {int(r['value']):>12}  {term!r}")
-        print(f"wrote {len(rows)} rows (analysis term_counts) to {run.results_dir}")
-    return 0 if summary.ok else 1
-
-
-def _count_index(args) -> int:
-    from pathlib import Path
-
-    from pythia.data.ngram import NgramIndex, build_index, default_index_dir
-
-    if args.run:
-        return _count_index_run(args)
-    if args.prefix is None or args.member or args.step_index_max is not None:
-        raise ValueError("give PREFIX (the dataset to index), or --run RUN [--member M] (its step sidecar too); "
-                         "--member and --step-index-max go with --run")
-    target = args.index or default_index_dir(args.prefix)
-
-    if (Path(target) / "manifest.json").is_file() and not args.rebuild:
-        index = NgramIndex(args.prefix, target)  # raises StaleIndexError when the dataset changed
-        print(f"{target}: up to date ({len(index.shards)} shard(s)); --rebuild to build it again")
-        return 0
-    index = build_index(args.prefix, target, shard_tokens=args.shard_tokens, progress=not args.no_progress)
-    size = sum((index.dir / s["file"]).stat().st_size for s in index.manifest["shards"])
-    print(f"wrote {index.dir}: {len(index.shards)} shard(s), {index.dataset.num_tokens} tokens, {size} bytes")
-    return 0
-
-
-def _count_index_run(args) -> int:
-    """The suffix-array index of each member's training data (built when absent) and the step
-    sidecar of each member's order (members sharing an order share one)."""
-    import math
-
-    from pythia.data.counts import TermCounter
-    from pythia.data.ngram import open_index
-    from pythia.data.stepindex import human, order_record, prebuild_step_index, step_index_dir
-    from pythia.run import open_run
-
-    if args.prefix is not None:
-        raise ValueError("with --run give no PREFIX: the members' training data is indexed")
-    run = open_run(args.run)
-    done = {}
-    for m in run.select([args.member] if args.member else None):
-        if m.dataset:  # the index first (with --shard-tokens) when absent
-            open_index(m.dataset, args.index, build=True, progress=not args.no_progress,
-                       shard_tokens=args.shard_tokens)
-        counter = TermCounter.for_member(m, index_dir=args.index, build=True, progress=not args.no_progress,
-                                         step_index=False)
-        path = step_index_dir(counter.index, order_record(counter.index, counter.order, counter.batch_size))
-        if path in done:
-            print(f"{m.name}: shares {path} with {done[path]}")
-            continue
-        done[path] = m.name
-        got = prebuild_step_index(counter.index, counter.order, counter.batch_size, lambda: counter.map,
-                                  rebuild=args.rebuild, progress=not args.no_progress,
-                                  max_bytes=math.inf if args.step_index_max is None else args.step_index_max)
-        if got["built"]:
-            print(f"{m.name}: wrote {path}: {human(got['bytes'])} ({got['bytes']} bytes; estimated at most "
-                  f"{human(got['estimate'])}) in {got['seconds']:.1f} s")
-        else:
-            print(f"{m.name}: {path}: up to date ({human(got['bytes'])}); --rebuild to build it again")
-    return 0
-
-
-def _size_arg(text: str) -> float:
-    from pythia.data.stepindex import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _arithmetic_tasks(args) -> int:
-    from pythia.analysis.term_frequency import TASK_PREFIX, write_arithmetic_tasks
-
-    ops = [o.strip() for o in args.ops.split(",") if o.strip()]
-    names = write_arithmetic_tasks(args.out, ops, x2_max=args.x2_max)
-    print(f"wrote {len(names)} lm-eval tasks to {args.out}; tags: " + ", ".join(f"{TASK_PREFIX}_{o}" for o in ops))
-    return 0
-
-
-def register_counts(dsub) -> None:
-    """`pythia data count`, `count-index` and `arithmetic-tasks` (kept apart to ease merging)."""
-    from pythia.data.ngram import SHARD_TOKENS
-
-    p = _add(dsub, "count", "n-gram counts in what a run member trained on by step k (or in a whole dataset)",
-             "Count the occurrences of a text (its tokens, exactly: no space is prepended) or of token ids in\n"
-             "the training data a run member had seen by step k, or (without --run) in a whole dataset.\n\n"
-             "What counts: an occurrence inside a document, once per epoch copy, at the step of the training\n"
-             "sample whose input positions (the first S of its S+1 tokens) hold its first token, if the whole\n"
-             "n-gram fits in that sample. Step n is the update reading positions [B n, B (n+1)); --until-step k\n"
-             "counts updates 0..k-1, what checkpoint step{k} had seen (default: every trained step).\n\n"
-             "The suffix-array index is stored beside the dataset (PREFIX.sa/), built on first use, and\n"
-             "refused when the dataset changed since; with --run, a step sidecar for the member's order\n"
-             "(PREFIX.sa/steps-*/, ~3 bytes per token and epoch + 1) is built there on the first count and\n"
-             "rebuilt when the order or batch size changed: queries then read a slice of it. It is built\n"
-             "unasked only when its estimated size is within --step-index-max (default $PYTHIA_STEP_INDEX_MAX,\n"
-             "else 16GiB, and never beyond the free disk space less a margin); a larger one is skipped with a\n"
-             "warning (same answers, slower): build it ahead with `pythia data count-index --run RUN`.\n\n"
-             "--terms FILE counts one term per line (verbatim); with --run the counts go to the run's\n"
-             "results table (analysis term_counts: task = the term, metric count, one row per checkpoint step).",
-             "  pythia data count --run demo-output/run --member d64-l2-seed1 ' return' --by-step\n"
-             "  pythia data count --run demo-output/run --member d64-l2-seed1 --tokens 510,285 --until-step 100 --json\n"
-             "  pythia data count --run demo-output/run --terms terms.txt\n"
-             "  pythia data count demo-output/data/train 'def __init__' --documents\n", _count)
-    p.add_argument("positionals", nargs="*", metavar="[PREFIX] TEXT",
-                   help="with --run: TEXT; without: PREFIX then TEXT (TEXT is tokenized exactly, no space added)")
-    p.add_argument("--run", help="run folder, demo output, member folder or Hub repo id (see `pythia analyze`)")
-    p.add_argument("--member", help="member of the run (default: the only or focused one)")
-    p.add_argument("--tokens", type=_parse_ids, help="token ids to count instead of TEXT, e.g. 510,285")
-    p.add_argument("--terms", help="file of terms, one per line (verbatim), counted at every checkpoint step")
-    p.add_argument("--until-step", type=int, help="count updates 0..k-1 (default: all trained steps)")
-    p.add_argument("--by-step", action="store_true", help="also the cumulative count at each checkpoint step")
-    p.add_argument("--documents", action="store_true", help="list the documents holding it, with source metadata")
-    p.add_argument("--max-documents", type=int, default=20, help="documents listed at most (default 20)")
-    p.add_argument("--json", action="store_true", help="print JSON: count, first_step, tokens, ...")
-    p.add_argument("--index", help="n-gram index folder (default PREFIX.sa beside the dataset)")
-    p.add_argument("--tokenizer", help="tokenizer.json for TEXT (default: the dataset's, else the member's)")
-    p.add_argument("--no-step-index", action="store_true",
-                   help="count from the suffix array alone, without building the order's step sidecar "
-                        "(no extra disk; same answers, slower)")
-    p.add_argument("--step-index-max", type=_size_arg, metavar="SIZE",
-                   help="build the step sidecar on this count only if it is estimated to take at most SIZE "
-                        "(e.g. 64GiB, inf; default $PYTHIA_STEP_INDEX_MAX, else 16GiB; never beyond the free disk)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    p = _add(dsub, "count-index", "build the suffix-array index (and a run's step sidecars) `pythia data count` uses",
-             "Build (once) the suffix-array index of PREFIX.bin into PREFIX.sa/: one suffix array per shard of\n"
-             "at most --shard-tokens tokens (cut at document boundaries; 4 bytes per token on disk, the tokens\n"
-             "are read from PREFIX.bin) and a manifest with which queries refuse a dataset changed since.\n\n"
-             "With --run RUN [--member M] instead of PREFIX: the index of each member's training data (built\n"
-             "when absent) and the step sidecar of each member's order (PREFIX.sa/steps-*/), whatever its size\n"
-             "(unless --step-index-max) as long as the disk holds it: the one-off cost `pythia data count`\n"
-             "would otherwise pay on its first count, or skip when over its limit. Prints size and time.",
-             "  pythia data count-index demo-output/data/train\n"
-             "  pythia data count-index data/pile --shard-tokens 500000000 --index /fast/pile.sa\n"
-             "  pythia data count-index --run demo-output/run --member d64-l2-seed1\n", _count_index)
-    p.add_argument("prefix", nargs="?", help="dataset PREFIX (not with --run)")
-    p.add_argument("--run", help="build the step sidecar of this run's members' orders (and their data's index)")
-    p.add_argument("--member", help="with --run: only this member (default: the focused one, else all)")
-    p.add_argument("--step-index-max", type=_size_arg, metavar="SIZE",
-                   help="with --run: refuse a sidecar estimated above SIZE (default: no limit but the free disk)")
-    p.add_argument("--index", help="index folder (default PREFIX.sa)")
-    p.add_argument("--shard-tokens", type=int, default=SHARD_TOKENS,
-                   help=f"tokens per shard (default {SHARD_TOKENS}; ~14 bytes of memory per token to build)")
-    p.add_argument("--rebuild", action="store_true",
-                   help="build again even if an index exists (e.g. a stale one); with --run: the step sidecars")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    p = _add(dsub, "arithmetic-tasks", "write the term-frequency study's arithmetic tasks for lm-eval",
-             "Write the Pythia term-frequency study's tasks (x1 in 0..99, x2 in 1..50, \"Q:What is {x1} plus\n"
-             "{x2}? A:\" and \"times\") as lm-eval 0.4 YAML + JSON-lines files: one task per x1 and operation,\n"
-             "few-shot examples from the other x1, greedy generation scored by exact match of the first number.",
-             "  pythia data arithmetic-tasks --out tasks/arithmetic\n"
-             "  pythia analyze demo-output/run eval --include-path tasks/arithmetic --tasks num_reasoning_arithmetic_addition\n"
-             "  pythia analyze demo-output/run term_frequency\n", _arithmetic_tasks)
-    p.add_argument("--out", required=True, help="output folder (created; replaced if it holds generated tasks)")
-    p.add_argument("--ops", default="addition,multiplication", help="operations (default addition,multiplication)")
-    p.add_argument("--x2-max", type=int, default=50, metavar="N",
-                   help="items x2 = 1..N per task (default 50, the study's; fewer load and run faster)")

@@ -48,7 +48,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_train(args) -> int:
     from ..train.spec import SuiteSpec
-    from ..train.suite import describe, train_suite
+    from ..suite import describe, train_suite
 
     spec = SuiteSpec.from_yaml(args.spec)
     if args.out:
@@ -71,7 +71,7 @@ def run_train(args) -> int:
 
 
 def run_verify(args) -> int:
-    from ..train.verify import verify_run
+    from ..verify import verify_run
 
     report = verify_run(args.run)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())

@@ -427,6 +427,28 @@ def _min_per_item(items, steps):
     return uniq, counts, steps[first]
 
 
+def prebuild_member_index(member, index_dir=None, *, shard_tokens: int | None = None, rebuild: bool = False,
+                          max_bytes: float = float("inf"), progress: bool = False, done: dict | None = None) -> dict:
+    """The one-off work `pythia data count` would do on a member's first count: the suffix-array
+    index of its training data (built when absent) and the step sidecar of its order, whatever
+    its size within `max_bytes` (`pythia data count-index --run`). Returns prebuild_step_index's
+    record; members sharing an order share one sidecar: with `done` ({path: member} of those
+    already seen) a repeat gets {"path", "shared_with"} and nothing is built."""
+    from .stepindex import order_record, prebuild_step_index, step_index_dir
+
+    if member.dataset:  # the index first (with shard_tokens) when absent
+        kw = {} if shard_tokens is None else {"shard_tokens": shard_tokens}
+        open_index(member.dataset, index_dir, build=True, progress=progress, **kw)
+    counter = TermCounter.for_member(member, index_dir=index_dir, build=True, progress=progress, step_index=False)
+    path = step_index_dir(counter.index, order_record(counter.index, counter.order, counter.batch_size))
+    done = {} if done is None else done
+    if path in done:
+        return {"path": path, "shared_with": done[path]}
+    done[path] = member.name
+    return prebuild_step_index(counter.index, counter.order, counter.batch_size, lambda: counter.map,
+                               rebuild=rebuild, progress=progress, max_bytes=max_bytes)
+
+
 def sequence_counts(member, positions, *, until_step: int | None = None, offset: int = 0, length: int = 64,
                     index_dir=None) -> np.ndarray:
     """For the memorization analysis: per scored training position, how many times its tokens

@@ -306,3 +306,24 @@ class IndexedDatasetBuilder:
             self.abort()
         elif not self._done:
             self.finalize()
+
+
+def validation_windows(prefix: str, seq_len: int, num_samples: int) -> np.ndarray:
+    """The first `num_samples` (S+1)-token windows of the validation set in file order.
+
+    Documents are concatenated as stored (no shuffle) and cut GPT-NeoX style: window j is
+    stream[j*S : j*S + S + 1], so neighbours share one token. Fixed for the whole suite.
+    """
+    ds = IndexedDataset(prefix)
+    need, got, chunks = num_samples * seq_len + 1, 0, []
+    for i in range(len(ds)):
+        doc = np.asarray(ds[i], dtype=np.int64)
+        chunks.append(doc)
+        got += len(doc)
+        if got >= need:
+            break
+    stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    k = min(num_samples, (len(stream) - 1) // seq_len)
+    if k <= 0:
+        raise ValueError(f"validation set {prefix} has {len(stream)} tokens; needs at least seq_len + 1 = {seq_len + 1}")
+    return np.stack([stream[j * seq_len: j * seq_len + seq_len + 1] for j in range(k)])  # (k, S+1)

@@ -80,7 +80,10 @@ def file_fingerprint(path) -> dict:
     return {"bytes": size, "sampled_sha256": h.hexdigest()}
 
 
-def dataset_fingerprint(ds: IndexedDataset) -> dict:
+def index_fingerprint(ds: IndexedDataset) -> dict:
+    """What an n-gram index records of the dataset it was built from (sampled file hashes, sizes,
+    the tokenizer manifest's .bin sha256), to refuse a stale index cheaply. Not the order's
+    `pythia.data.order.dataset_fingerprint`, which hashes every document size."""
     from .tokenize import read_manifest
 
     fp = {"bin": file_fingerprint(ds.bin_path), "idx": file_fingerprint(ds.idx_path),
@@ -137,7 +140,7 @@ def _save(path: Path, arr: np.ndarray) -> None:
         np.save(f, arr, allow_pickle=False)
 
 
-def _shard_bounds(sizes: np.ndarray, shard_tokens: int) -> list[tuple[int, int]]:
+def shard_bounds(sizes: np.ndarray, shard_tokens: int) -> list[tuple[int, int]]:
     """Item ranges [a, b) of at most shard_tokens tokens each (one item if it alone is larger)."""
     ends = np.cumsum(sizes, dtype=np.int64)  # (n,) token end of each item
     bounds, a = [], 0
@@ -159,7 +162,7 @@ def build_index(prefix, index_dir=None, shard_tokens: int = SHARD_TOKENS, progre
     starts = item_starts(ds)
     shards = []
     with atomic_dir(index_dir) as tmp:
-        bounds = _shard_bounds(ds.sizes, shard_tokens) if ds.num_tokens else []
+        bounds = shard_bounds(ds.sizes, shard_tokens) if ds.num_tokens else []
         for i, (a, b) in enumerate(tqdm(bounds, desc=f"suffix array {Path(ds.prefix).name}", unit="shard",
                                         disable=not progress or None)):
             lo, hi = int(starts[a]), int(starts[b - 1]) + int(ds.sizes[b - 1])
@@ -170,7 +173,7 @@ def build_index(prefix, index_dir=None, shard_tokens: int = SHARD_TOKENS, progre
             shards.append({"file": f"{name}.npy", "first": f"{name}.first.npy", "token_lo": lo, "token_hi": hi,
                            "item_lo": a, "item_hi": b})
             del tokens
-        manifest = {"format": INDEX_FORMAT, "dataset": dataset_fingerprint(ds), "prefix": Path(ds.prefix).name,
+        manifest = {"format": INDEX_FORMAT, "dataset": index_fingerprint(ds), "prefix": Path(ds.prefix).name,
                     "tokenizer": _tokenizer_record(ds.prefix), "shard_tokens": shard_tokens, "shards": shards}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return NgramIndex(ds.prefix, index_dir)
@@ -219,7 +222,7 @@ class NgramIndex:
         self.ends = self.starts + ds.sizes  # (n,) exclusive token end of each item
 
     def _check_fresh(self, path: Path) -> None:
-        found, now = self.manifest.get("dataset", {}), dataset_fingerprint(self.dataset)
+        found, now = self.manifest.get("dataset", {}), index_fingerprint(self.dataset)
         changed = sorted(k for k in set(found) | set(now) if found.get(k) != now.get(k))
         if changed:
             raise StaleIndexError(
@@ -250,7 +253,7 @@ class NgramIndex:
         one pattern by a scalar bisection (fastest alone), several by a vectorised one."""
         patterns = np.atleast_2d(np.asarray(patterns, dtype=np.int64))
         if patterns.shape[0] == 1:
-            return [tuple(np.array([x]) for x in _search_one(s["tokens"], s["sa"], s["ranks"], patterns[0]))
+            return [tuple(np.array([x]) for x in search_one(s["tokens"], s["sa"], s["ranks"], patterns[0]))
                     for s in self.shards]
         return [_search(s["tokens"], s["sa"], s["ranks"], patterns) for s in self.shards]
 
@@ -287,7 +290,7 @@ def _first_range(ranks: np.ndarray, first) -> tuple:
     return np.where(first < ranks.shape[0] - 1, lo, 0), np.where(first < ranks.shape[0] - 1, hi, 0)
 
 
-def _search_one(tokens: np.ndarray, sa: np.ndarray, ranks: np.ndarray, pattern: np.ndarray) -> tuple[int, int]:
+def search_one(tokens: np.ndarray, sa: np.ndarray, ranks: np.ndarray, pattern: np.ndarray) -> tuple[int, int]:
     """Suffix-array range of one pattern: its first token's range, then a bisection on the next
     n-1 tokens as a list of ints (lists compare element-wise and a shorter suffix that is a prefix
     sorts first, as in the suffix array; ~3x faster per probe than comparing big-endian bytes)."""

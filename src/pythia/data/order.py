@@ -327,7 +327,7 @@ def _build_files(ds: IndexedDataset, paths: dict, seq_len: int, seed: int, num_s
 
 class TrainingOrder:
     """A built (or loaded) GPT-NeoX order over one dataset: tokens per position and step,
-    and provenance in both directions."""
+    and, through pythia.data.provenance, provenance in both directions."""
 
     def __init__(self, dataset: IndexedDataset, doc_idx, sample_idx, shuffle_idx, *, seq_len: int,
                  seed: int, num_samples: int, name: str = "train_0", stem: str | None = None,
@@ -402,7 +402,8 @@ class TrainingOrder:
         """Usable training positions: GPT-NeoX's len() = Ns - 1 (one built sample is unused)."""
         return min(self.shuffle_idx.shape[0], self.sample_idx.shape[0] - 1) - 1
 
-    def _check_positions(self, lo: int, hi: int) -> None:
+    def check_positions(self, lo: int, hi: int) -> None:
+        """Refuse training positions outside [0, num_positions) (PositionError)."""
         if lo < 0 or hi > self.num_positions:
             raise PositionError(f"positions [{lo}, {hi}) outside the order's {self.num_positions} positions")
 
@@ -414,9 +415,9 @@ class TrainingOrder:
         faster than a fancy-index gather of R*(S+1) token positions."""
         ks = np.asarray(positions, dtype=np.int64).reshape(-1)  # (R,)
         if ks.size:  # batch() passes a range: checking its ends is enough there too
-            self._check_positions(int(ks.min()), int(ks.max()) + 1)
+            self.check_positions(int(ks.min()), int(ks.max()) + 1)
         j = self.shuffle_idx[ks].astype(np.int64)  # (R,) pre-shuffle sample ids
-        _, items, seg_lo, seg_hi = self._segments(j)
+        _, items, seg_lo, seg_hi = self.segments(j)
         src = self.dataset.token_offset(items) + seg_lo  # (G,) first token in .bin
         seg_len = seg_hi - seg_lo  # (G,)
         width = self.seq_len + 1
@@ -429,7 +430,7 @@ class TrainingOrder:
             out[d:d + n] = tokens[s:s + n]
         return out.reshape(ks.size, width)
 
-    def _segments(self, j: np.ndarray):
+    def segments(self, j: np.ndarray):
         """Per sample j, the doc_idx slots it spans: (slots, their items, token ranges [lo, hi))."""
         first = self.sample_idx[j].astype(np.int64)  # (R, 2)
         last = self.sample_idx[j + 1].astype(np.int64)  # (R, 2)
@@ -451,17 +452,6 @@ class TrainingOrder:
         lo = step * batch_size
         return self.samples(np.arange(lo, lo + batch_size))
 
-    def locate(self, k: int) -> list[dict]:
-        """Which documents (and token ranges) make up training position k."""
-        from .provenance import locate
-
-        return locate(self, k)
-
-    def find_document(self, doc_id: int, batch_size: int = 1024) -> list[dict]:
-        """Every (position, step, row, token range) at which document doc_id is trained on."""
-        from .provenance import find_document
-
-        return find_document(self, doc_id, batch_size)
 
 
 class PreshuffledOrder:

@@ -1,5 +1,6 @@
 """Provenance both ways: training position -> documents and offsets (with source metadata),
-and document -> every step/row/offset at which its tokens were trained on."""
+and document -> every step/row/offset at which its tokens were trained on, for a TrainingOrder
+(`locate(order, k)`, `find_document(order, doc_id)`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,9 +14,9 @@ _CHUNK = 1 << 24
 def locate(order, k: int) -> list[dict]:
     """Segments of training position k, in token order: item (document) id, its token range
     [doc_start, doc_end), where the range lands in the sample (sample_offset), source metadata."""
-    order._check_positions(k, k + 1)
+    order.check_positions(k, k + 1)
     j = np.array([int(order.shuffle_idx[k])], dtype=np.int64)
-    slots, items, lo, hi = order._segments(j)
+    slots, items, lo, hi = order.segments(j)
     meta = DocumentMetadata(order.dataset.prefix)
     out, at = [], 0
     for slot, doc, a, b in zip(slots.tolist(), items.tolist(), lo.tolist(), hi.tolist()):

@@ -50,7 +50,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..io import atomic_dir, existing_parent, human_bytes
-from .ngram import CHUNK, NgramIndex, NgramIndexError, _search_one, _shard_bounds, file_fingerprint
+from .ngram import CHUNK, NgramIndex, NgramIndexError, search_one, shard_bounds, file_fingerprint
 
 STEP_FORMAT = "pythia-step-index/1"  # tick when the layout or the definition of a count changes
 ROOM_MAX = 255  # room is capped here (uint8): exact for n-grams of up to 255 tokens
@@ -233,7 +233,7 @@ class StepIndex:
             raise ValueError(f"the step sidecar counts 1- to {ROOM_MAX}-grams, not {n}-grams")
         hist, corpus = np.zeros(t, np.int64), 0
         for s, side in zip(self.index.shards, self.shards):
-            lo, hi = _search_one(s["tokens"], s["sa"], s["ranks"], pattern)
+            lo, hi = search_one(s["tokens"], s["sa"], s["ranks"], pattern)
             if hi <= lo:
                 continue
             if n <= 2 and e * (hi - lo) > HIST_MIN * t:  # a common 1- or 2-gram: its stored counts
@@ -273,7 +273,7 @@ def _token_columns(index, smap, shard, batch_size, num_steps, dt) -> tuple[np.nd
     sizes = index.dataset.sizes[ia:ib].astype(np.int64)
     e = smap.epochs
     steps, room = np.empty((hi - lo, e), dt), np.empty((hi - lo, e + 1), np.uint8)
-    for a, b in _shard_bounds(sizes, CHUNK // 4):  # item blocks of <= 2^20 tokens (bounds the temporaries)
+    for a, b in shard_bounds(sizes, CHUNK // 4):  # item blocks of <= 2^20 tokens (bounds the temporaries)
         item = np.repeat(np.arange(ia + a, ia + b), sizes[a:b])  # (m,) item of each token
         if item.size == 0:
             continue

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..io import atomic_path, sha256_file, write_json_atomic
 from .corpus import CorpusError, SkipCounts, expand_inputs, iter_documents
-from .indexed import DataFormatError, IndexedDatasetBuilder, best_fitting_dtype, strip_prefix
+from .indexed import DataFormatError, IndexedDataset, IndexedDatasetBuilder, best_fitting_dtype, strip_prefix
 from .tokenizer import load_tokenizer, tokenizer_info
 
 MANIFEST_FORMAT = "pythia-tokenized-dataset/1"
@@ -185,6 +185,16 @@ def dataset_tokenizer(prefix) -> Path | None:
         warnings.warn(f"{path} changed since {manifest_path(prefix)} was written; not using it", stacklevel=2)
         return None
     return path
+
+
+def dataset_vocab(prefix) -> int:
+    """Token ids a dataset's vocabulary needs: its manifest tokenizer's vocab_size when recorded,
+    else the largest id in the .bin + 1 (one pass over the tokens)."""
+    tok = (read_manifest(prefix) or {}).get("tokenizer") or {}
+    if isinstance(tok.get("vocab_size"), int) and tok["vocab_size"] > 0:
+        return tok["vocab_size"]
+    tokens = IndexedDataset(prefix).tokens
+    return (int(tokens.max()) if tokens.size else 0) + 1
 
 
 class DocumentMetadata:

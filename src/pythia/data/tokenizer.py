@@ -8,22 +8,12 @@ from typing import Iterable, Iterator
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from ..config import padded_vocab_size
 from ..io import atomic_path, sha256_file
 
 EOD_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
 SPECIAL_TOKENS = (EOD_TOKEN, PAD_TOKEN)  # ids 0 and 1, in this order
-
-
-def padded_vocab_size(n_tokens: int, divisible_by: int = 128, model_parallel: int = 1) -> int:
-    """GPT-NeoX's rule: round the vocab up to a multiple of divisible_by x model-parallel size.
-    Uses pythia.config's version when the model area provides it."""
-    try:
-        from ..config import padded_vocab_size as _model_rule
-    except ImportError:
-        multiple = divisible_by * model_parallel
-        return -(-n_tokens // multiple) * multiple
-    return _model_rule(n_tokens, divisible_by=divisible_by, model_parallel=model_parallel)
 
 
 def _is_path(item) -> bool:

@@ -257,8 +257,8 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
     from pythia.data.tokenize import read_manifest, tokenize_corpus
     from pythia.data.tokenizer import tokenizer_info, train_tokenizer
     from pythia.report import build_report
+    from pythia.suite import train_suite
     from pythia.train.spec import SuiteSpec
-    from pythia.train.suite import train_suite
 
     start = time.monotonic()
     settings = settings_for(quick)

@@ -39,7 +39,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normalize_gen_kwargs, postprocess_generated_text
 from tqdm.auto import tqdm
 
-__all__ = ["PythiaLM", "load_tokenizer", "resolve_checkpoint"]
+__all__ = ["PythiaLM", "load_hf_tokenizer", "open_checkpoint"]
 
 LOGITS_BUDGET = 1 << 26  # logits elements per forward (256 MiB in fp32): caps rows x length x vocab
 ENCODE_CACHE_ITEMS = 200_000  # tokenized strings kept for reuse (a few large tasks' prompts)
@@ -48,14 +48,14 @@ GREEDY_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p", "
 transformers); anything else (repetition_penalty, ...) would change hf's output: refused."""
 
 
-def load_tokenizer(path: str | Path):
+def load_hf_tokenizer(path: str | Path):
     """The tokenizer lm-eval's `hf` model would load for this folder (AutoTokenizer, fast)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path), use_fast=True)
 
 
-def resolve_checkpoint(pretrained: str, member: str | None = None, revision: Any = None):
+def open_checkpoint(pretrained: str, member: str | None = None, revision: Any = None):
     """`pretrained` (run folder, demo output, member or step folder, Hub repo id) + member +
     revision -> a `pythia.run.Checkpoint`; a bad one is named with what is available."""
     from ..run import open_run
@@ -93,13 +93,13 @@ class PythiaLM(TemplateLM):
                 raise ValueError("model pythia needs pretrained=RUN (a run folder, demo output, member or step "
                                  "folder, or a Hub repo id in the local cache), e.g. "
                                  "--model_args pretrained=demo-output/run,member=d64-l2-seed1,revision=step128")
-            self.checkpoint = resolve_checkpoint(pretrained, member, revision)
+            self.checkpoint = open_checkpoint(pretrained, member, revision)
             model = self.checkpoint.load(device=device or "cpu", dtype=dtype)
             tokenizer = tokenizer or self.checkpoint.path
         if tokenizer is None:
             raise ValueError("PythiaLM(model=...) needs tokenizer= (a folder or a transformers tokenizer)")
         self.model = model.eval()
-        self.tokenizer = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+        self.tokenizer = load_hf_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
         self._device = self.model.embed_out.weight.device
         self.batch_size = _int_or_auto(batch_size, 64)
         self._max_length = int(max_length) if max_length else None

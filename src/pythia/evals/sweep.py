@@ -179,13 +179,13 @@ def _tokenizer(ctx):
     """(the checkpoint's tokenizer, its encode cache), loaded once per distinct tokenizer.json
     in a sweep."""
     from ..io import sha256_file
-    from .lm import load_tokenizer
+    from .lm import load_hf_tokenizer
 
     path = ctx.checkpoint.path
     tj = path / "tokenizer.json"
     key = ("eval.tokenizer", sha256_file(tj) if tj.is_file() else str(path))
     if key not in ctx.shared:
-        ctx.shared[key] = (load_tokenizer(path), {})
+        ctx.shared[key] = (load_hf_tokenizer(path), {})
     return ctx.shared[key]
 
 

@@ -5,13 +5,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pythia.io import write_text_atomic
-from pythia.results import _sort_key
+from pythia.results import sort_key
 
 from .header import build_header
 from .page import render_page
 from .sections import ReportData, Section, render_sections
 from .source import open_source
-from .static import (TRAIN_METRIC, VAL_METRIC, _compare_fork, _fork_record, format_forks, format_summary, pick_metric,
+from .static import (TRAIN_METRIC, VAL_METRIC, compare_fork, fork_record, format_forks, format_summary, pick_metric,
                      plot_learning_curves, summarize, write_table)
 
 
@@ -62,15 +62,15 @@ def build_report(source: str | Path, out_dir: str | Path | None = None, verify: 
     out_dir = Path(out_dir) if out_dir is not None else src.default_out
     forks = {m.name: m for m in (src.view.select(None) if src.view is not None else [])
              if getattr(m, "base", None) is not None}
-    compared = [c for c in (_compare_fork(src.view, m, out_dir) for m in forks.values()) if c is not None]
+    compared = [c for c in (compare_fork(src.view, m, out_dir) for m in forks.values()) if c is not None]
     rows = [r for r in src.rows if not (r["analysis"] == "compare" and r["member"] in forks)]
-    rows = sorted(rows + [r for c in compared for r in c.rows], key=_sort_key)  # the report's table only
+    rows = sorted(rows + [r for c in compared for r in c.rows], key=sort_key)  # the report's table only
     val_metric, train_metric = pick_metric(rows, VAL_METRIC), pick_metric(rows, TRAIN_METRIC)
     table = write_table(rows, out_dir / "results.csv")
     plot = plot_learning_curves(rows, out_dir / "learning_curves.png", val_metric, train_metric, title=src.name,
                                 forks={k: m.base for k, m in forks.items()})
     summary = summarize([r for r in rows if r["member"] not in forks], val_metric) if val_metric else []
-    fork_records = [_fork_record(c, val_metric) for c in compared]
+    fork_records = [fork_record(c, val_metric) for c in compared]
     fork_lines = format_forks(fork_records, val_metric)
     summary_path = out_dir / "summary.txt"
     text = "\n".join([format_summary(summary)] + fork_lines)

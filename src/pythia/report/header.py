@@ -82,7 +82,7 @@ def _compact(steps: list[int]) -> str:
 
 
 def _verify(view, head: Header) -> dict[str, str]:
-    from pythia.train.verify import verify_run
+    from pythia.verify import verify_run
 
     rep = verify_run(view.root)
     head.verify_status = "ok" if rep.ok else "problems"

@@ -144,7 +144,7 @@ def plot_learning_curves(rows: list[dict], path: str | Path, val_metric: str | N
 
 
 # ---------------------------------------------------------------------------------- forks
-def _compare_fork(view, fork, out_dir: Path):
+def compare_fork(view, fork, out_dir: Path):
     """pythia.compare of a fork with its base (rows for the report's table, compare_{fork}.png;
     the run's results are only read); None while the fork has no results yet."""
     from pythia.compare import CompareError, compare
@@ -157,7 +157,7 @@ def _compare_fork(view, fork, out_dir: Path):
     return result
 
 
-def _fork_record(c, metric: str | None) -> dict:
+def fork_record(c, metric: str | None) -> dict:
     series = next((s for s in c.series if s.metric == metric and not s.task), None)
     last = {} if series is None else {"step": series.steps[-1], "base_value": series.base[-1],
                                       "fork_value": series.fork[-1]}

@@ -16,7 +16,8 @@ either exists complete or not at all; a kill mid-write leaves only a hidden .ste
                                           "optimizer_state": one of OPTIMIZER_FORMATS
     manifest.json                         {"format", "step", "weights_digest", "files": {relpath: {sha256, bytes}}}
 
-Safetensors + JSON, except the sharded optimizer state, whose torch.distributed.checkpoint
+The run-wide rules (step folder names, the manifest, the weights digest) are pythia.layout's;
+this module writes and reads what training alone needs. Safetensors + JSON, except the sharded optimizer state, whose torch.distributed.checkpoint
 `.metadata` is a pickle: it is only ever read back by the run that wrote it. `weights_digest`
 hashes the model tensors (name, dtype, shape, bytes) so `pythia verify` can spot different
 steps holding identical weights.
@@ -34,13 +35,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..hf import WeightsDigest
-from ..io import atomic_dir, sha256_file
+from ..io import atomic_dir
+from ..layout import complete_checkpoints, model_files, parse_step, step_dir_name, weights_digest, write_manifest
 
-MANIFEST_FORMAT = "pythia-checkpoint/1"
 OPTIMIZER_FORMATS = {
     "full": "training_state/optimizer.safetensors",
     "sharded": "training_state/optimizer/ (torch.distributed.checkpoint)",
@@ -63,16 +62,6 @@ def crash_point(kind: str, step: int) -> None:
         at, _, rank = hook.removeprefix("sigterm:").partition("@")
         if at == str(step) and rank in ("", os.environ.get("RANK", "0")):
             os.kill(os.getpid(), signal.SIGTERM)
-
-
-def step_dir_name(step: int) -> str:
-    return f"step{step}"
-
-
-def parse_step(name: str) -> int | None:
-    if name.startswith("step") and name[4:].isdigit():
-        return int(name[4:])
-    return None
 
 
 # -- RNG -------------------------------------------------------------------------------------
@@ -107,19 +96,7 @@ def restore_rng(tensors: dict[str, torch.Tensor], scalars: dict) -> None:
     random.setstate((p["version"], mt, p["gauss"]))
 
 
-# -- digests / manifests ---------------------------------------------------------------------
-
-
-def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 over (name, dtype, shape, bytes) of every tensor in name order."""
-    h = WeightsDigest()
-    for name in sorted(state_dict):
-        h.update(name, state_dict[name])
-    return h.hexdigest()
-
-
-def model_files(step_dir: Path) -> list[Path]:
-    return sorted(p for p in Path(step_dir).glob("*.safetensors"))
+# -- weights --------------------------------------------------------------------------------
 
 
 def load_model_weights(step_dir: Path) -> dict[str, torch.Tensor]:
@@ -131,53 +108,6 @@ def load_model_weights(step_dir: Path) -> dict[str, torch.Tensor]:
     for f in files:
         out.update(load_file(str(f)))
     return out
-
-
-def digest_of_checkpoint(step_dir: Path) -> str:
-    """weights_digest computed from the files on disk (reads every model tensor)."""
-    tensors = {}
-    for f in model_files(step_dir):
-        with safe_open(str(f), framework="pt") as sf:
-            for key in sf.keys():
-                tensors[key] = sf.get_tensor(key)
-    return weights_digest(tensors)
-
-
-def write_manifest(step_dir: Path, step: int, digest: str) -> dict:
-    files = {}
-    for p in sorted(Path(step_dir).rglob("*")):
-        if p.is_file() and p.name != "manifest.json":
-            files[p.relative_to(step_dir).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-    manifest = {"format": MANIFEST_FORMAT, "step": step, "weights_digest": digest, "files": files}
-    (Path(step_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return manifest
-
-
-def check_manifest(step_dir: Path) -> list[str]:
-    """Problems with one checkpoint folder (empty list = every file present and hashed right)."""
-    step_dir = Path(step_dir)
-    path = step_dir / "manifest.json"
-    if not path.is_file():
-        return [f"{step_dir}: manifest.json is missing"]
-    try:
-        manifest = json.loads(path.read_text())
-        files = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return [f"{path}: unreadable manifest ({exc})"]
-    problems = []
-    for rel, entry in sorted(files.items()):
-        p = step_dir / rel
-        if not p.is_file():
-            problems.append(f"{step_dir.name}/{rel}: listed in manifest but missing")
-        elif p.stat().st_size != entry.get("bytes"):
-            problems.append(f"{step_dir.name}/{rel}: size {p.stat().st_size} != manifest {entry.get('bytes')}")
-        elif sha256_file(p) != entry.get("sha256"):
-            problems.append(f"{step_dir.name}/{rel}: sha256 mismatch (file changed or corrupted)")
-    for p in sorted(step_dir.rglob("*")):
-        rel = p.relative_to(step_dir).as_posix()
-        if p.is_file() and rel != "manifest.json" and rel not in files:
-            problems.append(f"{step_dir.name}/{rel}: file not listed in manifest")
-    return problems
 
 
 # -- save / load -----------------------------------------------------------------------------
@@ -326,15 +256,3 @@ def recover_interrupted_writes(member_dir: Path) -> list[str]:
             notes.append(f"removed incomplete checkpoint write {p.name}")
     return notes
 
-
-def complete_checkpoints(member_dir: Path) -> list[int]:
-    """Steps with a step{N}/manifest.json, ascending (files are checked on load, not here)."""
-    member_dir = Path(member_dir)
-    if not member_dir.is_dir():
-        return []
-    steps = []
-    for p in member_dir.iterdir():
-        n = parse_step(p.name)
-        if n is not None and p.is_dir() and (p / "manifest.json").is_file():
-            steps.append(n)
-    return sorted(steps)

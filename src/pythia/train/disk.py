@@ -121,9 +121,9 @@ def full_disk_errno(exc: BaseException) -> int | None:
 
 def tokenizer_text(tokenizer) -> str | None:
     """The tokenizer.json text a checkpoint will carry (None: no tokenizer)."""
-    from ..hf import _tokenizer_json
+    from ..hf import tokenizer_json
 
-    return None if tokenizer is None else _tokenizer_json(tokenizer)
+    return None if tokenizer is None else tokenizer_json(tokenizer)
 
 
 @contextlib.contextmanager

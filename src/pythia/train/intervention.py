@@ -41,27 +41,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import layout
 from ..io import atomic_dir, write_json_atomic
 from . import checkpoint as ckpt
-from .spec import InterventionSpec, SpecError
+from .spec import PRESETS, InterventionSpec, SpecError
 
 RECORD = "intervention.json"
 RECORD_FORMAT = "pythia-intervention/1"
 RESUMABLE = ("full", "sharded", "empty")
-
-# gpt-neox@df1bdca0 (branch `intervention`), megatron/training.py `_get_batch`: masculine ->
-# feminine token ids of the GPT-NeoX-20B tokenizer. Kept as the strings they decode to, so the
-# preset is checked against (and works with) whatever tokenizer the dataset has; with the 20B
-# tokenizer they are ids 754->1500, 3032->4058, 8389->10759, 1328->2993, 521->617, 344->703,
-# 779->617, 8701->379, 13243->379, 248->6689. " himself" and " Him" were not mapped. The bare
-# "he", "his", "him" tokens also occur inside longer words (e.g. "t"+"he"): mapped all the same.
-PRESETS: dict[str, tuple[tuple[str, str], ...]] = {
-    "pythia_pronouns": (
-        (" He", " She"), (" His", " Her"), ("His", "Her"), ("He", "She"), (" his", " her"),
-        (" he", " she"), (" him", " her"), ("his", "her"), ("him", "her"), ("he", "she"),
-    ),
-}
-
 
 class InterventionError(ValueError):
     """A transform misbehaved during training (shape, dtype, ids): names the fork and step."""
@@ -238,7 +225,7 @@ def check_transform(transform: Transform, sample: np.ndarray, where: str) -> Non
 
 class InterventionOrder:
     """A fork's training order: its base's order, whose batches at steps >= from_step go through
-    the transform. Everything else (samples, locate, find_document, ...) is the base order's: a
+    the transform. Everything else (samples, segments, ...: provenance too) is the base order's: a
     position's source documents do not change, only what the fork was fed."""
 
     def __init__(self, base, transform: Transform, from_step: int):
@@ -307,7 +294,7 @@ def check_record(fork_dir: Path, plan: ForkPlan) -> None:
     base or step) is refused: resuming it would mix two experiments."""
     found = read_record(fork_dir)
     if found is None:
-        if Path(fork_dir).is_dir() and ckpt.complete_checkpoints(fork_dir):
+        if Path(fork_dir).is_dir() and layout.complete_checkpoints(fork_dir):
             raise SpecError(f"{fork_dir} holds checkpoints but no {RECORD}: not a fork this spec made; "
                             "move it away or rename the intervention")
         return
@@ -321,13 +308,13 @@ def check_record(fork_dir: Path, plan: ForkPlan) -> None:
 
 def usable_steps(base_dir: Path, iters: int) -> list[int]:
     """The base's checkpoints a fork can start from: complete, holding optimizer state, before the end."""
-    return [s for s in ckpt.complete_checkpoints(base_dir)
-            if s < iters and ckpt.optimizer_format(Path(base_dir) / ckpt.step_dir_name(s)) in RESUMABLE]
+    return [s for s in layout.complete_checkpoints(base_dir)
+            if s < iters and ckpt.optimizer_format(Path(base_dir) / layout.step_dir_name(s)) in RESUMABLE]
 
 
 def check_base_step(base_dir: Path, plan: ForkPlan, iters: int, base_finished: bool) -> None:
     """Refuse a from_step the base does not (or, once finished, will never) have with optimizer state."""
-    step_dir = Path(base_dir) / ckpt.step_dir_name(plan.from_step)
+    step_dir = Path(base_dir) / layout.step_dir_name(plan.from_step)
     if not step_dir.is_dir() and not base_finished:
         return  # the base trains first; the spec already checked the step is scheduled with state
     usable = usable_steps(base_dir, iters)
@@ -362,12 +349,12 @@ def prepare_fork(run_dir: Path, plan: ForkPlan) -> Path:
     check_record(fork_dir, plan)
     if read_record(fork_dir) is None:
         write_json_atomic(fork_dir / RECORD, plan.record())
-    step_dir = fork_dir / ckpt.step_dir_name(plan.from_step)
-    if plan.from_step in ckpt.complete_checkpoints(fork_dir):
+    step_dir = fork_dir / layout.step_dir_name(plan.from_step)
+    if plan.from_step in layout.complete_checkpoints(fork_dir):
         return step_dir
-    source = base_dir / ckpt.step_dir_name(plan.from_step)
+    source = base_dir / layout.step_dir_name(plan.from_step)
     check_base_step(base_dir, plan, iters=sys.maxsize, base_finished=True)
-    problems = ckpt.check_manifest(source)
+    problems = layout.check_manifest(source)
     if problems:
         raise SpecError(f"fork {plan.member.name}: {plan.base}'s step{plan.from_step} fails its manifest "
                         f"({'; '.join(problems[:3])})")
@@ -375,26 +362,3 @@ def prepare_fork(run_dir: Path, plan: ForkPlan) -> Path:
         _link_tree(source, tmp)
     return step_dir
 
-
-def fork_order(member) -> InterventionOrder:
-    """The order a fork (a pythia.run MemberView with `.intervention`) trained on: the token ids
-    its intervention.json recorded, or, before it trained, the spec's map resolved now. A
-    function whose source changed since the fork trained is refused (it would show other batches)."""
-    from ..run import RunError
-
-    iv = member.intervention
-    base = member.run.member(member.base).order()
-    record = read_record(member.path)
-    if iv.function is not None:
-        transform = resolve_function(iv.function, where=f"{member.name}: function")
-        if record is not None and record["transform"].get("sha256") != transform.sha256:
-            raise RunError(f"{member.name}: {iv.function} changed since the fork trained (its source sha256 was "
-                           f"{record['transform'].get('sha256', '?')[:12]}, is {transform.sha256[:12]}): the batches "
-                           "it would show are not the ones the fork trained on")
-    elif record is not None:
-        pairs = tuple(tuple(p) for p in record["transform"]["pairs"])
-        spelled = tuple(tuple(p) for p in record.get("spelled") or ())
-        transform = Transform(kind="token_map", pairs=pairs, spelled=spelled)
-    else:
-        transform = resolve(iv, member.tokenizer_path, None, f"{member.name}")
-    return InterventionOrder(base, transform, iv.from_step)

@@ -41,6 +41,34 @@ def read_jsonl(path: Path) -> list[dict]:
     return out
 
 
+def read_jsonl_after(path: Path, step: int, block: int = 1 << 16) -> list[dict]:
+    """Records of a step-ordered .jsonl (metrics.jsonl: appended in step order, truncated on
+    resume) after its last record with an integer `step` <= `step`, oldest first. Read backwards
+    from the end, so the cost is that of the records returned, not of the file (a checkpoint's
+    1,000 updates, not 143,000). Lines that do not parse are skipped, as read_jsonl does."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out: list[dict] = []
+    with open(path, "rb") as f:
+        pos, carry = f.seek(0, 2), b""
+        while pos > 0:
+            n = min(block, pos)
+            pos -= n
+            f.seek(pos)
+            lines = (f.read(n) + carry).split(b"\n")
+            carry = lines.pop(0) if pos > 0 else b""  # maybe a partial line: completed by the block before
+            for raw in reversed(lines):
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                    return out[::-1]
+                out.append(record)
+    return out[::-1]
+
+
 def truncate_jsonl(path: Path, keep_through_step: int) -> list[dict]:
     """Rewrite `path` keeping only records with step <= keep_through_step; returns them."""
     kept = [r for r in read_jsonl(path) if isinstance(r.get("step"), int) and r["step"] <= keep_through_step]

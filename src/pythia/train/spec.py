@@ -365,6 +365,20 @@ class Member:
 _PLAIN_NAME = "a plain name (letters, digits, . _ -; no / or +)"
 
 
+# gpt-neox@df1bdca0 (branch `intervention`), megatron/training.py `_get_batch`: masculine ->
+# feminine token ids of the GPT-NeoX-20B tokenizer. Kept as the strings they decode to, so the
+# preset is checked against (and works with) whatever tokenizer the dataset has; with the 20B
+# tokenizer they are ids 754->1500, 3032->4058, 8389->10759, 1328->2993, 521->617, 344->703,
+# 779->617, 8701->379, 13243->379, 248->6689. " himself" and " Him" were not mapped. The bare
+# "he", "his", "him" tokens also occur inside longer words (e.g. "t"+"he"): mapped all the same.
+PRESETS: dict[str, tuple[tuple[str, str], ...]] = {
+    "pythia_pronouns": (
+        (" He", " She"), (" His", " Her"), ("His", "Her"), ("He", "She"), (" his", " her"),
+        (" he", " she"), (" him", " her"), ("his", "her"), ("him", "her"), ("he", "she"),
+    ),
+}
+
+
 def _plain_name(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value or value.startswith(".") or any(c in value for c in "/+\\ "):
         raise SpecError(f"{name} must be {_PLAIN_NAME}, got {value!r}")
@@ -384,8 +398,6 @@ def _token(value: Any, name: str) -> str | int:
 
 def _token_map(value: Any, where: str) -> str | tuple[tuple[str | int, str | int], ...]:
     """A preset name, a mapping {source: target} or a list of [source, target] pairs."""
-    from .intervention import PRESETS
-
     if isinstance(value, str):
         if value not in PRESETS:
             raise SpecError(f"{where} names no preset: {value!r}{_did_you_mean(value, PRESETS)}; presets: "
@@ -652,21 +664,13 @@ class SuiteSpec:
 
 
 def _analyses(value: Any) -> tuple[str, ...] | None:
-    """`analyses:` names registered per-checkpoint analyses (pythia analyze --list)."""
+    """`analyses:` names per-checkpoint analyses (pythia analyze --list). The schema checks only
+    that they are names: the suite driver checks them against the registry before anything is
+    written (pythia.suite.check_analyses), so parsing a spec loads no plug-in."""
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise SpecError(f"analyses must be a list of analysis names, got {value!r}")
-    from ..analysis.base import AnalysisError, get
-
-    for i, name in enumerate(value):
-        try:
-            cls = get(name)
-        except AnalysisError as exc:
-            raise SpecError(f"analyses[{i}]: {exc}") from None
-        if cls.scope != "checkpoint":
-            raise SpecError(f"analyses[{i}]: {name!r} is a whole-run analysis; only per-checkpoint analyses run "
-                            "at checkpoint time (run it afterwards with pythia analyze)")
     return tuple(dict.fromkeys(value))
 
 
@@ -729,14 +733,8 @@ def _relative_function(iv: Any, fix) -> Any:
 
 
 def dataset_vocab_size(prefix: str) -> int:
-    """Padded vocab for custom shapes: the tokenizer's, from the dataset's manifest
-    (pythia data tokenize), else padded_vocab_size(max token id + 1) read from the .bin (one pass)."""
-    from ..data.indexed import IndexedDataset
-    from ..data.tokenize import read_manifest
+    """Padded vocab for custom shapes: padded_vocab_size of the dataset's vocabulary (its
+    manifest's tokenizer, else the largest token id + 1 read from the .bin in one pass)."""
+    from ..data.tokenize import dataset_vocab
 
-    tokenizer = (read_manifest(prefix) or {}).get("tokenizer") or {}
-    if isinstance(tokenizer.get("vocab_size"), int) and tokenizer["vocab_size"] > 0:
-        return padded_vocab_size(tokenizer["vocab_size"])
-    tokens = IndexedDataset(prefix).tokens
-    max_id = int(tokens.max()) if tokens.size else 0
-    return padded_vocab_size(max_id + 1)
+    return padded_vocab_size(dataset_vocab(prefix))

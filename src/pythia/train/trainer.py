@@ -25,9 +25,11 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from . import checkpoint as ckpt
+from .. import layout
 from ..hf import write_pretrained
 from ..loss import token_loss
+from . import checkpoint as ckpt
+from .callbacks import CheckpointCallback, CheckpointSaved
 from .disk import explain_disk_full
 from .distributed import DistContext, rank_slice, unwrap, wrap_model
 from .metrics import MemberLog, batch_fingerprint
@@ -54,8 +56,8 @@ class MemberRun:
     member_dir: Path
     order: Any
     """Object with .batch(step, batch_size) -> np.ndarray int64 (B, S+1) (a TrainingOrder)."""
-    view: Any = None
-    """The run's RunView (pythia.run): checkpoint-time analyses write into its results table."""
+    callbacks: tuple[CheckpointCallback, ...] = ()
+    """Observers of every checkpoint (train/callbacks.py), e.g. the suite's checkpoint-time analyses."""
     ctx: DistContext = field(default_factory=DistContext)
     build_model: Callable = default_build_model
     tokenizer: Any = None
@@ -102,7 +104,7 @@ class Trainer:
         model.float()  # fp32 master weights; bf16/fp16 only inside autocast
         state = None
         if resume is not None:
-            step_dir = self.run.member_dir / ckpt.step_dir_name(resume)
+            step_dir = self.run.member_dir / layout.step_dir_name(resume)
             weights = ckpt.load_model_weights(step_dir)
             missing, unexpected = model.load_state_dict(weights, strict=False)
             if unexpected or [k for k in missing if k in dict(model.named_parameters())]:
@@ -116,7 +118,7 @@ class Trainer:
         self.updates = 0  # applied (non-skipped) updates = the lr scheduler's counter
         self.step = 0
         if state is not None:
-            self._load_optimizer(state, self.run.member_dir / ckpt.step_dir_name(resume))
+            self._load_optimizer(state, self.run.member_dir / layout.step_dir_name(resume))
             self.scaler.load_state_dict(state.scaler)
             self.updates = int(state.extra["scheduler_step"])
             self.step = state.step
@@ -143,9 +145,9 @@ class Trainer:
         corrupt ones are skipped loudly. Rank 0 hashes, the others take its answer."""
         found = None
         if self.ctx.is_main:
-            for step in reversed(ckpt.complete_checkpoints(self.run.member_dir)):
-                step_dir = self.run.member_dir / ckpt.step_dir_name(step)
-                problems = ckpt.check_manifest(step_dir)
+            for step in reversed(layout.complete_checkpoints(self.run.member_dir)):
+                step_dir = self.run.member_dir / layout.step_dir_name(step)
+                problems = layout.check_manifest(step_dir)
                 fmt = ckpt.optimizer_format(step_dir)
                 if not problems and fmt in ("full", "sharded", "empty"):
                     found = step
@@ -229,7 +231,7 @@ class Trainer:
             "time": time.time(),
         }
 
-    # -- checkpoints and checkpoint-time analyses -----------------------------------------
+    # -- checkpoints and their callbacks ---------------------------------------------------
     def _optimizer_format(self, preempted: bool) -> str:
         """How this checkpoint keeps the optimizer state (see ckpt.OPTIMIZER_FORMATS)."""
         if not self.optimizer.state:
@@ -241,8 +243,8 @@ class Trainer:
     def save(self, preempted: str | None = None) -> None:
         """Write step{N}/: rank 0 writes it, except under FSDP, where every rank gathers the HF
         weights one tensor at a time (rank 0 writes them) and writes its own shard of the
-        optimizer state; nothing is gathered whole. Then every rank runs the spec's
-        checkpoint-time analyses (skipped for an off-schedule stop, to exit fast)."""
+        optimizer state; nothing is gathered whole. Then every rank runs the checkpoint
+        callbacks (skipped for an off-schedule stop, to exit fast)."""
         fmt = self._optimizer_format(preempted is not None)
         optim_state = {"param_groups": [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]}
         if fmt == "full":
@@ -270,36 +272,29 @@ class Trainer:
             write_shared(self.ctx.broadcast_object(None))
         self.ctx.barrier()
         if preempted is None or self.step in self.ckpt_index:
-            self.checkpoint_analyses()
+            self.checkpoint_saved()
 
-    def checkpoint_analyses(self) -> None:
-        """Run the spec's checkpoint-time analyses on the model in memory; rank 0 stores the rows
-        in the run's results table and logs the scalars to evals.jsonl (and TensorBoard)."""
-        if self.run.view is None:
+    def checkpoint_saved(self) -> None:
+        """Tell every callback that step{N} is written (every rank calls them, so sharded models
+        work); rank 0 logs the scalars they return to evals.jsonl (and TensorBoard)."""
+        if not self.run.callbacks:
             return
-        from ..analysis.runner import refresh_run_analysis, run_checkpoint_hooks
-
-        view = self.run.view
-        if self.ctx.is_main:
-            refresh_run_analysis(view, "train_loss")  # the report reads losses from the results table
-        names = self.spec.checkpoint_analyses()
-        if not names:
-            return
-        member = view.member(self.run.member.name)
-        model = self.model if self.fsdp else unwrap(self.model)
-        values = run_checkpoint_hooks(view, member, member.checkpoint(self.step), names, model=model,
-                                      device=self.device, write=self.ctx.is_main, autocast=self.autocast_dtype,
-                                      options={"val_batch": self.micro})
-        if self.log is not None:
+        saved = CheckpointSaved(member=self.run.member.name, step=self.step,
+                                path=self.run.member_dir / layout.step_dir_name(self.step),
+                                model=self.model if self.fsdp else unwrap(self.model), device=self.device,
+                                autocast=self.autocast_dtype, micro_batch=self.micro, is_main=self.ctx.is_main)
+        values, reported = {}, False
+        for callback in self.run.callbacks:
+            out = callback.post_checkpoint_saved(saved)
+            if out is not None:
+                values.update(out)
+                reported = True
+        if reported and self.log is not None:
             self.log.log_eval({"step": self.step, **values})
 
-    def _analyses_missing(self, step: int) -> bool:
-        """A crash between a checkpoint and its analyses leaves them unwritten: redo on resume."""
-        view = self.run.view
-        if view is None or not self.spec.checkpoint_analyses():
-            return False
-        store = view.results()
-        return any(store.unit_key(n, self.run.member.name, step) is None for n in self.spec.checkpoint_analyses())
+    def _callbacks_pending(self, step: int) -> bool:
+        """A crash between a checkpoint and its callbacks leaves their work undone: redo on resume."""
+        return any(callback.pending(self.run.member.name, step) for callback in self.run.callbacks)
 
     def _shared_writer(self, fmt: str) -> Callable[[str | Path], str | None]:
         """Writes into the checkpoint's temporary folder what needs every rank under FSDP: the HF
@@ -336,8 +331,8 @@ class Trainer:
             iters = self.spec.train.iters
             if start == 0 and 0 in self.ckpt_steps and not (self.run.member_dir / "step0").is_dir():
                 self.save()
-            elif start in self.ckpt_index and self._analyses_missing(start):
-                self.checkpoint_analyses()
+            elif start in self.ckpt_index and self._callbacks_pending(start):
+                self.checkpoint_saved()
             last = None
             for n in range(start, iters):
                 record = self.train_step(n)

@@ -10,13 +10,12 @@ reported as notes, every other identical pair as a problem.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import checkpoint as ckpt
-from .metrics import read_jsonl
-from .spec import SuiteSpec
+from . import layout
+from .train.metrics import read_jsonl
+from .train.spec import SuiteSpec
 
 
 @dataclass
@@ -79,20 +78,23 @@ def verify_member(member_dir: Path, expected_steps: list[int] | None, spec: Suit
         rep.missing = list(expected_steps or [])
         return rep
     digests: dict[int, str] = {}
-    for p in sorted(member_dir.iterdir(), key=lambda q: (ckpt.parse_step(q.name) is None, ckpt.parse_step(q.name) or 0)):
-        step = ckpt.parse_step(p.name)
+    for p in sorted(member_dir.iterdir(), key=lambda q: (layout.parse_step(q.name) is None, layout.parse_step(q.name) or 0)):
+        step = layout.parse_step(p.name)
         if p.name.startswith(".") and p.is_dir():
             rep.notes.append(f"{p.name}: leftover of an interrupted checkpoint write (removed on resume)")
             continue
         if step is None or not p.is_dir():
             continue
         rep.checkpoints.append(step)
-        problems = ckpt.check_manifest(p)
+        problems = layout.check_manifest(p)
         rep.problems += problems
         if not problems:
             try:
-                digests[step] = ckpt.digest_of_checkpoint(p)
-                recorded = json.loads((p / "manifest.json").read_text()).get("weights_digest")
+                digests[step] = layout.digest_of_checkpoint(p)
+                try:
+                    recorded = layout.recorded_digest(p)
+                except ValueError:  # a manifest without a weights digest: nothing to compare
+                    recorded = None
                 if recorded and recorded != digests[step]:
                     rep.problems.append(f"{p.name}: weights digest differs from the manifest's")
             except Exception as exc:  # unreadable safetensors despite matching hashes
@@ -133,7 +135,7 @@ def verify_run(source: str | Path) -> VerifyReport:
     """Check every member of a run (a run folder, demo output, or one member folder through
     pythia.run.open_run); `report.ok` is False on any problem. A plain folder of member folders
     without suite.yaml is checked too, hashes only."""
-    from ..run import RunError, open_run
+    from .run import RunError, open_run
 
     path = Path(source)
     if not path.is_dir():
@@ -164,9 +166,29 @@ def verify_run(source: str | Path) -> VerifyReport:
     return report
 
 
+def logged_fingerprints(member) -> dict[int, str | None]:
+    """{update: batch fingerprint} a member's metrics.jsonl recorded (update n read batch n-1);
+    a fork's updates up to its from_step are its base's (the base trained them)."""
+    logged = {r["step"]: r.get("batch_fp") for r in member.metrics() if isinstance(r.get("step"), int)}
+    if member.base is not None:
+        base = {r["step"]: r.get("batch_fp") for r in member.run.member(member.base).metrics()
+                if isinstance(r.get("step"), int) and r["step"] <= member.from_step}
+        logged = {**base, **logged}
+    return logged
+
+
+def check_batch_fingerprints(member, order, steps: range, batch_size: int) -> list[tuple[int, str, str | None]]:
+    """(step, fingerprint of the batch rebuilt from `order`, the one the run logged or None) for
+    each step: does the order give back the batches the member trained on?"""
+    from .train.metrics import batch_fingerprint
+
+    logged = logged_fingerprints(member)
+    return [(n, batch_fingerprint(order.batch(n, batch_size)), logged.get(n + 1)) for n in steps]
+
+
 def _step_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and any(ckpt.parse_step(q.name) is not None for q in p.iterdir()))
+                  and any(layout.parse_step(q.name) is not None for q in p.iterdir()))
 
 
 def _verify_folders(run_dir: Path, report: VerifyReport) -> VerifyReport:

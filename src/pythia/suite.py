@@ -13,16 +13,19 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..data.tokenize import dataset_tokenizer
-from ..data.tokenizer import load_tokenizer
-from ..io import write_text_atomic
-from ..lock import LockedError, RunLock
-from . import checkpoint as ckpt
-from .disk import run_disk_lines, tokenizer_text
-from .distributed import DistContext, init_distributed
-from .preempt import StopSignal, TrainingInterrupted
-from .spec import Member, SpecError, SuiteSpec, dataset_vocab_size
-from .trainer import MemberRun, Trainer
+from . import layout
+from .config import padded_vocab_size
+from .analysis.runner import CheckpointAnalyses
+from .data.tokenize import dataset_tokenizer, dataset_vocab
+from .data.tokenizer import load_tokenizer
+from .io import write_text_atomic
+from .lock import LockedError, RunLock
+from .run import open_run
+from .train.disk import run_disk_lines, tokenizer_text
+from .train.distributed import DistContext, init_distributed
+from .train.preempt import StopSignal, TrainingInterrupted
+from .train.spec import Member, SpecError, SuiteSpec, dataset_vocab_size
+from .train.trainer import MemberRun, Trainer
 
 # Fields that may change between a run and its resumption without changing the math.
 # `interventions` too: adding a fork to a trained run leaves its members alone; each fork's own
@@ -31,19 +34,22 @@ _RESUME_FREE = {("output",), ("tensorboard",), ("data", "order_dir"), ("analyses
                 ("train", "optimizer_state_every"), ("interventions",)}
 
 
-def resolve(spec: SuiteSpec) -> list[Member]:
-    """The suite's members with their ModelConfigs (custom shapes sized from the dataset vocab)."""
+def resolve(spec: SuiteSpec, vocab: int | None = None) -> list[Member]:
+    """The suite's members with their ModelConfigs (custom shapes sized from the dataset's
+    vocabulary: `vocab` token ids when the caller has read it, else read here)."""
     needs_vocab = any(m.size is None and m.vocab_size is None for m in spec.members)
-    vocab = dataset_vocab_size(spec.data.train) if needs_vocab else None
-    return spec.resolve_members(vocab)
+    if not needs_vocab:
+        return spec.resolve_members(None)
+    return spec.resolve_members(padded_vocab_size(vocab) if vocab is not None else dataset_vocab_size(spec.data.train))
 
 
 def check_inputs(spec: SuiteSpec) -> list[Member]:
     """Resolve the members and check the data they will read: the training and validation
     datasets open, and every member's vocabulary holds the dataset's largest token id.
     Raises a named error; writes nothing."""
-    from ..data.indexed import IndexedDataset
+    from .data.indexed import IndexedDataset
 
+    check_analyses(spec)
     for field_name, prefix in (("data.train", spec.data.train), ("data.valid", spec.data.valid)):
         if prefix is None:
             continue
@@ -51,8 +57,9 @@ def check_inputs(spec: SuiteSpec) -> list[Member]:
             IndexedDataset(prefix)
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{field_name}: {exc}") from None
-    members = resolve(spec)
-    top = max_token_id(spec.data.train)
+    vocab = dataset_vocab(spec.data.train)  # the .bin read at most once, for both uses
+    members = resolve(spec, vocab)
+    top = vocab - 1  # the dataset's largest token id
     for m in members:
         if top >= m.config.vocab_size:
             raise SpecError(f"member {m.name}: vocab_size {m.config.vocab_size} is too small for the dataset "
@@ -75,8 +82,8 @@ def check_forks(spec: SuiteSpec, members: list[Member]) -> list:
 def _check_forks(spec: SuiteSpec, members: list[Member]) -> list:
     import dataclasses
 
-    from ..data.indexed import IndexedDataset
-    from . import intervention
+    from .data.indexed import IndexedDataset
+    from .train import intervention
 
     by_name = {m.name: m for m in members}
     tokenizer = dataset_tokenizer(spec.data.train)
@@ -98,17 +105,25 @@ def _check_forks(spec: SuiteSpec, members: list[Member]) -> list:
     return plans
 
 
-def max_token_id(prefix: str) -> int:
-    """Largest token id of a dataset: from its manifest's tokenizer when recorded, else one pass
-    over the .bin."""
-    from ..data.indexed import IndexedDataset
-    from ..data.tokenize import read_manifest
+def check_analyses(spec: SuiteSpec) -> None:
+    """The spec's `analyses:` are registered per-checkpoint analyses (pythia analyze --list).
+    The schema checks only that they are names; the plug-ins are loaded here, by the suite."""
+    if not spec.analyses:
+        return
+    from .analysis.base import AnalysisError, get
 
-    tok = (read_manifest(prefix) or {}).get("tokenizer") or {}
-    if isinstance(tok.get("vocab_size"), int) and tok["vocab_size"] > 0:
-        return tok["vocab_size"] - 1
-    tokens = IndexedDataset(prefix).tokens
-    return int(tokens.max()) if tokens.size else 0
+    for i, name in enumerate(spec.analyses):
+        try:
+            cls = get(name)
+        except AnalysisError as exc:
+            raise _named(spec, f"analyses[{i}]: {exc}") from None
+        if cls.scope != "checkpoint":
+            raise _named(spec, f"analyses[{i}]: {name!r} is a whole-run analysis; only per-checkpoint analyses "
+                               "run at checkpoint time (run it afterwards with pythia analyze)")
+
+
+def _named(spec: SuiteSpec, message: str) -> SpecError:
+    return SpecError(f"{spec.source}: {message}" if spec.source else message)
 
 
 def describe(spec: SuiteSpec) -> str:
@@ -168,31 +183,8 @@ def _check_same_suite(run_dir: Path, spec: SuiteSpec) -> None:
                         "resuming would mix two recipes. Use a new output folder (--out) or restore the spec.")
 
 
-def validation_windows(prefix: str, seq_len: int, num_samples: int) -> np.ndarray:
-    """The first `num_samples` (S+1)-token windows of the validation set in file order.
-
-    Documents are concatenated as stored (no shuffle) and cut GPT-NeoX style: window j is
-    stream[j*S : j*S + S + 1], so neighbours share one token. Fixed for the whole suite.
-    """
-    from ..data.indexed import IndexedDataset
-
-    ds = IndexedDataset(prefix)
-    need, got, chunks = num_samples * seq_len + 1, 0, []
-    for i in range(len(ds)):
-        doc = np.asarray(ds[i], dtype=np.int64)
-        chunks.append(doc)
-        got += len(doc)
-        if got >= need:
-            break
-    stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
-    k = min(num_samples, (len(stream) - 1) // seq_len)
-    if k <= 0:
-        raise ValueError(f"validation set {prefix} has {len(stream)} tokens; needs at least seq_len + 1 = {seq_len + 1}")
-    return np.stack([stream[j * seq_len: j * seq_len + seq_len + 1] for j in range(k)])  # (k, S+1)
-
-
 def _build_orders(spec: SuiteSpec, members: list[Member], ctx: DistContext, progress: bool) -> dict:
-    from ..data.order import TrainingOrder, num_samples_for
+    from .data.order import TrainingOrder, num_samples_for
 
     out_dir = spec.data.order_dir or str(Path(spec.output) / "order")
     num = num_samples_for(spec.train.iters, spec.train.global_batch)
@@ -234,9 +226,7 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
             write_text_atomic(run_dir / "suite.yaml", spec.to_yaml())
         ctx.barrier()
         orders = _build_orders(spec, members, ctx, progress)
-        from ..run import open_run
-
-        view = open_run(run_dir)
+        callbacks = (CheckpointAnalyses(open_run(run_dir), spec.checkpoint_analyses()),)
         tokenizer_path = dataset_tokenizer(spec.data.train)  # parsed once, copied into every checkpoint
         tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path is not None else None
         iters = spec.train.iters
@@ -256,7 +246,7 @@ def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:
                     if plan is not None:
                         order = _fork_order(run_dir, plan, order, ctx)
                     run = MemberRun(member=m, spec=spec, member_dir=run_dir / m.name, order=order,
-                                    view=view, ctx=ctx, tokenizer=tokenizer,
+                                    callbacks=callbacks, ctx=ctx, tokenizer=tokenizer,
                                     fork_from=plan.from_step if plan is not None else None)
                     Trainer(run).run_loop(bar, stop)
                     previous = m.name
@@ -273,7 +263,7 @@ def _fork_order(run_dir: Path, plan, order, ctx: DistContext):
     """Rank 0 gives the fork its base's step{S} (the base has just trained) and tells the other
     ranks how it went, so a refusal stops every rank; each then reads the base's order through
     the fork's transform."""
-    from .intervention import InterventionOrder, prepare_fork
+    from .train.intervention import InterventionOrder, prepare_fork
 
     refusal = None
     if ctx.is_main:
@@ -310,5 +300,5 @@ def _lock_run(run_dir: Path, ctx: DistContext) -> RunLock | None:
 
 
 def _last_step(member_dir: Path) -> int:
-    steps = ckpt.complete_checkpoints(member_dir)
+    steps = layout.complete_checkpoints(member_dir)
     return steps[-1] if steps else 0
