@@ -169,3 +169,5 @@ def test_degenerate_kaplan_and_sigmoid_inputs_are_refused():
         fit_sigmoid([1.0, 2.0, 3.0, 4.0, 5.0], [90, 80, 60, 40, 30])
     with pytest.raises(ScalingError, match="at least 5"):
         fit_sigmoid([1.0, 2.0, 3.0, 4.0], [0.9, 0.8, 0.6, 0.4])
+    with pytest.raises(ScalingError, match="accuracy takes one value only"):  # a task no checkpoint solves
+        fit_sigmoid([1.0, 2.0, 3.0, 4.0, 5.0], [0.0] * 5)

@@ -406,6 +406,7 @@ def fit_sigmoid(task_loss, accuracy, *, bootstrap: int = BOOTSTRAP, seed: int = 
     y = _column(accuracy, "accuracy", positive=False)
     n = _same_length(task_loss=x, accuracy=y)
     _distinct(x, "task_loss", "a sigmoid of the loss needs several losses")
+    _distinct(y, "accuracy", "no sigmoid is defined by a flat line (a task no checkpoint solves, or all do)")
     outside = np.flatnonzero((y < 0) | (y > 1))
     if outside.size:
         raise ScalingError(f"accuracy must lie in [0, 1]; rows {_rows(outside)} hold {y[outside[0]]!r}")
