@@ -215,3 +215,15 @@ def test_bad_tables_get_clear_errors(tmp_path):
     assert fit[("chinchilla", "n_points")]["value"] == 4 * 6 * 2  # seed 1's rows are not fitted
     with pytest.raises(AnalysisError, match="without checkpoints: val_loss"):
         run_analyses(open_run(undefined), "val_loss", progress=False)
+
+
+def test_the_options_appear_in_pythia_analyze_help(capsys):
+    from pythia.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["analyze", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--metric", "--task", "--analysis", "--min-step", "--sigmoid-tasks", "--bootstrap ", "--bootstrap-seed"):
+        assert flag in text, flag
+    assert "results store" in text

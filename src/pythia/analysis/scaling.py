@@ -86,7 +86,7 @@ class Scaling(Analysis):
         Option("metric", str, "val_loss", "metric fitted (a perplexity is fitted as ln(perplexity))"),
         Option("task", str, None, "task of the metric (needed when the metric has several)"),
         Option("analysis", str, None, "analysis whose rows are fitted (needed when several have the metric)"),
-        Option("min_step", int, None, "fit checkpoints from this step on (default: 10% of the last step)"),
+        Option("min_step", int, None, "fit checkpoints from this step on (default: a tenth of the last step)"),
         Option("sigmoid_tasks", str, "auto", "tasks whose accuracy is fitted against ln(perplexity): a comma "
                "list, auto (every task with both) or none"),
         Option("accuracy", str, "acc", "the accuracy metric of --sigmoid-tasks"),
