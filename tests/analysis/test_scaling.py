@@ -125,7 +125,7 @@ def test_the_quick_demo_ran_scaling_on_its_own_points(quick_demo):
     last = max(r["step"] for r in val)
     used = sorted((r["member"], r["step"], r["value"]) for r in val if r["step"] >= 0.1 * last)
     points = sorted((r["member"], r["step"], r["value"]) for r in rows
-                    if r["task"] == "chinchilla" and r["metric"] == "val_loss")
+                    if r["task"] == "chinchilla" and r["metric"] == "observed:val_loss")
     assert points == used and len(points) > 5
     assert {r["member"]: r["value"] for r in rows if r["task"] == "chinchilla" and r["metric"] == "N"} == {
         f"{k}/*": v for k, v in n_of.items()}
@@ -167,7 +167,7 @@ def test_published_pythia_evaluations_lambada_vs_parameters(tmp_path):
             c = PYTHIA_SIZES[f"pythia-{size}"]
             n.append(non_embedding(c.num_layers, c.hidden_size))
         points = sorted((r["member"], r["value"]) for r in rows
-                        if r["suite"] == suite and r["task"] == "kaplan" and r["metric"] == "lambada_openai:ln_perplexity")
+                        if r["suite"] == suite and r["task"] == "kaplan" and r["metric"] == "observed:lambada_openai:ln_perplexity")
         assert points == sorted(zip((f"pythia-{s}{tail}" for s in sizes), loss))
         fit = by_key(rows, member=f"{suite}/*")
         alpha, n_c = fit[("kaplan", "alpha")]["value"], fit[("kaplan", "N_c")]["value"]

@@ -49,7 +49,7 @@ def test_the_section_draws_points_fits_bands_checks_and_the_frontier(section):
     assert any("intermediate checkpoints" in n for n in sec.notes)  # the caveat, 8 steps per member
     fig = figure(sec, "Chinchilla fit, loss")
     # points: the mean over seeds, the seeds' standard deviation as error bars, at tokens
-    pts = [r for r in rows if r["task"] == "chinchilla" and r["metric"] == "val_loss" and r["size"] == "pythia-410m"]
+    pts = [r for r in rows if r["task"] == "chinchilla" and r["metric"] == "observed:val_loss" and r["size"] == "pythia-410m"]
     trace = next(t for t in fig.data if t["name"] == "pythia-410m" and t["mode"] == "markers")
     for x, y, err in zip(trace["x"], trace["y"], trace["error_y"]["array"]):
         seeds = [r["value"] for r in pts if r["tokens"] == x]

@@ -18,8 +18,8 @@ beta; alpha, N_c; a, k, L0, b), `n_points`, `n_sizes`, `n_steps`, and the fit-sm
 check: the law fitted without the largest size predicts it at its last step
 (`predicted_largest`, with the bootstrap's stderr), against the mean over its seeds
 (`measured_largest`), `relative_error_largest` = predicted / measured - 1. For the report: the
-fitted points (member rows, metric = the quantity fitted: `val_loss`, `lambada_openai:ln_perplexity`;
-sigmoid: `task_loss` and `accuracy`), the curve and its 95% bootstrap band at them (`fit`,
+fitted points (member rows, metric `observed:` + the quantity fitted: `observed:val_loss`,
+`observed:lambada_openai:ln_perplexity`; sigmoid: `task_loss` and `accuracy`), the curve and its 95% bootstrap band at them (`fit`,
 `fit_lo`, `fit_hi`, member `{shape}/*` for chinchilla and kaplan) and each size's N (`N`).
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ CAVEAT = ("D comes from intermediate checkpoints of one schedule: every member s
 MIN_STEP_FRACTION = 0.1
 SKIP = ("scaling", "seeds", "training_map")
 """Analyses whose rows are never fitted (their metrics are statistics of other rows)."""
-FIT_METRICS = ("fit", "fit_lo", "fit_hi", "N")
+OBSERVED = "observed:"
+"""Prefix of the fitted points' metric (`observed:val_loss`): never the source metric's own name."""
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,7 @@ class Scaling(Analysis):
             out += [_shape_row(p, task, metric, v) for metric, v in (("fit", m), ("fit_lo", a), ("fit_hi", b))]
         sizes = {p.shape: p for p in use}
         out += [dict(_shape_row(p, task, "N", p.N), step=None, tokens=None) for p in sizes.values()]
-        out += [_member_row(p, task, q, p.value) for p in use]
+        out += [_member_row(p, task, OBSERVED + q, p.value) for p in use]
         return out
 
     def _check(self, suite, task, use, law, x, y, reasons) -> list[dict]:

@@ -5,13 +5,14 @@ Rows it reads (see `pythia.analysis.scaling`), per suite (member `{suite}/*`) an
 `n_points`, `n_steps`, and the check `predicted_largest` / `measured_largest` /
 `relative_error_largest` (with the size and step it is at); per size (member `{shape}/*`) the
 curve `fit`, `fit_lo`, `fit_hi` at each step and `N`; per member and step the fitted point (the
-metric named after the quantity; a sigmoid's `task_loss` and `accuracy` with `fit*` there).
+metric `observed:{quantity}`; a sigmoid's `task_loss` and `accuracy` with `fit*` there).
 """
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 
+from pythia.analysis.scaling import OBSERVED
 from pythia.scaling import ChinchillaFit
 
 from ..plot import Figure, natural, size_key
@@ -98,7 +99,9 @@ def _points(group: list[dict], x: str) -> tuple[dict, str]:
     for r in group:
         if r["member"].endswith("/*") or r.get("value") is None or r.get("step") is None:
             continue
-        name = r["metric"]
+        if not r["metric"].startswith(OBSERVED):
+            continue
+        name = r["metric"][len(OBSERVED):]
         xv = r.get("tokens") if x == "tokens" else n_of.get(r.get("size"))
         if xv:
             out[(r.get("size") or r["member"], float(xv))].append(float(r["value"]))
