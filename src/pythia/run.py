@@ -7,7 +7,9 @@
   it, focused on that member (and step),
 - a Hugging Face Hub repo id ("EleutherAI/pythia-70m", or several joined by commas) whose
   `stepN` revisions sit in the local HF cache: each repo is a member, its cached revisions its
-  checkpoints, so every analysis works on the real Pythia checkpoints the same way.
+  checkpoints, so every analysis works on the real Pythia checkpoints the same way,
+- a standalone results store (a folder with `units/`, as `pythia results import --into DIR`
+  writes): a run without members or checkpoints, whose whole-run analyses read its table.
 
 It knows the spec, the members (name, shape, seed, data seed), each member's checkpoint steps in
 numeric order, the dataset, tokenizer and order parameters each member trained with, and loads
@@ -308,7 +310,7 @@ class RunView:
                  focus_member: str | None = None, focus_step: int | None = None,
                  results_dir: Path | None = None, data: str | None = None, name: str | None = None):
         self.kind = kind
-        """"run", "demo", "member", "step" (what the source was) or "hub"."""
+        """"run", "demo", "member", "step" (what the source was), "hub" or "store"."""
         self.source = source
         self.root = root
         self.spec = spec
@@ -379,7 +381,7 @@ class RunView:
 
     def describe(self) -> str:
         what = {"run": "run folder", "demo": "pythia demo output", "member": "member folder",
-                "step": "step folder", "hub": "Hugging Face cache"}[self.kind]
+                "step": "step folder", "hub": "Hugging Face cache", "store": "results store"}[self.kind]
         lines = [f"{self.name}: {what} {self.source}" + (f" (run {self.root})" if self.root and
                                                           str(self.root) != self.source else "")]
         if self.spec is not None:
@@ -433,6 +435,8 @@ def open_run(source: str | os.PathLike | list, *, results_dir: str | os.PathLike
                            step=parse_step(path.name))
     if (path.parent / "suite.yaml").is_file():
         return _open_local(path.parent, "member", text, results, member=path.name)
+    if (path / "units").is_dir():
+        return RunView(kind="store", source=text, root=path, results_dir=results or path, name=path.name)
     raise RunError(f"{text}: not a run (no suite.yaml here or above), not a demo output (no demo.json); "
                    "pass a run folder, e.g. demo-output/run or runs/NAME")
 

@@ -123,6 +123,10 @@ def run_analyses(run, names: Any, *, members: Any = None, steps: Any = "all", de
                  force: bool = False) -> AnalyzeSummary:
     """Run analyses `names` over the selected checkpoints of `run` (a RunView); see module doc."""
     analyses = build_analyses(names, options)
+    per_ckpt = [a.name for a in analyses if a.scope == "checkpoint"]
+    if run.kind == "store" and per_ckpt:
+        raise AnalysisError(f"{run.source} is a results store, without checkpoints: {', '.join(per_ckpt)} "
+                            "read(s) models; only whole-run analyses (e.g. scaling, seeds) run on a store")
     chosen = run.select(members)
     for a in analyses:
         a.check(run, chosen)

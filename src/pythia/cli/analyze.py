@@ -15,10 +15,12 @@ examples:
   pythia analyze demo-output/run val_loss --members d64-l2-seed1 --steps last
   pythia analyze runs/my-suite val_loss --steps 0:1000    # steps in [0, 1000)
   pythia analyze EleutherAI/pythia-70m NAME --steps step1000,step143000   # local HF cache
+  pythia analyze pythia-store scaling --metric perplexity --task lambada_openai   # imported results
   torchrun --nproc-per-node 4 -m pythia.cli analyze runs/my-suite NAME   # checkpoints split over ranks
 
-RUN is a run folder, a `pythia demo` output, a member or step folder, or Hub repo id(s) whose
-stepN revisions are in the local Hugging Face cache. Each checkpoint is loaded once for all the
+RUN is a run folder, a `pythia demo` output, a member or step folder, Hub repo id(s) whose
+stepN revisions are in the local Hugging Face cache, or a results store (`pythia results import
+... --into DIR`: whole-run analyses only). Each checkpoint is loaded once for all the
 analyses asked; results land in RUN/results (see `pythia results`). A re-run skips what is up to
 date (same analysis version, options and checkpoint weights); a changed checkpoint is recomputed;
 an interrupted run loses at most the checkpoint in progress. --members and --steps select

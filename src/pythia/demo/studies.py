@@ -11,6 +11,9 @@ a re-run after an interruption computes only what is missing).
     term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
                      against how often x1 was seen) for the `arithmetic_seeds` at `arithmetic_steps`
     intervention     the fork's pronoun probe (pipeline.run_probe)
+    scaling          Chinchilla's L(N, D) and Kaplan's L(N) of the validation loss over the sizes,
+                     seeds as replicates, and accuracy against loss on the last-word task (three
+                     tiny sizes make a toy fit: the pipeline, not the exponents)
 
 The demo corpus is Python code: arithmetic accuracy stays near zero and the benchmarks near
 chance for models this small. The pipeline, not the numbers, is what those sections show.
@@ -78,6 +81,7 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
     analyze("memorization", "memorization_predictability")
     analyze("seeds", "weights", members=base)
     analyze("seeds", "seeds,training_map", members=base)
+    analyze("scaling", "scaling")
 
     terms = out_dir / "terms.txt"
     write_text_atomic(terms, "\n".join(DEMO_TERMS) + "\n")
