@@ -35,6 +35,7 @@ import numpy as np
 
 from .counts import QueryError, TermCounter
 from .order import PositionError
+from .stepindex import ROOM_MAX
 
 RANKS = ("length", "rarity")
 DELIMITERS = ("\n", ".")
@@ -140,27 +141,28 @@ class Trace:
                 "options": asdict(self.options), "dataset": self.dataset} | self.extra
 
 
-def _longest_match(shard: dict, pattern: np.ndarray) -> int:
+def _longest_match(shard: dict, pattern: list[int]) -> int:
     """Tokens of the longest prefix of `pattern` that begins some suffix of the shard (an upper
     bound of its longest occurrence inside a document): the longest common prefix with the two
     suffixes around the pattern's insertion point in the suffix array, as infini-gram does."""
     tokens, sa, ranks = shard["tokens"], shard["sa"], shard["ranks"]
-    t = int(pattern[0])
+    t = pattern[0]
     if t + 1 >= ranks.shape[0] or ranks[t] == ranks[t + 1]:
         return 0
-    lo, hi, n = int(ranks[t]), int(ranks[t + 1]), pattern.size
+    lo, hi, n = int(ranks[t]), int(ranks[t + 1]), len(pattern)
     if n == 1:
         return 1
-    rest = pattern[1:].tolist()  # lists compare as the suffix array sorts (see ngram._search_one)
+    rest = pattern[1:]  # lists compare as the suffix array sorts (see ngram._search_one)
     at = lo + bisect.bisect_left(range(lo, hi), rest, key=lambda r: tokens[int(sa[r]) + 1:int(sa[r]) + n].tolist())
     best = 1
     for r in (at - 1, at):
         if lo <= r < hi:
             s = int(sa[r])
-            window = np.asarray(tokens[s:s + n], dtype=np.int64)
-            m = window.size
-            diff = np.flatnonzero(window != pattern[:m])
-            best = max(best, int(diff[0]) if diff.size else m)
+            window = tokens[s + 1:s + n].tolist()
+            i = 0
+            while i < len(window) and window[i] == rest[i]:
+                i += 1
+            best = max(best, i + 1)
     return best
 
 
@@ -183,23 +185,33 @@ class Tracer:
         """(steps of the order,) occurrences per step and the dataset count of one n-gram (cached)."""
         key = tuple(int(i) for i in ids)
         if key not in self._hists:
-            tc = self.counter.count(list(key), until_step=self.trained_steps)
-            self._hists[key] = (tc.step_counts, tc.corpus_count)
+            side = self.counter.steps
+            if side is not None and len(key) <= ROOM_MAX:  # what counter.count reads, without its checks
+                self._hists[key] = side.count(key)
+            else:
+                tc = self.counter.count(list(key), until_step=self.trained_steps)
+                self._hists[key] = (tc.step_counts, tc.corpus_count)
         return self._hists[key]
 
     def trained(self, ids) -> int:
         """Occurrences trained on in updates 0..trained_steps-1."""
         return int(self.hist(ids)[0][:self.trained_steps].sum())
 
-    def longest_prefix(self, ids: np.ndarray, start: int) -> int:
-        """Tokens of the longest prefix of ids[start:] that the member trained on (0: none)."""
-        upper, cap = 0, self.CAP
+    def upper_bound(self, ids: list[int], start: int, guess: int = 0) -> int:
+        """Tokens of the longest prefix of ids[start:] found anywhere in the dataset's token file:
+        no trained occurrence is longer. Each probe compares at most `cap` tokens, from twice the
+        guess (the previous start's bound) up, doubled while a match fills it."""
+        cap = max(16, 2 * guess)
         while True:
             pattern = ids[start:start + cap]
-            upper = max(_longest_match(s, pattern) for s in self.index.shards) if self.index.shards else 0
-            if upper < pattern.size or start + cap >= ids.size:
-                break
+            upper = max((_longest_match(s, pattern) for s in self.index.shards), default=0)
+            if upper < len(pattern) or start + cap >= len(ids):
+                return upper
             cap *= 2
+
+    def longest_prefix(self, ids: list[int], start: int, upper: int | None = None) -> int:
+        """Tokens of the longest prefix of ids[start:] that the member trained on (0: none)."""
+        upper = self.upper_bound(ids, start) if upper is None else upper
         if upper == 0 or self.trained(ids[start:start + upper]):
             return upper
         lo, hi = 0, upper  # trained(lo) (or lo = 0), not trained(hi)
@@ -255,13 +267,16 @@ class Tracer:
 
     def maximal_spans(self, ids: list[int], options: TraceOptions) -> list[tuple[int, int]]:
         """OLMoTrace's spans before ranking: [start, end) pairs in order of start."""
-        arr = np.asarray(ids, dtype=np.int64)
+        ids = [int(i) for i in ids]
         bounds, delim = self._filters(ids, options)
-        kept, last_end = [], 0
+        kept, last_end, upper = [], 0, 0
         for start in range(len(ids)):
             if options.whole_words and not bounds[start]:
                 continue
-            length = self.longest_prefix(arr, start)
+            upper = self.upper_bound(ids, start, upper)
+            if start + upper <= last_end:
+                continue  # inside a kept span whatever its counts: not maximal
+            length = self.longest_prefix(ids, start, upper)
             cut = np.flatnonzero(delim[start:start + length - 1])
             if cut.size:
                 length = int(cut[0]) + 1
@@ -270,7 +285,7 @@ class Tracer:
                     length -= 1
             if length < options.min_length:
                 continue
-            if options.max_frequency is not None and self.trained(arr[start:start + length]) > options.max_frequency:
+            if options.max_frequency is not None and self.trained(ids[start:start + length]) > options.max_frequency:
                 continue
             if start + length > last_end:
                 kept.append((start, start + length))

@@ -10,6 +10,8 @@ a re-run after an interruption computes only what is missing).
                      per-item agreement, and the PolyPythias training map (Gaussian HMM)
     term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
                      against how often x1 was seen) for the `arithmetic_seeds` at `arithmetic_steps`
+    tracing          OLMoTrace spans of a few memorized sequences and greedy generations (DEMO_PROMPTS)
+                     at each seed-1 member's last checkpoint, with the step each span was first seen
     intervention     the fork's pronoun probe (pipeline.run_probe)
 
 The demo corpus is Python code: arithmetic accuracy stays near zero and the benchmarks near
@@ -27,6 +29,8 @@ from pythia.io import write_text_atomic
 # Terms whose counts the report follows over training steps: Python's most frequent identifier,
 # the intervention's replacement, and two keywords.
 DEMO_TERMS = (" self", " this", "import", " None")
+# Prompts whose greedy continuations the tracing study traces back to the training data.
+DEMO_PROMPTS = ("import", "    def __init__(self", "class")
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,11 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
             options={"positions": studies.memorization_positions, "cont_len": studies.memorization_cont_len,
                      "duplicates": True})
     analyze("memorization", "memorization_predictability")
+    prompts = out_dir / "prompts.txt"
+    write_text_atomic(prompts, "\n".join(DEMO_PROMPTS) + "\n")
+    traced = [m.name for m in run.members if m.name in base and m.seed == min(mm.seed for mm in run.members)]
+    analyze("tracing", "trace", members=traced, steps="last",
+            options={"prompts": str(prompts), "memorized": 3, "max_new_tokens": 24})
     analyze("seeds", "weights", members=base)
     analyze("seeds", "seeds,training_map", members=base)
 
