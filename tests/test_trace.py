@@ -30,7 +30,7 @@ def test_trace_json_on_the_quick_demo(quick_demo, tmp_path, capsys):
     position = 9 * member.global_batch + 3  # trained at step 9
     text = _trained_text(member, position)
     argv = ["trace", "--run", str(out / "run"), "--member", member.name, "--index", str(tmp_path / "sa"),
-            "--no-progress", "--json", "--span-density", "0", "--max-frequency", "0"]
+            "--no-progress", "--json", "--span-density", "0", "--max-frequency", "0", "--max-documents", "1000"]
     assert main([*argv, "--step", "4", text]) == 0
     cap = capsys.readouterr()
     assert "building it first" in cap.err and "tokens" in cap.err  # the index's size is stated before it is built
@@ -115,7 +115,7 @@ def test_hub_run_traces_the_same_spans(quick_demo, quick_hub, tmp_path, monkeypa
     member = open_run(out / "run").members[0]
     hub = hub_run_on_preshuffled(member, *quick_hub, tmp_path, monkeypatch)
     text = _trained_text(member, 5 * member.global_batch + 1)
-    opts = TraceOptions(max_frequency=None, span_density=None)
+    opts = TraceOptions(max_frequency=None, span_density=None, max_documents=1000)
     local = trace_member(member, text, step=8, options=opts, tracer=open_tracer(member, index_dir=tmp_path / "sa"))
     hub_member = hub.member()
     remote = trace_member(hub_member, text, step=8, options=opts,
@@ -130,36 +130,54 @@ def test_hub_run_traces_the_same_spans(quick_demo, quick_hub, tmp_path, monkeypa
 
 
 def test_the_analysis_stores_traces_and_the_report_draws_them(quick_demo, tmp_path):
+    """The analysis traces the sequences memorization found memorized (here two positions marked
+    so: the quick demo's models memorize nothing), the prompts' continuations and a task's items;
+    the report draws them."""
     import shutil
 
+    from pythia.analysis.memorization_store import Positions, compute_chunked
     from pythia.analysis.runner import run_analyses
     from pythia.report import build_report
 
     out, _ = quick_demo
     run_dir = tmp_path / "run"
     shutil.copytree(out / "run", run_dir, ignore=shutil.ignore_patterns("results"))
-    shutil.copytree(out / "run" / "results" / "artifacts" / "memorization", run_dir / "results" / "artifacts" /
-                    "memorization")
-    (tmp_path / "prompts.txt").write_text("import\nclass\n")
     run = open_run(run_dir)
-    name = run.members[0].name
-    summary = run_analyses(run, "trace", members=name, steps="last", progress=False,
-                           options={"prompts": str(tmp_path / "prompts.txt"), "max_new_tokens": 8,
-                                    "ngram_index": str(tmp_path / "sa")})
+    member = run.members[0]
+    marked = (17, 90)
+    compute_chunked(run_dir / "results" / "artifacts" / "memorization" / member.name / "step20", Positions(0, 160),
+                    {"member": member.name, "step": 20, "prompt_len": 32, "cont_len": 4, "score": "full"},
+                    lambda pos: np.where(np.isin(pos, marked), 4, 1).astype(np.uint8), chunk=64)
+    (tmp_path / "prompts.txt").write_text("import\nclass\n")
+    options = {"prompts": str(tmp_path / "prompts.txt"), "max_new_tokens": 8, "ngram_index": str(tmp_path / "sa"),
+               "task": "pythia_demo_lastword", "include_path": str(out / "tasks"), "items": 6}
+    summary = run_analyses(run, "trace", members=member.name, steps="10,20", progress=False, options=options)
     assert summary.ok, summary.format()
-    stored = json.loads((run_dir / "results" / "artifacts" / "trace" / name / "step20" / "traces.json").read_text())
+    stored = json.loads((run_dir / "results" / "artifacts" / "trace" / member.name / "step20" / "traces.json").read_text())
     kinds = [t["kind"] for t in stored["traces"]]
-    assert kinds.count("generation") == 2 and len(stored["traces"][-1]["tokens"]) == 8
+    assert kinds == ["memorized", "memorized", "generation", "generation"]
+    assert len(stored["traces"][-1]["tokens"]) == 8
     rows = run.results().rows(analysis="trace")
-    assert {r["task"] for r in rows} >= {"generation0", "generation1"}
+    value = {(r["step"], r["task"], r["metric"]): r["value"] for r in rows}
     for t in stored["traces"]:
         covered = np.zeros(len(t["tokens"]), bool)
         for s in t["spans"]:
             covered[s["start"]:s["end"]] = True
-        row = next(r for r in rows if r["task"] == t["label"] and r["metric"] == "covered")
-        assert row["value"] == pytest.approx(covered.mean())
-        if t["kind"] == "memorized":
-            assert any(r["task"] == t["label"] and r["metric"] == "trained_step" for r in rows)
+        assert value[20, t["label"], "covered"] == pytest.approx(covered.mean())
+    for p in marked:  # a memorized sequence's spans were trained at its own position at the latest
+        trace = next(t for t in stored["traces"] if t["label"] == f"memorized@{p}")
+        assert trace["tokens"] == member.order().sample(p)[:36].tolist()
+        assert value[20, f"memorized@{p}", "trained_step"] == p // member.global_batch
+        if trace["spans"]:
+            assert value[20, f"memorized@{p}", "first_seen"] <= p // member.global_batch
+    assert any(t["spans"] for t in stored["traces"] if t["kind"] == "memorized")
+    for step in (10, 20):  # contamination: items with a span of >= 8 tokens first trained before the step
+        items = json.loads((run_dir / "results" / "artifacts" / "trace" / member.name / f"step{step}" /
+                            "traces.json").read_text())["contamination"]["items"]
+        assert len(items) == 6 == value[step, "pythia_demo_lastword", "items"]
+        seen = [any(s["first_step"] is not None and s["first_step"] < step for s in it["spans"]) for it in items]
+        assert value[step, "pythia_demo_lastword", "contaminated"] == pytest.approx(np.mean(seen))
+    assert value[10, "pythia_demo_lastword", "longest_seen"] <= value[20, "pythia_demo_lastword", "longest_seen"]
     report = build_report(run_dir, tmp_path / "report", verify=False)
     sec = next(s for s in report.sections if s.key == "tracing")
     assert not sec.errors and sec.figures and sec.tables

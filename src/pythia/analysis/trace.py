@@ -163,6 +163,10 @@ class TraceAnalysis(Analysis):
         Option("delimiters", str, "\\n,.", "comma-separated delimiters no span holds but at its end (\\n: newline)"),
         Option("max_documents", int, 3, "documents kept per span"),
         Option("bm25", bool, False, "order each span's documents by BM25 relevance to the text"),
+        Option("task", str, None, "an lm-eval task whose items (prompt + answer) are traced: contamination by step"),
+        Option("include_path", str, None, "folder(s) of task YAMLs for --task (a demo's DEMO/tasks is added)"),
+        Option("items", int, 50, "items of --task traced (the first N)"),
+        Option("contamination_min", int, 8, "tokens of a span that make an item count as seen (contaminated)"),
         INDEX_OPTION,
     )
 
@@ -181,6 +185,10 @@ class TraceAnalysis(Analysis):
             raise AnalysisError(f"trace: {exc}") from None
         if self.opts["prompts"]:
             read_prompts(self.opts["prompts"])
+        if self.opts["task"]:
+            if self.opts["items"] < 1 or self.opts["contamination_min"] < 1:
+                raise AnalysisError("trace: --items and --contamination-min must be >= 1")
+            self._texts = item_texts(run, self.opts["task"], self.opts["include_path"], self.opts["items"])
         for m in members:
             if not m.dataset:
                 raise AnalysisError(f"trace: {m.name}: no training data known (open a Hub run with data=PREFIX)")
@@ -216,10 +224,41 @@ class TraceAnalysis(Analysis):
             t.extra.update(kind="generation", label=f"generation{i}", prompt=prompt)
             traces.append(t)
             rows += trace_rows(t, f"generation{i}")
+        contamination = self._contamination(member, step) if o["task"] else None
+        if contamination is not None:
+            rows += contamination.pop("rows")
         payload = {"format": "pythia-trace/1", "member": member.name, "step": step,
-                   "traces": [t.to_json() for t in traces]}
+                   "traces": [t.to_json() for t in traces], "contamination": contamination}
         write_text_atomic(ctx.artifact_dir(self.name) / TRACES, json.dumps(payload, indent=1, sort_keys=True) + "\n")
         return rows
+
+    def _contamination(self, member, step: int) -> dict:
+        """The task's items traced once per training order (every maximal span, no documents);
+        at `step`, an item counts as seen when one of its spans of >= contamination_min tokens
+        was first trained before it."""
+        from ..data.trace import TraceOptions
+
+        cache = self.__dict__.setdefault("_items", {})
+        key = order_key(member)
+        if key not in cache:
+            tracer = self.tracer(member)
+            opts = TraceOptions(delimiters=(), max_frequency=None, span_density=None, max_documents=0)
+            cache[key] = [(label, tracer.trace(tracer.counter.encode(text), options=opts, text=text))
+                          for label, text in self._texts]
+        least, task = self.opts["contamination_min"], self.opts["task"]
+        items, seen_len = [], []
+        for label, t in cache[key]:
+            long_ = [s for s in t.spans if s.length >= least]
+            seen = [s.length for s in t.spans if s.first_step is not None and s.first_step < step]
+            seen_len.append(max(seen, default=0))
+            items.append({"item": label, "tokens": len(t.tokens), "text": t.text,
+                          "spans": [{"start": s.start, "end": s.end, "count": s.count, "first_step": s.first_step}
+                                    for s in long_]})
+        hit = [any(s["first_step"] is not None and s["first_step"] < step for s in it["spans"]) for it in items]
+        rows = [Row("contaminated", float(np.mean(hit)) if hit else 0.0, task),
+                Row("longest_seen", float(np.mean(seen_len)) if seen_len else 0.0, task),
+                Row("items", len(items), task)]
+        return {"task": task, "min_tokens": least, "items": items, "rows": rows}
 
     def _memorized(self, ctx) -> list[tuple[int, list[int]]]:
         """(position, prompt + continuation tokens) of up to `memorized` sequences this checkpoint
@@ -238,6 +277,33 @@ class TraceAnalysis(Analysis):
         width = int(scores.meta["prompt_len"]) + int(scores.meta["cont_len"])
         tokens = read_rows(ctx.member.order(), pos, width)
         return [(int(p), row.tolist()) for p, row in zip(pos, tokens)]
+
+
+def item_texts(run, task: str, include_path: str | None, limit: int) -> list[tuple[str, str]]:
+    """(label, prompt + target delimiter + answer) of the first `limit` items of an lm-eval task
+    (loaded offline, as the eval analysis does; a demo's tasks are found by name)."""
+    from ..evals.tasks import TaskError, load_tasks
+    from .eval import demo_task_dir
+
+    paths = [p for p in (include_path or "").split(",") if p.strip()]
+    demo = demo_task_dir(run)
+    if demo is not None and str(demo) not in paths:
+        paths.insert(0, str(demo))
+    try:
+        spec = load_tasks([task], paths)[0]
+    except TaskError as exc:
+        raise AnalysisError(f"trace --task: {exc}") from None
+    out = []
+    for name, t in sorted(spec.loaded["tasks"].items()):
+        for i, doc in enumerate(list(t.eval_docs)[:limit]):
+            target = t.doc_to_target(doc)
+            if t.OUTPUT_TYPE == "multiple_choice" and isinstance(target, int):
+                target = t.doc_to_choice(doc)[target]
+            delim = getattr(t.config, "target_delimiter", " ") or ""
+            out.append((f"{name}#{i}", f"{t.doc_to_text(doc)}{delim}{target}"))
+    if not out:
+        raise AnalysisError(f"trace --task {task}: no items")
+    return out[:limit]
 
 
 def load_traces(results_dir) -> list[dict]:

@@ -62,7 +62,7 @@ class TraceOptions:
     """"length" (longest first) or "rarity" (lowest sum of unigram log-probabilities first)."""
     min_length: int = 1
     max_documents: int = 10
-    """Documents listed per span (a seeded sample when more hold it)."""
+    """Documents listed per span (a seeded sample when more hold it; 0: none looked up)."""
     context: int = 32
     """Tokens of context shown on each side of a span in its documents."""
     bm25: bool = False
@@ -343,7 +343,11 @@ class Tracer:
         return out
 
     def _documents(self, ids, spans: list[Span], options: TraceOptions, until: int, query: str | None) -> None:
+        """Fill each span's documents (none looked up with max_documents 0)."""
         from .tokenize import DocumentMetadata
+
+        if options.max_documents == 0:
+            return
 
         meta = DocumentMetadata(self.index.dataset.prefix)
         rng = np.random.default_rng(options.seed)

@@ -2,7 +2,8 @@
 analysis `trace`.
 
 Rows it reads, per (member, step), task `memorized@{position}` or `generation{i}`: `spans`,
-`covered`, `seen`, `longest`, and for memorized sequences `trained_step` and `first_seen`. The
+`covered`, `seen`, `longest`, and for memorized sequences `trained_step` and `first_seen`;
+task = an lm-eval task: `contaminated` (share of its items seen by the step). The
 texts and their spans are the analysis' artifacts (RESULTS/artifacts/trace/{member}/stepN/
 traces.json, read through `ReportData.results_dir`): each traced text is drawn token by token,
 the tokens of a span coloured by the step it was first trained on.
@@ -36,6 +37,9 @@ def render(data: ReportData, sec: Section) -> None:
     if table is not None:
         sec.tables.append(table)
     sec.add(memorized_figure(data, data.of(TRACE)))
+    sec.add(data.curve(data.of(TRACE, metric="contaminated"), title="Benchmark items seen in training, by step",
+                       ytitle="share of items", note="Share of a task's items (prompt + answer) one of whose spans "
+                       "of at least `contamination_min` tokens the checkpoint had trained on (trace --task)."))
 
 
 def _shown(token: str) -> str:
