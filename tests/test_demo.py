@@ -221,7 +221,8 @@ def test_demo_runs_every_study_and_reports_it(quick_demo):
     assert arith == {(f"{s.name}-seed1", step) for s in QUICK.sizes for step in (10, 20)}
     page = (out / "report" / "index.html").read_text(encoding="utf-8")
     traced = {(r["member"], int(r["step"])) for r in by["trace"]}
-    assert traced == {(f"{s.name}-seed1", QUICK_STEPS[-1]) for s in QUICK.sizes}
+    assert traced == {(f"{s.name}-seed1", step) for s in QUICK.sizes for step in QUICK_STEPS}  # memorization_steps
+    assert {r["task"] for r in by["trace"]} >= {"generation0", "pythia_demo_lastword"}
     for section in ("learning-curves", "benchmarks", "memorization", "seeds", "term-frequency", "interventions",
                     "tracing"):
         assert f'id="{section}"' in page, section

@@ -183,3 +183,13 @@ def test_the_analysis_stores_traces_and_the_report_draws_them(quick_demo, tmp_pa
     assert not sec.errors and sec.figures and sec.tables
     page = report.html.read_text(encoding="utf-8")
     assert 'id="tracing"' in page and "first step seen" in page
+
+
+def test_tracing_section_notes_missing_artifacts():
+    """Rows without their stored texts (a results table copied alone): a note, no error."""
+    from pythia.report.sections import ReportData, render_sections
+
+    rows = [{"suite": "s", "member": "m", "size": "m", "seed": 1, "step": 4, "tokens": 0, "analysis": "trace",
+             "task": "generation0", "metric": "spans", "value": 1.0, "stderr": None}]
+    sec = next(s for s in render_sections(ReportData(rows)) if s.key == "tracing")
+    assert not sec.errors and any("no traced texts" in n for n in sec.notes)

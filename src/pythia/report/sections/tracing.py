@@ -30,7 +30,8 @@ def render(data: ReportData, sec: Section) -> None:
 
     stored = load_traces(data.results_dir) if data.results_dir is not None else []
     texts = [(f"{p['member']} @ step {p['step']}: {t.get('label', '')}", p, t) for p in stored for t in p["traces"]]
-    texts.sort(key=lambda x: (-x[1]["step"], natural(x[1]["member"]), natural(x[2].get("label", ""))))
+    texts.sort(key=lambda x: (-x[1]["step"], natural(x[1]["member"]), x[2].get("kind") != "memorized",
+                              natural(x[2].get("label", ""))))
     sec.add(text_figure(texts[:MAX_TEXTS]), "no traced texts stored (RESULTS/artifacts/trace): run "
             "`pythia analyze RUN trace`" if not stored else "the stored traces hold no text")
     table = spans_table(texts[:MAX_TEXTS])
