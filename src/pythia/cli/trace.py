@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from .data import _parse_ids
+
 _DESCRIPTION = """\
 Trace a text back to what a run member trained on (OLMoTrace, Liu et al. 2025) and say when
 each part was seen. The text is tokenized exactly (no space prepended); for every start position
@@ -35,14 +37,6 @@ JSON (--json): {"spans": [{"start", "end" (token offsets, end exclusive), "text"
 "count_until_step", "corpus_count", "first_step", "last_step", "intervals", "documents": [...]}],
 "text", "tokens", "until_step", "member", ...}.
 """
-
-
-def _ids(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--tokens wants integer ids separated by commas or spaces, "
-                                         f"got {text!r}") from None
 
 
 def _options(args):
@@ -131,7 +125,7 @@ def register(sub) -> None:
     p.add_argument("--step", help="the checkpoint whose knowledge count_until_step reports, and that --generate "
                                   "uses (default: the last checkpoint)")
     p.add_argument("--data", metavar="PREFIX", help="Hub repos only: the preshuffled training data they read")
-    p.add_argument("--tokens", type=_ids, help="token ids to trace instead of TEXT, e.g. 510,285")
+    p.add_argument("--tokens", type=_parse_ids, help="token ids to trace instead of TEXT, e.g. 510,285")
     g = p.add_argument_group("generate, then trace")
     g.add_argument("--generate", metavar="PROMPT", help="trace the greedy continuation of PROMPT by checkpoint --step")
     g.add_argument("--max-new-tokens", type=int, help="tokens to generate (default 32)")
