@@ -149,9 +149,8 @@ def test_the_analysis_stores_traces_and_the_report_draws_them(quick_demo, tmp_pa
                     {"member": member.name, "step": 20, "prompt_len": 32, "cont_len": 4, "score": "full"},
                     lambda pos: np.where(np.isin(pos, marked), 4, 1).astype(np.uint8), chunk=64)
     (tmp_path / "prompts.txt").write_text("import\nclass\n")
-    options = {"prompts": str(tmp_path / "prompts.txt"), "max_new_tokens": 8, "ngram_index": str(tmp_path / "sa"),
-               "task": "pythia_demo_lastword", "include_path": str(out / "tasks"), "items": 6}
-    summary = run_analyses(run, "trace", members=member.name, steps="10,20", progress=False, options=options)
+    options = {"prompts": str(tmp_path / "prompts.txt"), "max_new_tokens": 8, "ngram_index": str(tmp_path / "sa")}
+    summary = run_analyses(run, "trace", members=member.name, steps="20", progress=False, options=options)
     assert summary.ok, summary.format()
     stored = json.loads((run_dir / "results" / "artifacts" / "trace" / member.name / "step20" / "traces.json").read_text())
     kinds = [t["kind"] for t in stored["traces"]]
@@ -171,13 +170,20 @@ def test_the_analysis_stores_traces_and_the_report_draws_them(quick_demo, tmp_pa
         if trace["spans"]:
             assert value[20, f"memorized@{p}", "first_seen"] <= p // member.global_batch
     assert any(t["spans"] for t in stored["traces"] if t["kind"] == "memorized")
-    for step in (10, 20):  # contamination: items with a span of >= 8 tokens first trained before the step
-        items = json.loads((run_dir / "results" / "artifacts" / "trace" / member.name / f"step{step}" /
-                            "traces.json").read_text())["contamination"]["items"]
-        assert len(items) == 6 == value[step, "pythia_demo_lastword", "items"]
+    # contamination: items with a span of >= 8 tokens first trained before each checkpoint
+    summary = run_analyses(run, "trace_contamination", members=member.name, progress=False,
+                           options={"task": "pythia_demo_lastword", "include_path": str(out / "tasks"), "items": 6,
+                                    "ngram_index": str(tmp_path / "sa")})
+    assert summary.ok, summary.format()
+    items = json.loads((run_dir / "results" / "artifacts" / "trace" / "contamination-pythia_demo_lastword.json")
+                       .read_text())["members"][member.name]
+    value = {(r["step"], r["metric"]): r["value"] for r in run.results().rows(analysis="trace_contamination")}
+    assert len(items) == 6
+    for step in member.steps:
         seen = [any(s["first_step"] is not None and s["first_step"] < step for s in it["spans"]) for it in items]
-        assert value[step, "pythia_demo_lastword", "contaminated"] == pytest.approx(np.mean(seen))
-    assert value[10, "pythia_demo_lastword", "longest_seen"] <= value[20, "pythia_demo_lastword", "longest_seen"]
+        assert value[step, "contaminated"] == pytest.approx(np.mean(seen)) and value[step, "items"] == 6
+    longest = [value[s, "longest_seen"] for s in member.steps]
+    assert longest == sorted(longest) and longest[0] == 0 and longest[-1] > 0
     report = build_report(run_dir, tmp_path / "report", verify=False)
     sec = next(s for s in report.sections if s.key == "tracing")
     assert not sec.errors and sec.figures and sec.tables

@@ -163,10 +163,6 @@ class TraceAnalysis(Analysis):
         Option("delimiters", str, "\\n,.", "comma-separated delimiters no span holds but at its end (\\n: newline)"),
         Option("max_documents", int, 3, "documents kept per span"),
         Option("bm25", bool, False, "order each span's documents by BM25 relevance to the text"),
-        Option("task", str, None, "an lm-eval task whose items (prompt + answer) are traced: contamination by step"),
-        Option("include_path", str, None, "folder(s) of task YAMLs for --task (a demo's DEMO/tasks is added)"),
-        Option("items", int, 50, "items of --task traced (the first N)"),
-        Option("contamination_min", int, 8, "tokens of a span that make an item count as seen (contaminated)"),
         INDEX_OPTION,
     )
 
@@ -185,24 +181,12 @@ class TraceAnalysis(Analysis):
             raise AnalysisError(f"trace: {exc}") from None
         if self.opts["prompts"]:
             read_prompts(self.opts["prompts"])
-        if self.opts["task"]:
-            if self.opts["items"] < 1 or self.opts["contamination_min"] < 1:
-                raise AnalysisError("trace: --items and --contamination-min must be >= 1")
-            self._texts = item_texts(run, self.opts["task"], self.opts["include_path"], self.opts["items"])
         for m in members:
             if not m.dataset:
                 raise AnalysisError(f"trace: {m.name}: no training data known (open a Hub run with data=PREFIX)")
 
-    def tracer(self, member, ctx=None):
-        cache = self.__dict__.setdefault("_tracers", {})
-        key = order_key(member)
-        if key not in cache:
-            try:
-                cache[key] = open_tracer(member, index_dir=self.opts["ngram_index"])
-            except (OSError, ValueError) as exc:
-                raise AnalysisError(f"trace: {member.name}: cannot open the n-gram index of {member.dataset} "
-                                    f"({exc})") from None
-        return cache[key]
+    def tracer(self, member):
+        return _tracer(self, member)
 
     def compute(self, ctx) -> list[Row]:
         member, step, o = ctx.member, ctx.step, self.opts
@@ -224,41 +208,10 @@ class TraceAnalysis(Analysis):
             t.extra.update(kind="generation", label=f"generation{i}", prompt=prompt)
             traces.append(t)
             rows += trace_rows(t, f"generation{i}")
-        contamination = self._contamination(member, step) if o["task"] else None
-        if contamination is not None:
-            rows += contamination.pop("rows")
         payload = {"format": "pythia-trace/1", "member": member.name, "step": step,
-                   "traces": [t.to_json() for t in traces], "contamination": contamination}
+                   "traces": [t.to_json() for t in traces]}
         write_text_atomic(ctx.artifact_dir(self.name) / TRACES, json.dumps(payload, indent=1, sort_keys=True) + "\n")
         return rows
-
-    def _contamination(self, member, step: int) -> dict:
-        """The task's items traced once per training order (every maximal span, no documents);
-        at `step`, an item counts as seen when one of its spans of >= contamination_min tokens
-        was first trained before it."""
-        from ..data.trace import TraceOptions
-
-        cache = self.__dict__.setdefault("_items", {})
-        key = order_key(member)
-        if key not in cache:
-            tracer = self.tracer(member)
-            opts = TraceOptions(delimiters=(), max_frequency=None, span_density=None, max_documents=0)
-            cache[key] = [(label, tracer.trace(tracer.counter.encode(text), options=opts, text=text))
-                          for label, text in self._texts]
-        least, task = self.opts["contamination_min"], self.opts["task"]
-        items, seen_len = [], []
-        for label, t in cache[key]:
-            long_ = [s for s in t.spans if s.length >= least]
-            seen = [s.length for s in t.spans if s.first_step is not None and s.first_step < step]
-            seen_len.append(max(seen, default=0))
-            items.append({"item": label, "tokens": len(t.tokens), "text": t.text,
-                          "spans": [{"start": s.start, "end": s.end, "count": s.count, "first_step": s.first_step}
-                                    for s in long_]})
-        hit = [any(s["first_step"] is not None and s["first_step"] < step for s in it["spans"]) for it in items]
-        rows = [Row("contaminated", float(np.mean(hit)) if hit else 0.0, task),
-                Row("longest_seen", float(np.mean(seen_len)) if seen_len else 0.0, task),
-                Row("items", len(items), task)]
-        return {"task": task, "min_tokens": least, "items": items, "rows": rows}
 
     def _memorized(self, ctx) -> list[tuple[int, list[int]]]:
         """(position, prompt + continuation tokens) of up to `memorized` sequences this checkpoint
@@ -279,9 +232,91 @@ class TraceAnalysis(Analysis):
         return [(int(p), row.tolist()) for p, row in zip(pos, tokens)]
 
 
-def item_texts(run, task: str, include_path: str | None, limit: int) -> list[tuple[str, str]]:
+def _tracer(analysis, member):
+    """The member's Tracer, opened once per training order for one analysis object."""
+    cache = analysis.__dict__.setdefault("_tracers", {})
+    key = order_key(member)
+    if key not in cache:
+        try:
+            cache[key] = open_tracer(member, index_dir=analysis.opts["ngram_index"])
+        except (OSError, ValueError) as exc:
+            raise AnalysisError(f"{analysis.name}: {member.name}: cannot open the n-gram index of {member.dataset} "
+                                f"({exc})") from None
+    return cache[key]
+
+
+@register
+class TraceContamination(Analysis):
+    """A benchmark's items traced in the training data: which ones a checkpoint had seen."""
+
+    name = "trace_contamination"
+    summary = "an lm-eval task's items traced in the training data: the share each checkpoint had seen (contamination)"
+    scope = "run"
+    selects_members = True
+    options = (
+        Option("task", str, None, "the lm-eval task whose items (prompt + answer) are traced"),
+        Option("include_path", str, None, "folder(s) of task YAMLs (a demo's DEMO/tasks is added)"),
+        Option("items", int, 50, "items traced (the task's first N)"),
+        Option("contamination_min", int, 8, "tokens of a span that make an item count as seen"),
+        INDEX_OPTION,
+    )
+
+    def check(self, run, members) -> None:
+        o = self.opts
+        if not o["task"]:
+            raise AnalysisError("trace_contamination needs --task T (an lm-eval task)")
+        if o["items"] < 1 or o["contamination_min"] < 1:
+            raise AnalysisError("trace_contamination: --items and --contamination-min must be >= 1")
+        for m in members:
+            if not m.dataset:
+                raise AnalysisError(f"trace_contamination: {m.name}: no training data known (open a Hub run with "
+                                    "data=PREFIX)")
+        self._texts, self._fingerprint = item_texts(run, o["task"], o["include_path"], o["items"])
+
+    def reads(self, analysis: str) -> bool:
+        return False  # no rows: the task's items and the training data (in the cache key)
+
+    def cache_key(self, digest):
+        key = super().cache_key(digest)
+        key["task_fingerprint"] = getattr(self, "_fingerprint", None)
+        return key
+
+    def compute_run(self, run, store, members) -> list[dict]:
+        from ..data.trace import TraceOptions
+
+        o, least = self.opts, self.opts["contamination_min"]
+        opts = TraceOptions(delimiters=(), max_frequency=None, span_density=None, max_documents=0)
+        traced, rows, stored = {}, [], {}
+        for m in members:
+            key = order_key(m)
+            if key not in traced:
+                tracer = _tracer(self, m)
+                traced[key] = [(label, tracer.trace(tracer.counter.encode(text), options=opts, text=text))
+                               for label, text in self._texts]
+            items = [{"item": label, "tokens": len(t.tokens), "text": t.text,
+                      "spans": [{"start": s.start, "end": s.end, "count": s.count, "first_step": s.first_step}
+                                for s in t.spans if s.length >= least],
+                      "longest": [(s.length, s.first_step) for s in t.spans if s.first_step is not None]}
+                     for label, t in traced[key]]
+            for step in m.steps:
+                hit = [any(s["first_step"] is not None and s["first_step"] < step for s in it["spans"]) for it in items]
+                longest = [max((n for n, first in it["longest"] if first < step), default=0) for it in items]
+                rows += [{"member": m.name, "step": step, "task": o["task"], "metric": metric, "value": value}
+                         for metric, value in (("contaminated", float(np.mean(hit))), ("longest_seen",
+                                               float(np.mean(longest))), ("items", len(items)))]
+            stored[m.name] = [{k: v for k, v in it.items() if k != "longest"} for it in items]
+        folder = Path(run.results_dir) / "artifacts" / "trace"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / f"contamination-{o['task']}.json", json.dumps(
+            {"format": "pythia-trace-contamination/1", "task": o["task"], "min_tokens": least, "members": stored},
+            indent=1, sort_keys=True) + "\n")
+        return rows
+
+
+def item_texts(run, task: str, include_path: str | None, limit: int) -> tuple[list[tuple[str, str]], str]:
     """(label, prompt + target delimiter + answer) of the first `limit` items of an lm-eval task
-    (loaded offline, as the eval analysis does; a demo's tasks are found by name)."""
+    (loaded offline, as the eval analysis does; a demo's tasks are found by name), and the task's
+    fingerprint."""
     from ..evals.tasks import TaskError, load_tasks
     from .eval import demo_task_dir
 
@@ -292,7 +327,7 @@ def item_texts(run, task: str, include_path: str | None, limit: int) -> list[tup
     try:
         spec = load_tasks([task], paths)[0]
     except TaskError as exc:
-        raise AnalysisError(f"trace --task: {exc}") from None
+        raise AnalysisError(f"trace_contamination --task: {exc}") from None
     out = []
     for name, t in sorted(spec.loaded["tasks"].items()):
         for i, doc in enumerate(list(t.eval_docs)[:limit]):
@@ -302,8 +337,8 @@ def item_texts(run, task: str, include_path: str | None, limit: int) -> list[tup
             delim = getattr(t.config, "target_delimiter", " ") or ""
             out.append((f"{name}#{i}", f"{t.doc_to_text(doc)}{delim}{target}"))
     if not out:
-        raise AnalysisError(f"trace --task {task}: no items")
-    return out[:limit]
+        raise AnalysisError(f"trace_contamination --task {task}: no items")
+    return out[:limit], spec.fingerprint
 
 
 def load_traces(results_dir) -> list[dict]:
@@ -318,5 +353,5 @@ def load_traces(results_dir) -> list[dict]:
     return out
 
 
-__all__ = ["TraceAnalysis", "check_step", "generate", "load_traces", "open_tracer", "read_prompts", "trace_member",
-           "trace_rows"]
+__all__ = ["TraceAnalysis", "TraceContamination", "check_step", "generate", "item_texts", "load_traces",
+           "open_tracer", "read_prompts", "trace_member", "trace_rows"]

@@ -11,7 +11,7 @@ a re-run after an interruption computes only what is missing).
     term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
                      against how often x1 was seen) for the `arithmetic_seeds` at `arithmetic_steps`
     tracing          OLMoTrace spans of a few memorized sequences and greedy generations (DEMO_PROMPTS)
-                     of each size's first seed at `memorization_steps`, with the step each span was
+                     of each size's first seed at its last checkpoint, with the step each span was
                      first seen; the last-word task's items traced (contamination by step)
     intervention     the fork's pronoun probe (pipeline.run_probe)
 
@@ -84,9 +84,9 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
     prompts = out_dir / "prompts.txt"
     write_text_atomic(prompts, "\n".join(DEMO_PROMPTS) + "\n")
     traced = [m.name for m in run.members if m.name in base and m.seed == min(mm.seed for mm in run.members)]
-    analyze("tracing", "trace", members=traced, steps=studies.memorization_steps,
-            options={"prompts": str(prompts), "memorized": 3, "max_new_tokens": 24, "task": "pythia_demo_lastword",
-                     "items": 20})
+    analyze("tracing", "trace", members=traced, steps="last",
+            options={"prompts": str(prompts), "memorized": 3, "max_new_tokens": 24})
+    analyze("tracing", "trace_contamination", members=traced, options={"task": "pythia_demo_lastword", "items": 20})
     analyze("seeds", "weights", members=base)
     analyze("seeds", "seeds,training_map", members=base)
 

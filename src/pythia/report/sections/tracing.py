@@ -3,7 +3,8 @@ analysis `trace`.
 
 Rows it reads, per (member, step), task `memorized@{position}` or `generation{i}`: `spans`,
 `covered`, `seen`, `longest`, and for memorized sequences `trained_step` and `first_seen`;
-task = an lm-eval task: `contaminated` (share of its items seen by the step). The
+`trace_contamination`, per (member, step), task = an lm-eval task: `contaminated` (share of its
+items seen by the step), `longest_seen`, `items`. The
 texts and their spans are the analysis' artifacts (RESULTS/artifacts/trace/{member}/stepN/
 traces.json, read through `ReportData.results_dir`): each traced text is drawn token by token,
 the tokens of a span coloured by the step it was first trained on.
@@ -15,12 +16,12 @@ import html
 from ..plot import Figure, dropdown_figure, natural, rows_by
 from . import ReportData, Section, Table, section
 
-TRACE = "trace"
+TRACE, CONTAMINATION = "trace", "trace_contamination"
 WIDTH = 12  # tokens per row of a drawn text
 MAX_TEXTS = 40  # texts in the menu (the latest checkpoints first)
 
 
-@section("tracing", "Tracing", analyses=(TRACE,), order=55)
+@section("tracing", "Tracing", analyses=(TRACE, CONTAMINATION), order=55)
 def render(data: ReportData, sec: Section) -> None:
     sec.intro = ("Where a model's text comes from, and when it was learned: the longest spans of memorized "
                  "sequences and greedy generations found verbatim in the data the member trained on (OLMoTrace's "
@@ -32,15 +33,17 @@ def render(data: ReportData, sec: Section) -> None:
     texts = [(f"{p['member']} @ step {p['step']}: {t.get('label', '')}", p, t) for p in stored for t in p["traces"]]
     texts.sort(key=lambda x: (-x[1]["step"], natural(x[1]["member"]), x[2].get("kind") != "memorized",
                               natural(x[2].get("label", ""))))
-    sec.add(text_figure(texts[:MAX_TEXTS]), "no traced texts stored (RESULTS/artifacts/trace): run "
-            "`pythia analyze RUN trace`" if not stored else "the stored traces hold no text")
+    if data.of(TRACE) or stored:
+        sec.add(text_figure(texts[:MAX_TEXTS]), "no traced texts stored (RESULTS/artifacts/trace): run "
+                "`pythia analyze RUN trace`" if not stored else "the stored traces hold no text")
     table = spans_table(texts[:MAX_TEXTS])
     if table is not None:
         sec.tables.append(table)
     sec.add(memorized_figure(data, data.of(TRACE)))
-    sec.add(data.curve(data.of(TRACE, metric="contaminated"), title="Benchmark items seen in training, by step",
-                       ytitle="share of items", note="Share of a task's items (prompt + answer) one of whose spans "
-                       "of at least `contamination_min` tokens the checkpoint had trained on (trace --task)."))
+    for (task,), rows in sorted(rows_by(data.of(CONTAMINATION, metric="contaminated"), "task").items()):
+        sec.add(data.curve(rows, title=f"{task}: items seen in training, by step", ytitle="share of items",
+                           note="Share of the task's items (prompt + answer) one of whose spans of at least "
+                                "`contamination_min` tokens the checkpoint had trained on (trace_contamination)."))
 
 
 def _shown(token: str) -> str:
