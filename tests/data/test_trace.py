@@ -240,7 +240,7 @@ def test_bad_input(world):
     with pytest.raises(TraceError, match="--rank"):
         TraceOptions(rank="size").check()
     no_tok = Tracer(TermCounter(world["index"], world["order"], B, ITERS))
-    with pytest.raises(TraceError, match="need the tokenizer"):
+    with pytest.raises(TraceError, match="need a tokenizer"):
         no_tok.trace([5, 6, 7])
     plain = no_tok.trace([5, 6, 7], options=TraceOptions(whole_words=False, delimiters=()))
     assert plain.text is None and all(s.text is None for s in plain.spans)

@@ -21,9 +21,11 @@ a trained occurrence (metadata, offset, context, the step each was trained), opt
 re-ranked by BM25 against the text (bm25s, Lu 2024, arXiv 2407.03618: numpy only).
 
 Search cost: per start position one bisection for the dataset-wide longest prefix (an upper
-bound), then counts through the order's step sidecar (stepindex.py) until the longest prefix
-with a trained occurrence is found (usually the first count). Prefixes of a trained occurrence
-are trained occurrences (same sample, same first token), so that search is a bisection too.
+bound; each probe compares at most twice the previous start's bound, at least 16 tokens, and
+widens while a match fills it); a start whose bound ends inside a kept span is skipped; else
+counts through the order's step sidecar (stepindex.py) find the longest prefix with a trained
+occurrence (usually the first count). Prefixes of a trained occurrence are trained occurrences
+(same sample, same first token), so that search is a bisection too.
 """
 from __future__ import annotations
 
@@ -169,8 +171,6 @@ def _longest_match(shard: dict, pattern: list[int]) -> int:
 class Tracer:
     """Maximal spans of token sequences in what one order trained on (a TermCounter's)."""
 
-    CAP = 256  # tokens compared per bisection probe; doubled while a match fills it
-
     def __init__(self, counter: TermCounter, trained_steps: int | None = None):
         if counter.order is None:
             raise TraceError("tracing needs a training order (a run member), not a bare dataset")
@@ -253,8 +253,8 @@ class Tracer:
         if not options.whole_words and not options.delimiters:
             return bounds, delim
         if self.counter.tokenizer_path is None:
-            raise TraceError("whole-word spans and delimiters need the tokenizer: pass --tokenizer, or turn them "
-                             "off (--partial-words --delimiters '')")
+            raise TraceError(f"whole-word spans and delimiters need a tokenizer, and none is known for "
+                             f"{self.index.dataset.prefix}: turn them off (--partial-words --delimiters '')")
         texts = self.token_texts(ids)
         if options.whole_words:
             def word(ch: str) -> bool:
@@ -320,7 +320,8 @@ class Tracer:
 
     def _span(self, ids, a: int, b: int, logprob: float, until: int, bounds: list[int]) -> Span:
         hist, corpus = self.hist(ids[a:b])
-        trained = hist[:self.trained_steps]
+        trained = np.zeros(self.trained_steps, np.int64)  # the order may hold fewer steps (a partial file)
+        trained[:min(hist.size, self.trained_steps)] = hist[:self.trained_steps]
         hit = np.flatnonzero(trained)
         cum = np.concatenate([[0], np.cumsum(trained)])
         intervals = [{"from": x, "to": y, "count": int(cum[y] - cum[x])} for x, y in zip(bounds, bounds[1:])]
