@@ -117,6 +117,10 @@ def generate(member, step, prompt: str | list[int], max_new_tokens: int, *, trac
     banned = list(range(known, vocab)) + [i for i in (tok.token_to_id(EOD_TOKEN),) if i is not None]
     if max(ids) >= vocab:
         raise AnalysisError(f"prompt token {max(ids)} is outside the model's vocabulary of {vocab}")
+    longest = getattr(model.config, "max_seq_len", None)
+    if longest and len(ids) + max_new_tokens > longest:
+        raise AnalysisError(f"prompt ({len(ids)} tokens) + --max-new-tokens {max_new_tokens} exceed the model's "
+                            f"{longest}-token context")
     out = generate_greedy(model, torch.tensor([ids]), max_new_tokens, suppress=banned)
     return ids, out[0, len(ids):].tolist()
 
