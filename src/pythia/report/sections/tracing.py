@@ -50,7 +50,7 @@ def _shown(token: str) -> str:
     """A token as a cell label: newlines and leading spaces visible, HTML escaped."""
     token = token.replace("\n", "\u21b5").replace("\t", "\u21e5")
     stripped = token.lstrip(" ")
-    return html.escape("\u00b7" * (len(token) - len(stripped)) + stripped)
+    return html.escape("\u00b7" * (len(token) - len(stripped)) + stripped, quote=False)  # plotly reads &lt; &gt; &amp;
 
 
 def text_figure(texts: list[tuple[str, dict, dict]]) -> Figure | None:
@@ -68,7 +68,7 @@ def text_figure(texts: list[tuple[str, dict, dict]]) -> Figure | None:
             seen = s["count_until_step"]
             for i in range(s["start"], s["end"]):
                 first[i] = s["first_step"]
-                info[i] = (f"span [{s['start']}:{s['end']}] {html.escape(repr(s['text'] or ''))}<br>trained "
+                info[i] = (f"span [{s['start']}:{s['end']}] {html.escape(repr(s['text'] or ''), quote=False)}<br>trained "
                            f"{s['count']}x, first at step {s['first_step']}, last {s['last_step']}<br>seen by "
                            f"step {t['until_step']}: {seen}x")
         rows = -(-n // WIDTH)
@@ -79,7 +79,7 @@ def text_figure(texts: list[tuple[str, dict, dict]]) -> Figure | None:
         hover = [[v or "not in a kept span" for v in cell(info, r)] for r in range(rows)]
         trace = {"type": "heatmap", "z": z, "text": text, "customdata": hover, "texttemplate": "%{text}",
                  "x": list(range(WIDTH)), "y": [f"tokens {r * WIDTH}-" for r in range(rows)],
-                 "zmin": 0, "zmax": top, "colorscale": "Viridis", "xgap": 2, "ygap": 2,
+                 "zmin": 0, "zmax": top, "colorscale": "Viridis", "xgap": 2, "ygap": 2, "textfont": {"size": 13},
                  "colorbar": {"title": {"text": "first step seen"}},
                  "hovertemplate": "%{text}<br>%{customdata}<extra></extra>"}
         options.append((label, [trace]))
