@@ -199,3 +199,25 @@ def test_tracing_section_notes_missing_artifacts():
              "task": "generation0", "metric": "spans", "value": 1.0, "stderr": None}]
     sec = next(s for s in render_sections(ReportData(rows)) if s.key == "tracing")
     assert not sec.errors and any("no traced texts" in n for n in sec.notes)
+
+
+def test_a_fork_is_traced_over_its_bases_data(quick_demo, tmp_path):
+    """A fork's order comes from the run view (its base's, transformed from its first step): its
+    spans are counted over the base's data, with a warning, so they equal the base's."""
+    from pythia.analysis.trace import open_tracer, trace_member
+    from pythia.data.trace import TraceOptions
+
+    out, _ = quick_demo
+    run = open_run(out / "run")
+    fork = next(m for m in run.members if m.base is not None)
+    base = run.member(fork.base)
+    text = _trained_text(base, 3 * base.global_batch)
+    opts = TraceOptions(max_frequency=None, span_density=None)
+    with pytest.warns(UserWarning, match="fork"):
+        forked = trace_member(fork, text, step=20, options=opts, tracer=open_tracer(fork, index_dir=tmp_path / "sa"))
+    want = trace_member(base, text, step=20, options=opts, tracer=open_tracer(base, index_dir=tmp_path / "sa"))
+    def key(t):  # the intervals differ: they run between each member's own checkpoints
+        return [{k: v for k, v in s.to_json().items() if k != "intervals"} for s in t.spans]
+
+    assert key(forked) == key(want) and want.spans
+    assert [i["from"] for i in forked.spans[0].intervals] == [0] + fork.steps[:-1]
