@@ -189,7 +189,7 @@ def test_demo_report_plot_and_table(quick_demo):
 
 
 STUDIES = ("eval", "memorization", "memorization_predictability", "weights", "seeds", "training_map", "term_counts",
-           "term_frequency", "pronoun_probe", "val_loss", "scaling")
+           "term_frequency", "pronoun_probe", "val_loss", "scaling", "trace", "trace_contamination")
 
 
 def test_demo_runs_every_study_and_reports_it(quick_demo):
@@ -220,8 +220,13 @@ def test_demo_runs_every_study_and_reports_it(quick_demo):
     arith = {(r["member"], int(r["step"])) for r in by["term_frequency"]}
     assert arith == {(f"{s.name}-seed1", step) for s in QUICK.sizes for step in (10, 20)}
     page = (out / "report" / "index.html").read_text(encoding="utf-8")
-    for section in ("learning-curves", "benchmarks", "scaling", "memorization", "seeds", "term-frequency",
-                    "interventions"):
+    traced = {(r["member"], int(r["step"])) for r in by["trace"]}
+    assert traced == {(f"{s.name}-seed1", QUICK_STEPS[-1]) for s in QUICK.sizes}
+    assert {r["task"] for r in by["trace"]} >= {"generation0", "generation2"}
+    contaminated = {(r["member"], int(r["step"])) for r in by["trace_contamination"] if r["metric"] == "contaminated"}
+    assert contaminated == {(f"{s.name}-seed1", step) for s in QUICK.sizes for step in QUICK_STEPS}
+    for section in ("learning-curves", "benchmarks", "scaling", "memorization", "seeds", "term-frequency", "interventions",
+                    "tracing"):
         assert f'id="{section}"' in page, section
 
 

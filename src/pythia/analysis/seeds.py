@@ -32,12 +32,12 @@ from ._seedstats import MIN_OTHERS, Z_THRESHOLD, align, flagged, robust_z, sprea
 from .base import Analysis, Option, register
 
 SKIP_BY_DEFAULT = ("seeds", "training_map", "train_loss", "memorization_predictability", "term_counts",
-                   "term_frequency")
+                   "term_frequency", "trace")
 """Not summarised unless named: this analysis, the categorical map states, the per-update
 training log (one row per update; summarise it with --seed-analyses train_loss), the pairwise
 predictability of memorized sets (one task per predictor checkpoint, not a measure of one
-model), term counts (a property of the training order, not of the model) and the term-frequency
-join (its accuracies are the eval rows, summarised there)."""
+model), term counts (a property of the training order, not of the model), the term-frequency
+join (its accuracies are the eval rows, summarised there) and traced texts (each member's own)."""
 
 
 def shapes_of(members) -> dict[str, list]:

@@ -20,10 +20,11 @@ from . import data as _data
 from . import eval as _eval
 from . import demo as _demo
 from . import models as _models
+from . import trace as _trace
 from . import train as _train
 from ..lock import LockedError
 
-_AREAS = (_models, _data, _train, _demo, _analyze, _eval, _compare)
+_AREAS = (_models, _data, _train, _demo, _analyze, _eval, _compare, _trace)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  pythia results runs/example-suite --format table\n"
             "  pythia compare runs/example-suite d64-l2-seed1 d64-l2-seed1+swap   # a fork vs its base\n"
             "  pythia report runs/example-suite  # results.csv + learning-curve plot\n"
+            "  pythia trace --run demo-output --member d64-l2-seed1 'def __init__(self'   # spans in the training data\n"
             "run `pythia COMMAND --help` for each command's options."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -10,6 +10,9 @@ a re-run after an interruption computes only what is missing).
                      per-item agreement, and the PolyPythias training map (Gaussian HMM)
     term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
                      against how often x1 was seen) for the `arithmetic_seeds` at `arithmetic_steps`
+    tracing          OLMoTrace spans of a few memorized sequences and greedy generations (DEMO_PROMPTS)
+                     of each size's first seed at its last checkpoint, with the step each span was
+                     first seen; the last-word task's items traced (contamination by step)
     intervention     the fork's pronoun probe (pipeline.run_probe)
     scaling          Chinchilla's L(N, D) and Kaplan's L(N) of the validation loss over the sizes,
                      seeds as replicates, and accuracy against loss on the last-word task (three
@@ -30,6 +33,8 @@ from pythia.io import write_text_atomic
 # Terms whose counts the report follows over training steps: Python's most frequent identifier,
 # the intervention's replacement, and two keywords.
 DEMO_TERMS = (" self", " this", "import", " None")
+# Prompts whose greedy continuations the tracing study traces back to the training data.
+DEMO_PROMPTS = ("import", "    def __init__(self", "class")
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,12 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
             options={"positions": studies.memorization_positions, "cont_len": studies.memorization_cont_len,
                      "duplicates": True})
     analyze("memorization", "memorization_predictability")
+    prompts = out_dir / "prompts.txt"
+    write_text_atomic(prompts, "\n".join(DEMO_PROMPTS) + "\n")
+    traced = [m.name for m in run.members if m.name in base and m.seed == min(mm.seed for mm in run.members)]
+    analyze("tracing", "trace", members=traced, steps="last",
+            options={"prompts": str(prompts), "memorized": 3, "max_new_tokens": 24})
+    analyze("tracing", "trace_contamination", members=traced, options={"task": "pythia_demo_lastword", "items": 20})
     analyze("seeds", "weights", members=base)
     analyze("seeds", "seeds,training_map", members=base)
     analyze("scaling", "scaling")

@@ -76,7 +76,8 @@ def build_report(source: str | Path, out_dir: str | Path | None = None, verify: 
     text = "\n".join([format_summary(summary)] + fork_lines)
     write_text_atomic(summary_path, f"suite {src.name} ({src.path})\n{text}\n")
     header = build_header(src, verify=verify)
-    sections = render_sections(ReportData(_forks_apart(rows, forks), src.name, src.size_order))
+    results_dir = src.view.results_dir if src.view is not None else src.path
+    sections = render_sections(ReportData(_forks_apart(rows, forks), src.name, src.size_order, results_dir))
     page = out_dir / "index.html"
     write_text_atomic(page, render_page(header, sections, get_plotlyjs()))
     return Report(run_dir=src.path, out_dir=out_dir, html=page, table=table, plot=plot, summary_text=summary_path,

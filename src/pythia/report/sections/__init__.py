@@ -56,9 +56,12 @@ class Section:
 class ReportData:
     """The results table as the renderers see it, with the report-wide colours."""
 
-    def __init__(self, rows: list[dict], suite: str = "", size_order=()):
+    def __init__(self, rows: list[dict], suite: str = "", size_order=(), results_dir=None):
         self.rows = rows
         self.suite = suite
+        self.results_dir = results_dir
+        """The results folder the rows came from (None: rows alone), for sections that also draw
+        an analysis' stored artifacts (RESULTS/artifacts/...), e.g. traced texts."""
         self._by_analysis: dict[str, list[dict]] = defaultdict(list)
         for r in rows:
             self._by_analysis[r.get("analysis") or ""].append(r)
