@@ -129,6 +129,9 @@ class CheckpointContext:
     """The trainer passes its in-memory model (checkpoint-time hooks); None = load from disk."""
     shared: dict = field(default_factory=dict, repr=False)
     """Per-run scratch space shared across checkpoints (e.g. validation windows read once)."""
+    analyses: tuple = ()
+    """Names of the analyses computing on this checkpoint in this sweep: one forward pass can
+    serve several (the mechanism analyses share theirs)."""
 
     @property
     def step(self) -> int:

@@ -11,6 +11,10 @@ a re-run after an interruption computes only what is missing).
     term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
                      against how often x1 was seen) for the `arithmetic_seeds` at `arithmetic_steps`
     intervention     the fork's pronoun probe (pipeline.run_probe)
+    mechanisms       loss by position and the ICL score, head scores on repeated random tokens
+                     (repeats of at most 25 tokens, 4 to a context), the logit lens at every step,
+                     a tuned lens on the last checkpoint of the largest size's first seed, and the
+                     phase-change step per member
 
 The demo corpus is Python code: arithmetic accuracy stays near zero and the benchmarks near
 chance for models this small. The pipeline, not the numbers, is what those sections show.
@@ -90,3 +94,16 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
             options={"tasks": f"{TASK_PREFIX}_addition", "include_path": str(arith), "num_fewshot": 2,
                      "bootstrap_iters": 0})
     analyze("term frequency", "term_frequency", members=arith_members)
+    mechanisms(run, base, analyze)
+
+
+def mechanisms(run, base: list[str], analyze: Callable) -> None:
+    """icl, heads and lens in one sweep (one model load and one held-out pass per checkpoint);
+    the tuned lens's member is swept in two parts so that its last step keeps --tuned on a rerun."""
+    options = {"probe_len": min(25, run.spec.data.seq_len // 4)}
+    tuned = [n for n in base if run.member(n).shape == run.member(base[-1]).shape][0]  # the spec lists sizes up
+    steps = run.member(tuned).steps
+    analyze("mechanisms", "icl,heads,lens", members=[n for n in base if n != tuned], options=options)
+    analyze("mechanisms", "icl,heads,lens", members=[tuned], steps=steps[:-1], options=options)
+    analyze("mechanisms", "icl,heads,lens", members=[tuned], steps=steps[-1:], options={**options, "tuned": True})
+    analyze("mechanisms", "phase_change")
