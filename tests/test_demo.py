@@ -189,7 +189,7 @@ def test_demo_report_plot_and_table(quick_demo):
 
 
 STUDIES = ("eval", "memorization", "memorization_predictability", "weights", "seeds", "training_map", "term_counts",
-           "term_frequency", "pronoun_probe", "val_loss")
+           "term_frequency", "pronoun_probe", "val_loss", "icl", "heads", "lens", "phase_change")
 
 
 def test_demo_runs_every_study_and_reports_it(quick_demo):
@@ -220,7 +220,8 @@ def test_demo_runs_every_study_and_reports_it(quick_demo):
     arith = {(r["member"], int(r["step"])) for r in by["term_frequency"]}
     assert arith == {(f"{s.name}-seed1", step) for s in QUICK.sizes for step in (10, 20)}
     page = (out / "report" / "index.html").read_text(encoding="utf-8")
-    for section in ("learning-curves", "benchmarks", "memorization", "seeds", "term-frequency", "interventions"):
+    for section in ("learning-curves", "benchmarks", "memorization", "seeds", "term-frequency", "interventions",
+                    "mechanisms"):
         assert f'id="{section}"' in page, section
 
 
@@ -243,6 +244,8 @@ def test_demo_rerun_continues_without_retraining(quick_demo, capsys):
     studies = [line.split() for line in capsys.readouterr().out.splitlines() if " computed, " in line]
     per_checkpoint = [w for w in studies if w[1] in ("memorization", "weights")]
     assert len(per_checkpoint) == 2 and all(w[2] == "0" for w in per_checkpoint), studies  # nothing recomputed
+    mechanisms = [w for w in studies if w[0] == "mechanisms" and w[1] != "phase_change"]
+    assert len(mechanisms) == 3 and all(w[2] == "0" for w in mechanisms), studies  # the tuned lens kept too
 
 
 def test_demo_killed_mid_training_continues_to_the_same_result(quick_demo, tmp_path):

@@ -35,6 +35,13 @@ class Lens(Analysis):
         Option("tuned_rows", int, 512, "tuned lens: token positions per step"),
     )
 
+    def cache_key(self, digest):
+        """The tuned lens' options matter only with --tuned."""
+        key = super().cache_key(digest)
+        if not self.opts["tuned"]:
+            key["options"] = {k: v for k, v in key["options"].items() if not k.startswith("tuned_")}
+        return key
+
     def check(self, run, members) -> None:
         check_held_out(self.name, run, members, self.opts)
         if not self.opts["tuned"]:

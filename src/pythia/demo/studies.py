@@ -11,10 +11,10 @@ a re-run after an interruption computes only what is missing).
     term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
                      against how often x1 was seen) for the `arithmetic_seeds` at `arithmetic_steps`
     intervention     the fork's pronoun probe (pipeline.run_probe)
-    mechanisms       loss by position and the ICL score, head scores on repeated random tokens
-                     (repeats of at most 25 tokens, 4 to a context), the logit lens at every step,
-                     a tuned lens on the last checkpoint of the largest size's first seed, and the
-                     phase-change step per member
+    mechanisms       loss by position and the ICL score on 32 held-out windows, head scores on 32
+                     sequences of repeated random tokens (at most 25 tokens, 4 repeats to a
+                     context), the logit lens at every step, a tuned lens (100 steps) on the last
+                     checkpoint of the largest size's first seed, the phase-change step per member
 
 The demo corpus is Python code: arithmetic accuracy stays near zero and the benchmarks near
 chance for models this small. The pipeline, not the numbers, is what those sections show.
@@ -97,10 +97,15 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
     mechanisms(run, base, analyze)
 
 
+def mechanism_options(seq_len: int) -> dict:
+    """The demo's options of icl, heads and lens (cheap: 32 windows, 32 probe sequences)."""
+    return {"probe_len": min(25, seq_len // 4), "probe_n": 32, "held_out_windows": 32, "tuned_steps": 100}
+
+
 def mechanisms(run, base: list[str], analyze: Callable) -> None:
     """icl, heads and lens in one sweep (one model load and one held-out pass per checkpoint);
     the tuned lens's member is swept in two parts so that its last step keeps --tuned on a rerun."""
-    options = {"probe_len": min(25, run.spec.data.seq_len // 4)}
+    options = mechanism_options(run.spec.data.seq_len)
     tuned = [n for n in base if run.member(n).shape == run.member(base[-1]).shape][0]  # the spec lists sizes up
     steps = run.member(tuned).steps
     analyze("mechanisms", "icl,heads,lens", members=[n for n in base if n != tuned], options=options)

@@ -76,9 +76,10 @@ def copying_scores(model) -> torch.Tensor:
     inner = getattr(model, "module", model)
     cfg, trunk = inner.config, inner.gpt_neox
     H, dh, d = cfg.num_heads, cfg.head_dim, cfg.hidden_size
-    emb = trunk.embed_in.weight.double()  # (V, d): W_E^T
-    unemb = inner.embed_out.weight.double()  # (V, d): W_U
-    eu = emb.t() @ unemb  # (d, d) = W_E W_U with W_E (d x V), W_U (V x d): the middle of W_V W_E W_U W_O
+    emb, unemb = trunk.embed_in.weight, inner.embed_out.weight  # (V, d) each: W_E^T and W_U
+    eu = torch.zeros(d, d, dtype=torch.float64, device=emb.device)  # W_E W_U (d x V @ V x d), float64,
+    for s in range(0, emb.shape[0], 8192):  # summed over vocabulary chunks (no float64 copy of either)
+        eu += emb[s:s + 8192].double().t() @ unemb[s:s + 8192].double()
     out = torch.empty(len(trunk.layers), H, dtype=torch.float64)
     for l, layer in enumerate(trunk.layers):
         w_v = layer.attention.query_key_value.weight.double().view(H, 3, dh, d)[:, 2]  # (H, dh, d)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from ..plot import Figure, base_layout, dropdown_figure, heatmap_layout, heatmap_trace, natural, rows_by, size_key
+from ..plot import Figure, base_layout, dropdown_figure, heatmap_layout, heatmap_trace, natural, rows_by
 from . import ReportData, Section, Table, section
 
 ICL, HEADS, LENS, PHASE = "icl", "heads", "lens", "phase_change"
@@ -57,7 +57,8 @@ def render(data: ReportData, sec: Section) -> None:
 def _member_order(data: ReportData) -> list[str]:
     """Members with mechanism rows, the largest size's first seed first (the most to see)."""
     sizes = {r["member"]: r.get("size") or r["member"] for r in data.of((HEADS, LENS)) if r.get("step") is not None}
-    rank = {s: i for i, s in enumerate(sorted(set(sizes.values()), key=size_key, reverse=True))}
+    known = data.palette.sizes  # the report's size order, smallest first
+    rank = {s: -(known.index(s) if s in known else -1) for s in sizes.values()}
     return sorted(sizes, key=lambda m: (rank[sizes[m]], natural(m)))
 
 
@@ -111,14 +112,17 @@ def position_figure(rows: list[dict]) -> Figure | None:
     """Loss by position (log x), one curve per checkpoint, a menu over members."""
     options, top = [], 2
     for (member,), group in sorted(rows_by(rows, "member").items(), key=lambda kv: natural(kv[0][0])):
-        by_step = rows_by([r for r in group if r.get("step") is not None and r.get("value") is not None], "step")
-        steps = sorted(s for (s,) in by_step)
+        by_step: dict[int, list[dict]] = {}
+        for r in group:
+            if r.get("step") is not None and r.get("value") is not None:
+                by_step.setdefault(r["step"], []).append(r)
+        steps = sorted(by_step)
         if len(steps) > MAX_POSITION_CURVES:  # the first, the last and evenly spaced ones between
             pick = {round(i * (len(steps) - 1) / (MAX_POSITION_CURVES - 1)) for i in range(MAX_POSITION_CURVES)}
             steps = [steps[i] for i in sorted(pick)]
         traces = []
         for i, s in enumerate(steps):
-            pts = sorted((int(r["task"]), r["value"]) for r in by_step[(s,)] if (r.get("task") or "").isdigit())
+            pts = sorted((int(r["task"]), r["value"]) for r in by_step[s] if (r.get("task") or "").isdigit())
             top = max([top] + [k for k, _ in pts])
             shade = int(40 + 180 * i / max(1, len(steps) - 1))
             traces.append({"type": "scatter", "mode": "lines+markers", "name": f"step {s}",
