@@ -70,42 +70,36 @@ def _grid(rows: list[dict], pattern: re.Pattern) -> tuple[list, list[int], dict]
     return labels, sorted({s for _, s in cells}), cells
 
 
-def layer_step_figure(rows: list[dict], members: list[str]) -> Figure | None:
-    """Logit-lens KL to the output, layer x step, a menu over members."""
+def grid_figure(rows: list[dict], members: list[str], pattern: re.Pattern, ytitle: str, *, title: str, note: str,
+                **trace) -> Figure | None:
+    """A (task x step) heat map per member, a menu over members; tasks matching `pattern`."""
     by_member = rows_by(rows, "member")
     options, most = [], 1
     for m in members:
-        labels, steps, cells = _grid(by_member.get((m,), []), LAYER)
-        if not labels:
-            continue
-        most = max(most, len(labels))
-        z = [[cells.get((t, s)) for s in steps] for t in labels]
-        options.append((m, [heatmap_trace(z, steps, labels, zmin=0, colorscale="Magma", ztitle="KL (nats)",
-                                          hover="%{y}, step %{x}: KL %{z:.3g}")]))
-    return dropdown_figure(options, heatmap_layout(most, "step", "layer (0 = embeddings)"),
-                           title="Logit lens: KL(model output || layer's prediction) (menu: member)", wide=True,
-                           yaxis_titles=False,
-                           note="Each layer's residual stream read through the final LayerNorm and the unembedding; "
-                                "0 at the last layer by definition. Dark: the layer already predicts what the model "
-                                "outputs.")
+        labels, steps, cells = _grid(by_member.get((m,), []), pattern)
+        if labels:
+            most = max(most, len(labels))
+            options.append((m, [heatmap_trace([[cells.get((t, s)) for s in steps] for t in labels], steps, labels,
+                                              **trace)]))
+    return dropdown_figure(options, heatmap_layout(most, "step", ytitle), title=title, note=note, wide=True,
+                           yaxis_titles=False)
+
+
+def layer_step_figure(rows: list[dict], members: list[str]) -> Figure | None:
+    """Logit-lens KL to the output, layer x step, a menu over members."""
+    return grid_figure(rows, members, LAYER, "layer (0 = embeddings)",
+                       title="Logit lens: KL(model output || layer's prediction) (menu: member)",
+                       note="Each layer's residual stream read through the final LayerNorm and the unembedding; 0 at "
+                            "the last layer by definition. Dark: the layer already predicts what the model outputs.",
+                       zmin=0, colorscale="Magma", ztitle="KL (nats)", hover="%{y}, step %{x}: KL %{z:.3g}")
 
 
 def head_step_figure(rows: list[dict], members: list[str]) -> Figure | None:
     """Induction score of every head, head x step, a menu over members."""
-    by_member = rows_by(rows, "member")
-    options, most = [], 1
-    for m in members:
-        labels, steps, cells = _grid(by_member.get((m,), []), HEAD)
-        if not labels:
-            continue
-        most = max(most, len(labels))
-        z = [[cells.get((t, s)) for s in steps] for t in labels]
-        options.append((m, [heatmap_trace(z, steps, labels, zmin=0, zmax=1, ztitle="induction",
-                                          hover="%{y}, step %{x}: %{z:.3f}")]))
-    return dropdown_figure(options, heatmap_layout(most, "step", "head (layer.head)"),
-                           title="Induction score of every head (menu: member)", wide=True, yaxis_titles=False,
-                           note="Attention from a repeated token to the token after its earlier copy, averaged over "
-                                "the probe's repeats; an induction head lights up from its formation on.")
+    return grid_figure(rows, members, HEAD, "head (layer.head)", title="Induction score of every head (menu: member)",
+                       note="Attention from a repeated token to the token after its earlier copy, averaged over the "
+                            "probe's repeats; an induction head lights up from its formation on.",
+                       zmin=0, zmax=1, ztitle="induction", hover="%{y}, step %{x}: %{z:.3f}")
 
 
 def position_figure(rows: list[dict]) -> Figure | None:
