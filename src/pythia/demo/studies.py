@@ -11,7 +11,7 @@ a re-run after an interruption computes only what is missing).
     term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
                      against how often x1 was seen) for the `arithmetic_seeds` at `arithmetic_steps`
     intervention     the fork's pronoun probe (pipeline.run_probe)
-    mechanisms       loss by position and the ICL score on 32 held-out windows, head scores on 32
+    mechanisms       loss by position and the ICL score on 8 held-out windows, head scores on 16
                      sequences of repeated random tokens (at most 25 tokens, 4 repeats to a
                      context), the logit lens at every step, a tuned lens (100 steps) on the last
                      checkpoint of the largest size's first seed, the phase-change step per member
@@ -98,8 +98,9 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
 
 
 def mechanism_options(seq_len: int) -> dict:
-    """The demo's options of icl, heads and lens (cheap: 32 windows, 32 probe sequences)."""
-    return {"probe_len": min(25, seq_len // 4), "probe_n": 32, "held_out_windows": 32, "tuned_steps": 100}
+    """The demo's options of icl, heads and lens (cheap: 8 held-out windows, 16 probe sequences)."""
+    return {"probe_len": min(25, seq_len // 4), "probe_n": 16, "held_out_windows": 8, "mech_batch": 8,
+            "tuned_steps": 100}
 
 
 def mechanisms(run, base: list[str], analyze: Callable) -> None:
