@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
 # Both create .venv, install torch first when the venv has none, then this package with its
-# dev extra, then run. Override the interpreter with `make PY=python3.12 test`, pass pytest
+# dev and interp extras, then run. Override the interpreter with `make PY=python3.12 test`, pass pytest
 # options with `make test PYTEST_ARGS="-k demo"`, and pick torch's wheel index (for example
 # the CPU-only one) with `make TORCH_INDEX=<URL of a PyTorch CPU wheel index> test`.
 PY ?= python3
@@ -21,7 +21,7 @@ $(BIN)/pythia: pyproject.toml
 	# torch first and pinned, so the package's `torch>=2.4` never pulls another build
 	$(BIN)/python -c "import torch" 2>/dev/null || \
 		$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,interp]"
 	touch $(BIN)/pythia
 
 install: $(BIN)/pythia

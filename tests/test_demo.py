@@ -189,7 +189,8 @@ def test_demo_report_plot_and_table(quick_demo):
 
 
 STUDIES = ("eval", "memorization", "memorization_predictability", "weights", "seeds", "training_map", "term_counts",
-           "term_frequency", "pronoun_probe", "val_loss", "scaling", "trace", "trace_contamination")
+           "term_frequency", "pronoun_probe", "val_loss", "scaling", "trace", "trace_contamination", "icl", "heads",
+           "lens", "phase_change")
 
 
 def test_demo_runs_every_study_and_reports_it(quick_demo):
@@ -226,7 +227,7 @@ def test_demo_runs_every_study_and_reports_it(quick_demo):
     contaminated = {(r["member"], int(r["step"])) for r in by["trace_contamination"] if r["metric"] == "contaminated"}
     assert contaminated == {(f"{s.name}-seed1", step) for s in QUICK.sizes for step in QUICK_STEPS}
     for section in ("learning-curves", "benchmarks", "scaling", "memorization", "seeds", "term-frequency", "interventions",
-                    "tracing"):
+                    "tracing", "mechanisms"):
         assert f'id="{section}"' in page, section
 
 
@@ -249,6 +250,8 @@ def test_demo_rerun_continues_without_retraining(quick_demo, capsys):
     studies = [line.split() for line in capsys.readouterr().out.splitlines() if " computed, " in line]
     per_checkpoint = [w for w in studies if w[1] in ("memorization", "weights")]
     assert len(per_checkpoint) == 2 and all(w[2] == "0" for w in per_checkpoint), studies  # nothing recomputed
+    mechanisms = [w for w in studies if w[0] == "mechanisms" and w[1] != "phase_change"]
+    assert len(mechanisms) == 3 and all(w[2] == "0" for w in mechanisms), studies  # the tuned lens kept too
 
 
 def test_demo_killed_mid_training_continues_to_the_same_result(quick_demo, tmp_path):

@@ -17,6 +17,7 @@ _LAZY = {
     "load_model": "pythia.run",
     "save_pretrained": "pythia.hf",
     "generate_greedy": "pythia.generate",
+    "load_hooked": "pythia.hooked",
 }
 
 __all__ = ["__version__", *_LAZY]

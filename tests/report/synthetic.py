@@ -173,9 +173,40 @@ def unknown_rows() -> list[dict]:
     return rows
 
 
+def induction(si: int, seed: int, step: int, layer: int, head: int) -> float:
+    """Head L1.H{seed % 2} of each member forms an induction head from step 8 on."""
+    formed = layer == 1 and head == seed % 2 and step >= 8
+    return 0.9 - 0.01 * si if formed else 0.02 * (1 + layer + head)
+
+
+def icl_score(si: int, seed: int, step: int) -> float:
+    return -0.1 * si - (1.0 if step >= 8 else 0.01 * step) - 0.01 * seed
+
+
+def mechanism_rows() -> list[dict]:
+    rows = []
+    for si, size, seed in members():
+        for s in STEPS:
+            rows.append(_row("icl", size, seed, s, "icl_score", icl_score(si, seed, s)))
+            rows += [_row("icl", size, seed, s, "loss_at_position", 5.0 - 0.1 * k.bit_length() * (s >= 8), str(k))
+                     for k in (2, 4, 8, 16, 32, 33)]
+            scores = {(l, h): induction(si, seed, s, l, h) for l in range(2) for h in range(2)}
+            rows += [_row("heads", size, seed, s, "induction", v, f"L{l}.H{h}") for (l, h), v in scores.items()]
+            rows.append(_row("heads", size, seed, s, "induction", max(scores.values()), "max"))
+            rows += [_row("lens", size, seed, s, "kl_to_final", (2 - l) / (1 + s), f"layer{l}") for l in range(3)]
+            rows.append(_row("lens", size, seed, s, "prediction_depth", 1.5))
+        rows.append(_row("phase_change", size, seed, None, "induction_phase_step", 8.0))
+        rows.append(_row("phase_change", size, seed, None, "induction_rise", 0.85))
+    rows += [_row("lens", "large", 1, 64, "tuned_kl_to_final", (2 - l) / 130, f"layer{l}") for l in range(2)]
+    for si, size in enumerate(SIZES):
+        rows += [{**_row("phase_change", size, None, None, f"induction_phase_step:{stat}", 8.0), "member": f"{size}/*"}
+                 for stat in ("n", "median", "min", "max", "std")]
+    return rows
+
+
 def all_rows() -> list[dict]:
     return (learning_rows() + eval_rows() + memorization_rows() + seeds_rows() + term_rows() + compare_rows()
-            + unknown_rows())
+            + unknown_rows() + mechanism_rows())
 
 
 def write_store(root: Path, rows: list[dict]) -> Path:

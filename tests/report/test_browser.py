@@ -40,7 +40,7 @@ def check_drawn(status: dict, sections) -> None:
 def test_every_section_renders_in_chromium(tmp_path):
     store = syn.write_store(tmp_path / "store", syn.all_rows())
     rep = build_report(store)
-    assert all(s.figures for s in rep.sections) and len(rep.sections) == 7
+    assert all(s.figures for s in rep.sections) and len(rep.sections) == 8
     png = tmp_path / "report.png"
     check_drawn(open_page(BROWSER, rep.html, tmp_path / "profile", screenshot=png), rep.sections)
     data = png.read_bytes()

@@ -13,7 +13,7 @@ from pythia.report.sections import REGISTRY, ReportData, render_sections, sectio
 from tests.report import synthetic as syn
 
 ALL_KEYS = {"learning-curves", "benchmarks", "memorization", "seeds", "term-frequency", "interventions",
-            "analysis-my_probe"}
+            "mechanisms", "analysis-my_probe"}
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +283,24 @@ def test_a_failing_renderer_is_contained(monkeypatch):
     assert secs["broken"].errors == ["KeyError: 'metric'"] and secs["learning-curves"].figures
     with pytest.raises(ValueError, match="already drawn"):
         section("other", "Other", analyses=("val_loss",), order=1)(lambda d, s: None)
+
+
+def test_mechanisms_section_draws_icl_induction_lens_and_head_maps(sections):
+    sec = sections["mechanisms"]
+    icl = figure(sec, "In-context learning score")
+    large = [t for t in icl.data if t.get("legendgroup") == "synth|large"]
+    mean = large[1]
+    assert mean["y"] == pytest.approx([statistics.mean(syn.icl_score(1, seed, s) for seed in syn.SEEDS)
+                                       for s in syn.STEPS])
+    best = figure(sec, "Largest induction score")
+    assert max(t for tr in best.data for t in tr["y"]) == pytest.approx(0.9)
+    heads = figure(sec, "Induction score of every head")
+    assert heads.menu[0] == "large-seed1"  # the largest size's first seed is shown first
+    z = heads.data[0]["z"]
+    assert heads.data[0]["y"] == ["L0.H0", "L0.H1", "L1.H0", "L1.H1"]
+    assert z[3] == [syn.induction(1, 1, s, 1, 1) for s in syn.STEPS]
+    lens = figure(sec, "Logit lens")
+    assert lens.data[0]["y"] == ["layer0", "layer1", "layer2"] and lens.data[0]["z"][2] == [0.0] * len(syn.STEPS)
+    assert figure(sec, "Loss by position").menu
+    captions = [t.caption for t in sec.tables]
+    assert any(c.startswith("Tuned lens") for c in captions) and any(c.startswith("Phase change") for c in captions)

@@ -130,6 +130,9 @@ class CheckpointContext:
     loaded while checking the manifest; None = load from disk on first use."""
     shared: dict = field(default_factory=dict, repr=False)
     """Per-run scratch space shared across checkpoints (e.g. validation windows read once)."""
+    analyses: tuple = ()
+    """Names of the analyses computing on this checkpoint in this sweep: one forward pass can
+    serve several (the mechanism analyses share theirs)."""
 
     @property
     def step(self) -> int:

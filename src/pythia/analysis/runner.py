@@ -207,7 +207,8 @@ def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, sum
         summary.failed.append(f"{label}: checkpoint fails its manifest ({'; '.join(problems[:3])})")
         return
     ctx = CheckpointContext(run=run, member=member, checkpoint=ck, device=device, dtype=dtype, shared=shared,
-                            progress=progress, force=force, model_override=model)
+                            progress=progress, force=force, model_override=model,
+                            analyses=tuple(a.name for a in todo))
     for a in todo:
         try:
             rows = a.compute(ctx)
@@ -258,7 +259,8 @@ def run_checkpoint_hooks(run, member, checkpoint, names: list[str], *, model, de
         return out
     store = run.results() if write else None
     ctx = CheckpointContext(run=run, member=member, checkpoint=checkpoint, device=device, model_override=model,
-                            autocast=autocast, shared=shared if shared is not None else {})
+                            autocast=autocast, shared=shared if shared is not None else {},
+                            analyses=tuple(names))
     analyses = build_analyses(names)
     if options:  # trainer-supplied defaults (e.g. its micro batch) for the options an analysis has
         analyses = [type(a)(**{**a.opts, **{k: v for k, v in options.items() if k in a.opts}}) for a in analyses]

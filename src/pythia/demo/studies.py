@@ -17,6 +17,10 @@ a re-run after an interruption computes only what is missing).
     scaling          Chinchilla's L(N, D) and Kaplan's L(N) of the validation loss over the sizes,
                      seeds as replicates, and accuracy against loss on the last-word task (three
                      tiny sizes make a toy fit: the pipeline, not the exponents)
+    mechanisms       loss by position and the ICL score on 8 held-out windows, head scores on 16
+                     sequences of repeated random tokens (at most 25 tokens, 4 repeats to a
+                     context), the logit lens at every step, a tuned lens (100 steps) on the last
+                     checkpoint of the largest size's first seed, the phase-change step per member
 
 The demo corpus is Python code: arithmetic accuracy stays near zero and the benchmarks near
 chance for models this small. The pipeline, not the numbers, is what those sections show.
@@ -105,3 +109,22 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
             options={"tasks": f"{TASK_PREFIX}_addition", "include_path": str(arith), "num_fewshot": 2,
                      "bootstrap_iters": 0})
     analyze("term frequency", "term_frequency", members=arith_members)
+    mechanisms(run, base, analyze)
+
+
+def mechanism_options(seq_len: int) -> dict:
+    """The demo's options of icl, heads and lens (cheap: 8 held-out windows, 16 probe sequences)."""
+    return {"probe_len": min(25, seq_len // 4), "probe_n": 16, "held_out_windows": 8, "mech_batch": 8,
+            "tuned_steps": 100}
+
+
+def mechanisms(run, base: list[str], analyze: Callable) -> None:
+    """icl, heads and lens in one sweep (one model load and one held-out pass per checkpoint);
+    the tuned lens's member is swept in two parts so that its last step keeps --tuned on a rerun."""
+    options = mechanism_options(run.spec.data.seq_len)
+    tuned = [n for n in base if run.member(n).shape == run.member(base[-1]).shape][0]  # the spec lists sizes up
+    steps = run.member(tuned).steps
+    analyze("mechanisms", "icl,heads,lens", members=[n for n in base if n != tuned], options=options)
+    analyze("mechanisms", "icl,heads,lens", members=[tuned], steps=steps[:-1], options=options)
+    analyze("mechanisms", "icl,heads,lens", members=[tuned], steps=steps[-1:], options={**options, "tuned": True})
+    analyze("mechanisms", "phase_change")
