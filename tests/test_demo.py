@@ -189,7 +189,7 @@ def test_demo_report_plot_and_table(quick_demo):
 
 
 STUDIES = ("eval", "memorization", "memorization_predictability", "weights", "seeds", "training_map", "term_counts",
-           "term_frequency", "pronoun_probe", "val_loss")
+           "term_frequency", "pronoun_probe", "val_loss", "token_curves", "seed_convergence")
 
 
 def test_demo_runs_every_study_and_reports_it(quick_demo):
@@ -220,7 +220,11 @@ def test_demo_runs_every_study_and_reports_it(quick_demo):
     arith = {(r["member"], int(r["step"])) for r in by["term_frequency"]}
     assert arith == {(f"{s.name}-seed1", step) for s in QUICK.sizes for step in (10, 20)}
     page = (out / "report" / "index.html").read_text(encoding="utf-8")
-    for section in ("learning-curves", "benchmarks", "memorization", "seeds", "term-frequency", "interventions"):
+    curves = {(r["member"], int(r["step"])) for r in by["token_curves"] if r["metric"] == "mean_surprisal"}
+    assert curves == {(m, s) for m in QUICK_MEMBERS for s in QUICK_STEPS}
+    assert {r["size"] for r in by["seed_convergence"]} == {s.name for s in QUICK.sizes}
+    for section in ("learning-curves", "benchmarks", "memorization", "seeds", "term-frequency", "interventions",
+                    "token-dynamics"):
         assert f'id="{section}"' in page, section
 
 

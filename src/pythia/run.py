@@ -205,6 +205,19 @@ class MemberView:
             return PreshuffledOrder(self.run.data)
         return self.run._order(self.data_seed, progress)
 
+    def token_curves(self) -> dict:
+        """The `token_curves` analysis' matrix of this member, as numpy arrays: tokens (windows x T),
+        steps, surprisal (steps x windows x (T-1), float16; position k-1 holds token k's), and per
+        token aoa, forgettability, variability, count (see docs/analyses.md)."""
+        import numpy as np
+
+        path = Path(self.run.results_dir or ".") / "artifacts" / "token_curves" / f"{self.name}.npz"
+        if not path.is_file():
+            raise RunError(f"{path}: no token curves for {self.name}; run `pythia analyze {self.run.source} "
+                           f"token_curves --members {self.name}`")
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
     def metrics(self) -> list[dict]:
         """metrics.jsonl of the member (training telemetry), oldest first."""
         from .train.metrics import read_jsonl

@@ -11,6 +11,9 @@ a re-run after an interruption computes only what is missing).
     term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
                      against how often x1 was seen) for the `arithmetic_seeds` at `arithmetic_steps`
     intervention     the fork's pronoun probe (pipeline.run_probe)
+    token dynamics   token_curves (surprisal of every probe token, age of acquisition, n-gram fits)
+                     at `token_steps`, and seed_convergence (cross-seed KL) at `convergence_steps`,
+                     on the first `token_windows` validation windows
 
 The demo corpus is Python code: arithmetic accuracy stays near zero and the benchmarks near
 chance for models this small. The pipeline, not the numbers, is what those sections show.
@@ -48,6 +51,10 @@ class DemoStudies:
     """Items x2 = 1..N per x1 (the study: 50); few, because lm-eval runs a hundred tasks per step."""
     arithmetic_seeds: tuple[int, ...]
     """Seeds whose members (every size) answer the arithmetic tasks."""
+    token_steps: str = "all"
+    convergence_steps: str = "all"
+    token_windows: int | None = None
+    """Probe windows of token_curves and seed_convergence (None: the validation loss's)."""
 
 
 def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bool = False,
@@ -90,3 +97,6 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
             options={"tasks": f"{TASK_PREFIX}_addition", "include_path": str(arith), "num_fewshot": 2,
                      "bootstrap_iters": 0})
     analyze("term frequency", "term_frequency", members=arith_members)
+    probe = {"probe_windows": studies.token_windows}
+    analyze("token dynamics", "token_curves", members=base, steps=studies.token_steps, options=probe)
+    analyze("token dynamics", "seed_convergence", options=probe | {"convergence_steps": studies.convergence_steps})
