@@ -156,7 +156,12 @@ def main() -> int:
     model = GPTNeoX(config).eval()
     hf_cfg = {k: v for k, v in to_hf_config(config).items() if k != "pythia_config"}
     hf = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(**hf_cfg)).eval()
-    hf.load_state_dict(model.state_dict(), strict=False)  # same names: the same weights
+    state = model.state_dict()  # the same names (transformers 5 calls the head lm_head)
+    if "lm_head.weight" in hf.state_dict():
+        state["lm_head.weight"] = state.pop("embed_out.weight")
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SystemExit(f"weights do not map onto transformers' model: missing {missing}, unexpected {unexpected}")
     windows = np.random.default_rng(1).integers(0, config.vocab_size, (args.windows, args.seq_len + 1))
     tokens = windows.shape[0] * (windows.shape[1] - 1)
     print(f"shape {args.shape} ({model.num_params() / 1e6:.0f}M parameters, V={config.vocab_size}), probe "

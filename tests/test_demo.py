@@ -245,7 +245,7 @@ def test_demo_rerun_continues_without_retraining(quick_demo, capsys):
     assert (out / "data" / "tokenizer.json").stat().st_mtime_ns == tok_mtime
     assert {p: p.stat().st_mtime_ns for p in scored} == scored  # no task scored again
     studies = [line.split() for line in capsys.readouterr().out.splitlines() if " computed, " in line]
-    per_checkpoint = [w for w in studies if w[1] in ("memorization", "weights")]
+    per_checkpoint = [w for w in studies if w[1] in ("memorization", "weights,token_curves")]
     assert len(per_checkpoint) == 2 and all(w[2] == "0" for w in per_checkpoint), studies  # nothing recomputed
 
 

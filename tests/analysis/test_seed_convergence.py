@@ -39,7 +39,7 @@ def test_symmetric_kl_equals_kl_div_on_full_logits(quick_demo, tmp_path):
     rows = run.results().rows(analysis="seed_convergence")
     sizes = {m.shape for m in run.members}
     assert {(r["size"], r["step"]) for r in rows} == {(s, t) for s in sizes for t in (0, 20)}
-    assert all(r["member"] == "" and r["metric"] == "symmetric_kl" for r in rows)
+    assert all(r["member"] == "" and r["metric"] == "symmetric_kl" and r["task"] == r["size"] for r in rows)
     windows = read_probe(run, {}, {}).windows
     for r in rows:
         seeds = [m for m in run.members if m.shape == r["size"] and m.base is None]

@@ -31,7 +31,7 @@ def curve_rows() -> list[dict]:
                  row("token_curves", m, size, seed, None, "forgotten", 2.5 - i, f"1. def f(self⟦)⟧"),
                  row("token_curves", m, size, seed, None, "forgotten", 1.5 - i, f"2. x = 1\\n  ⟦ return⟧")]
     for size in ("small", "large"):
-        rows += [row("seed_convergence", "", size, None, s, "symmetric_kl", 1.0 / (1 + s)) for s in STEPS]
+        rows += [row("seed_convergence", "", size, None, s, "symmetric_kl", 1.0 / (1 + s), size) for s in STEPS]
     return rows
 
 

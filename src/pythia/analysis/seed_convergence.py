@@ -5,7 +5,8 @@ For every size (members that differ only by seed; forks are not seeds) and every
 least two of its seeds have: the symmetric KL 1/2 [KL(p_a || p_b) + KL(p_b || p_a)] between the
 next-token distributions of seeds a and b at every token of the probe (the `token_curves`
 probe: `--probe-windows`, `--probe-data`), averaged over the tokens and then over every pair of
-seeds. Rows: metric `symmetric_kl`, member empty, size set, step set (nats).
+seeds. Rows: metric `symmetric_kl`, member empty, size set, step set (nats), task = the size
+(the table's row key has no size column: two sizes at one step stay two rows).
 
 Each checkpoint is loaded once per step; only its final hidden states (tokens x d) and output
 embedding stay in memory, and the logits are formed in row chunks (`pythia.divergence`), so two
@@ -97,7 +98,7 @@ class SeedConvergence(Analysis):
                 m0 = ms[0]
                 tokens = step * m0.global_batch * m0.seq_len if m0.global_batch and m0.seq_len else None
                 rows.append({"member": "", "size": shape, "seed": None, "step": step, "tokens": tokens,
-                             "metric": "symmetric_kl", "value": entry["value"]})
+                             "task": shape, "metric": "symmetric_kl", "value": entry["value"]})
         return rows
 
     def _pairs(self, members, step: int, pr: probe.Probe) -> dict[str, float]:

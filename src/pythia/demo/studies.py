@@ -11,9 +11,9 @@ a re-run after an interruption computes only what is missing).
     term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
                      against how often x1 was seen) for the `arithmetic_seeds` at `arithmetic_steps`
     intervention     the fork's pronoun probe (pipeline.run_probe)
-    token dynamics   token_curves (surprisal of every probe token, age of acquisition, n-gram fits)
-                     at `token_steps`, and seed_convergence (cross-seed KL) at `convergence_steps`,
-                     on the first `token_windows` validation windows
+    token dynamics   token_curves (surprisal of every probe token, age of acquisition, n-gram fits;
+                     read with the weight statistics) and seed_convergence (cross-seed KL) at
+                     `convergence_steps` on the first `convergence_windows` validation windows
 
 The demo corpus is Python code: arithmetic accuracy stays near zero and the benchmarks near
 chance for models this small. The pipeline, not the numbers, is what those sections show.
@@ -52,9 +52,12 @@ class DemoStudies:
     arithmetic_seeds: tuple[int, ...]
     """Seeds whose members (every size) answer the arithmetic tasks."""
     token_steps: str = "all"
-    convergence_steps: str = "all"
+    """Steps of the weight statistics and the token curves (read together: one load per checkpoint)."""
     token_windows: int | None = None
-    """Probe windows of token_curves and seed_convergence (None: the validation loss's)."""
+    """Probe windows of token_curves (None: the validation loss's)."""
+    convergence_steps: str = "all"
+    convergence_windows: int | None = None
+    """Probe windows of seed_convergence (None: the validation loss's)."""
 
 
 def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bool = False,
@@ -83,7 +86,8 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
             options={"positions": studies.memorization_positions, "cont_len": studies.memorization_cont_len,
                      "duplicates": True})
     analyze("memorization", "memorization_predictability")
-    analyze("seeds", "weights", members=base)
+    probe = {"probe_windows": studies.token_windows}
+    analyze("seeds", "weights,token_curves", members=base, steps=studies.token_steps, options=probe)  # one load each
     analyze("seeds", "seeds,training_map", members=base)
 
     terms = out_dir / "terms.txt"
@@ -97,6 +101,5 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
             options={"tasks": f"{TASK_PREFIX}_addition", "include_path": str(arith), "num_fewshot": 2,
                      "bootstrap_iters": 0})
     analyze("term frequency", "term_frequency", members=arith_members)
-    probe = {"probe_windows": studies.token_windows}
-    analyze("token dynamics", "token_curves", members=base, steps=studies.token_steps, options=probe)
-    analyze("token dynamics", "seed_convergence", options=probe | {"convergence_steps": studies.convergence_steps})
+    analyze("token dynamics", "seed_convergence", options={"probe_windows": studies.convergence_windows,
+                                                           "convergence_steps": studies.convergence_steps})

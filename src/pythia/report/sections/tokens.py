@@ -6,7 +6,7 @@ Rows it reads:
   `r2_bigram`, `coef_unigram`, `coef_bigram`; per member (no step): `aoa_median`,
   `forgettability_mean`, `variability_mean`, `n_tokens` over all tokens (task "") and per
   frequency bucket (task `freq=2^k:2^(k+1)`), and `forgotten` (task "rank. context⟦token⟧").
-- `seed_convergence` per (size, step), member empty: `symmetric_kl`.
+- `seed_convergence` per (size, step), member empty, task = the size: `symmetric_kl`.
 """
 from __future__ import annotations
 
