@@ -205,13 +205,17 @@ class MemberView:
             return PreshuffledOrder(self.run.data)
         return self.run._order(self.data_seed, progress)
 
+    @property
+    def token_curves_path(self) -> Path:
+        return Path(self.run.results_dir or ".") / "artifacts" / "token_curves" / f"{self.name}.npz"
+
     def token_curves(self) -> dict:
         """The `token_curves` analysis' matrix of this member, as numpy arrays: tokens (windows x T),
         steps, surprisal (steps x windows x (T-1), float16; position k-1 holds token k's), and per
         token aoa, forgettability, variability, count (see docs/analyses.md)."""
         import numpy as np
 
-        path = Path(self.run.results_dir or ".") / "artifacts" / "token_curves" / f"{self.name}.npz"
+        path = self.token_curves_path
         if not path.is_file():
             raise RunError(f"{path}: no token curves for {self.name}; run `pythia analyze {self.run.source} "
                            f"token_curves --members {self.name}`")

@@ -47,8 +47,9 @@ def has_order(member) -> bool:
     return bool(member.dataset)
 
 
-def curves_path(run, member_name: str) -> Path:
-    return Path(run.results_dir) / "artifacts" / "token_curves" / f"{member_name}.npz"
+def piece_path(run, member_name: str, step: int) -> Path:
+    """One checkpoint's surprisals (ctx.artifact_dir's layout)."""
+    return Path(run.results_dir) / "artifacts" / "token_curves" / member_name / f"step{step}" / "surprisal.npz"
 
 
 @register
@@ -153,8 +154,7 @@ class TokenCurves(Analysis):
             except (OSError, ValueError):
                 continue
             if (store.unit_key(self.name, member.name, step) == self.cache_key(digest)
-                    and (Path(run.results_dir) / "artifacts" / self.name / member.name / ck.revision
-                         / "surprisal.npz").is_file()):
+                    and piece_path(run, member.name, step).is_file()):
                 out.append((step, digest))
         return out
 
@@ -166,14 +166,14 @@ class TokenCurves(Analysis):
         return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
 
     def member_outputs_exist(self, run, member) -> bool:
-        return curves_path(run, member.name).is_file()
+        return member.token_curves_path.is_file()
 
     def compute_member(self, run, member, store) -> list[dict]:
         steps = [s for s, _ in self._current(run, member, store)]
         pr = self._probe(run, {})
         pieces, vocab = [], None
         for s in steps:
-            path = Path(run.results_dir) / "artifacts" / self.name / member.name / f"step{s}" / "surprisal.npz"
+            path = piece_path(run, member.name, s)
             with np.load(path, allow_pickle=False) as z:
                 if str(z["probe"]) != pr.digest:
                     raise AnalysisError(f"{path}: scored on another probe ({z['probe']}, now {pr.digest}); "
@@ -186,7 +186,7 @@ class TokenCurves(Analysis):
         if has_order(member):
             state, _ = self.counts_at(run, member, pr, vocab, steps[-1])
             count = state.unigram[pr.windows[:, 1:]]
-        write_npz_atomic(curves_path(run, member.name), {
+        write_npz_atomic(member.token_curves_path, {
             "tokens": pr.windows, "steps": np.asarray(steps, np.int64), "surprisal": surprisal, "aoa": aoa,
             "forgettability": forg, "variability": var, "count": count})
         rows = [{"step": s, "metric": "acquired_frac", "value": float(v)} for s, v in zip(steps, acquired_share(steps, aoa))]
@@ -213,10 +213,9 @@ class TokenCurves(Analysis):
 def _bucket_rows(aoa, forg, var, count) -> list[dict]:
     groups = {"": np.ones(aoa.shape, bool)}
     if count is not None:
-        labels = np.array([frequency_bucket(int(c)) for c in np.unique(count)])
-        by_count = dict(zip(np.unique(count).tolist(), labels.tolist()))
-        for label in sorted(set(by_count.values()), key=bucket_key):
-            groups[label] = np.isin(count, [c for c, lab in by_count.items() if lab == label])
+        uniq, inverse = np.unique(count, return_inverse=True)
+        labels = np.array([frequency_bucket(int(c)) for c in uniq])[inverse.reshape(count.shape)]
+        groups |= {label: labels == label for label in sorted(set(labels.flat), key=bucket_key)}
     rows = []
     for task, mask in groups.items():
         rows += [{"step": None, "task": task, "metric": "aoa_median", "value": float(np.median(aoa[mask]))},
