@@ -186,6 +186,12 @@ def main() -> int:
               f"2 bytes = {per_member / 2**20:.1f} MiB of surprisal (+ {PROBE_TOKENS * (8 + 8 + 4 + 4 + 8) / 2**20:.1f} "
               "MiB of token ids and per-token values); a suite of 10 seeds x 8 sizes: "
               f"{80 * per_member / 2**30:.2f} GiB")
+        d, V = config.hidden_size, config.vocab_size
+        states = 2 * (PROBE_TOKENS * d + V * d) * 4
+        model_bytes = model.num_params() * 4
+        print(f"seed_convergence, two {args.shape}-shaped seeds on {PROBE_TOKENS:,} tokens (arithmetic, float32): "
+              f"final hidden states + output embeddings {states / 2**30:.2f} GiB, + the model being read "
+              f"{model_bytes / 2**30:.2f} GiB, + 0.5 GiB of log-probability chunks (--kl-memory-mb 512)")
         if args.ngram_tokens:
             ngram_pass(args.ngram_tokens, config.vocab_size, Path(tmp))
     return 0

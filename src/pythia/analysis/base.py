@@ -4,9 +4,10 @@ An analysis subclasses `Analysis`, sets `name`, `summary` and `scope`, declares 
 and implements `compute(ctx)` (scope "checkpoint": one `(member, step)`, returning `Row`s) or
 `compute_run(run, store)` (scope "run": reads the results table or the whole run, returning
 full table rows). A per-checkpoint analysis may add a member stage (`member_inputs` +
-`compute_member`): run once per member after its checkpoints, for what needs them all. `@register` makes it known to `pythia analyze`; the built-in analyses are the
-modules of this package, and other packages add theirs through the `pythia.analyses` entry-point
-group. The runner (`runner.py`) does everything else: choosing checkpoints, loading each once,
+`compute_member`), run once per member after its checkpoints, for what needs them all.
+`@register` makes it known to `pythia analyze`; the built-in analyses are the modules of this
+package, and other packages add theirs through the `pythia.analyses` entry-point group. The
+runner (`runner.py`) does everything else: choosing checkpoints, loading each once,
 caching by (analysis version, options, checkpoint digest), progress, ranks, writing rows.
 
 The pattern follows lm-evaluation-harness's `LM` base class and registry (lm_eval/api/model.py,
@@ -147,8 +148,6 @@ class CheckpointContext:
     checkpoint: Any
     device: Any
     dtype: Any = None
-    forced: bool = False
-    """The run was forced: whole-run analyses must not reuse their own stored work either."""
     """dtype the weights are loaded in (None: float32)."""
     autocast: Any = None
     """torch.autocast dtype for forward passes (the trainer's bf16/fp16), None = none."""
