@@ -2,7 +2,7 @@
 transformers loop producing the same surprisal matrix, in this process; the storage of a
 member's matrix on Pythia's grid; the cost of the n-gram counts of what a member had seen.
 
-Timed per repetition (medians of --reps, alternating):
+Timed per repetition after one untimed warm-up of each (medians of --reps, alternating):
 - ours: `TokenCurves.compute` on one checkpoint, the model already loaded (as `pythia analyze`
   hands it over): the probe's forward pass through the fused head + cross-entropy keeping
   every token's loss (`pythia.loss.token_losses`, no (tokens x V) logits), float16, the piece
@@ -32,20 +32,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_weights import parse_shape  # noqa: E402 - "pythia-160m" or layers=2,hidden=64,heads=4,vocab=512
 
 PYTHIA_CHECKPOINTS = 154
 PYTHIA_TOKENS = 143_000 * 1024 * 2048
 PROBE_TOKENS = 65_536
-
-
-def parse_shape(text: str):
-    from pythia.config import custom_config, model_config
-
-    if "=" not in text:
-        return model_config(text)
-    kw = dict(item.split("=", 1) for item in text.split(","))
-    return custom_config(num_layers=int(kw["layers"]), hidden_size=int(kw["hidden"]), num_heads=int(kw["heads"]),
-                         vocab_size=int(kw["vocab"]))
 
 
 def ours(model, windows: np.ndarray, results: Path, batch: int) -> tuple[np.ndarray, float]:
@@ -169,6 +161,8 @@ def main() -> int:
           "timings on a shared machine are noisy: compare the ratio")
     mine, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
+        ours(model, windows[:1], Path(tmp), args.batch)  # warm-up, untimed: imports, first allocations
+        baseline(hf, windows[:1], args.batch)
         for _ in range(args.reps):
             got, t = ours(model, windows, Path(tmp), args.batch)
             mine.append(t)
