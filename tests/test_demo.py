@@ -190,7 +190,7 @@ def test_demo_report_plot_and_table(quick_demo):
 
 STUDIES = ("eval", "memorization", "memorization_predictability", "weights", "seeds", "training_map", "term_counts",
            "term_frequency", "pronoun_probe", "val_loss", "scaling", "trace", "trace_contamination", "icl", "heads",
-           "lens", "phase_change")
+           "lens", "phase_change", "token_curves", "seed_convergence")
 
 
 def test_demo_runs_every_study_and_reports_it(quick_demo):
@@ -226,8 +226,11 @@ def test_demo_runs_every_study_and_reports_it(quick_demo):
     assert {r["task"] for r in by["trace"]} >= {"generation0", "generation2"}
     contaminated = {(r["member"], int(r["step"])) for r in by["trace_contamination"] if r["metric"] == "contaminated"}
     assert contaminated == {(f"{s.name}-seed1", step) for s in QUICK.sizes for step in QUICK_STEPS}
+    curves = {(r["member"], int(r["step"])) for r in by["token_curves"] if r["metric"] == "mean_surprisal"}
+    assert curves == {(m, s) for m in QUICK_MEMBERS for s in QUICK_STEPS}
+    assert {r["size"] for r in by["seed_convergence"]} == {s.name for s in QUICK.sizes}
     for section in ("learning-curves", "benchmarks", "scaling", "memorization", "seeds", "term-frequency", "interventions",
-                    "tracing", "mechanisms"):
+                    "tracing", "mechanisms", "token-dynamics"):
         assert f'id="{section}"' in page, section
 
 
@@ -248,7 +251,7 @@ def test_demo_rerun_continues_without_retraining(quick_demo, capsys):
     assert (out / "data" / "tokenizer.json").stat().st_mtime_ns == tok_mtime
     assert {p: p.stat().st_mtime_ns for p in scored} == scored  # no task scored again
     studies = [line.split() for line in capsys.readouterr().out.splitlines() if " computed, " in line]
-    per_checkpoint = [w for w in studies if w[1] in ("memorization", "weights")]
+    per_checkpoint = [w for w in studies if w[1] in ("memorization", "weights,token_curves")]
     assert len(per_checkpoint) == 2 and all(w[2] == "0" for w in per_checkpoint), studies  # nothing recomputed
     mechanisms = [w for w in studies if w[0] == "mechanisms" and w[1] != "phase_change"]
     assert len(mechanisms) == 3 and all(w[2] == "0" for w in mechanisms), studies  # the tuned lens kept too

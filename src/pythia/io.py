@@ -125,6 +125,25 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def write_npz_atomic(path: str | os.PathLike, arrays: dict, compress: bool = False) -> Path:
+    """numpy arrays as one .npz (np.load reads it), written atomically and reproducibly: members
+    in the order given, each with a fixed timestamp (np.savez stamps the current time), so
+    equal arrays give equal bytes."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+    return path
+
+
 def save_png(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     """A matplotlib figure as PNG at `path` (its folder made), written atomically."""
     path = Path(path)

@@ -60,4 +60,23 @@ def token_loss_sum(
     return total, int(windows.shape[0]) * (int(windows.shape[1]) - 1)
 
 
-__all__ = ["token_loss", "token_loss_sum"]
+def token_losses(
+    model: torch.nn.Module,
+    windows,
+    autocast_dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The loss of every predicted token of `windows` (b, S+1) from one forward pass:
+    (per-token losses (b, S) float32 -- column k-1 holds -ln p(token k | tokens < k) --, their
+    sum and count exactly as `token_loss_sum` returns them). Same kernel, same chunks: the sum is
+    bit for bit the one validation accumulates."""
+    x = _as_windows(windows, device, model)
+    per_token = torch.empty(x.shape[0], x.shape[1] - 1, dtype=torch.float32, device=x.device)
+    amp = (torch.autocast(device_type=x.device.type, dtype=autocast_dtype) if autocast_dtype is not None
+           else contextlib.nullcontext())
+    with amp:
+        total = model(x[:, :-1], labels=x[:, 1:], loss_reduction="sum", token_losses=per_token)
+    return per_token, total, int(x.shape[0]) * (int(x.shape[1]) - 1)
+
+
+__all__ = ["token_loss", "token_loss_sum", "token_losses"]

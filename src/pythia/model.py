@@ -192,8 +192,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, labels, ignore_index: int, chunk: int, need_grad: bool, mean: bool):
-        # h (N, d), weight (V, d), labels (N,) -> scalar mean (or sum) loss over non-ignored rows (fp32)
+    def forward(ctx, h, weight, labels, ignore_index: int, chunk: int, need_grad: bool, mean: bool, rows=None):
+        # h (N, d), weight (V, d), labels (N,) -> scalar mean (or sum) loss over non-ignored rows (fp32);
+        # rows: an optional (N,) fp32 tensor that receives each row's loss (0 on ignored rows)
         N = h.shape[0]
         valid = labels != ignore_index  # (N,)
         count = valid.sum().clamp(min=1).to(torch.float32) if mean else torch.ones((), device=h.device)
@@ -208,7 +209,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             z_label = z.gather(1, yc)  # (c, 1)
             z.sub_(zmax).exp_()
             zsum = z.sum(dim=-1, keepdim=True)  # (c, 1)
-            loss += ((zsum.log() + zmax - z_label) * vc).sum()
+            row_loss = (zsum.log() + zmax - z_label) * vc  # (c, 1)
+            loss += row_loss.sum()
+            if rows is not None:
+                rows[s : s + chunk] = row_loss[:, 0]
             if need_grad:
                 # d(mean CE)/dz = (softmax - onehot) / count on valid rows, 0 on ignored rows (sum: count = 1)
                 z.mul_(vc / (zsum * count))
@@ -231,8 +235,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad_h, grad_w = ctx.saved_tensors
         if grad_out.device.type == "cpu" and grad_out.item() == 1.0:  # loss.backward(): skip two full passes
-            return grad_h, grad_w, None, None, None, None, None
-        return grad_h * grad_out.to(grad_h.dtype), grad_w * grad_out.to(grad_w.dtype), None, None, None, None, None
+            return grad_h, grad_w, None, None, None, None, None, None
+        return (grad_h * grad_out.to(grad_h.dtype), grad_w * grad_out.to(grad_w.dtype),
+                None, None, None, None, None, None)
 
 
 def linear_cross_entropy(
@@ -242,12 +247,15 @@ def linear_cross_entropy(
     ignore_index: int = -100,
     chunk_rows: int | None = None,
     reduction: str = "mean",
+    token_losses: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CE(hidden @ weight^T, labels) over non-ignored rows, reduction "mean" or "sum": same
     value and gradients as F.cross_entropy on the full logits (fp32 softmax), in O(chunk x V)
     extra memory.
 
-    hidden (..., d), labels (...) long; returns a float32 scalar.
+    hidden (..., d), labels (...) long; returns a float32 scalar. token_losses: a float32 tensor
+    shaped like labels that receives each token's loss (0 where ignored) from the same pass, the
+    returned reduction unchanged (per-token curves and the mean loss without a second forward).
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -262,8 +270,14 @@ def linear_cross_entropy(
     if chunk_rows is None:  # logits chunk of ~32 MiB on CPU (stays off the mmap path), ~256 MiB on GPU
         chunk_rows = max(16, (2**23 if dev == "cpu" else 2**26) // weight.shape[0])
     need_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+    rows = None
+    if token_losses is not None:
+        if token_losses.shape != labels.shape or token_losses.dtype != torch.float32:
+            raise ValueError(f"token_losses must be float32 of the labels' shape {tuple(labels.shape)}, got "
+                             f"{token_losses.dtype} {tuple(token_losses.shape)}")
+        rows = token_losses.view(-1)  # a view: the kernel writes the caller's tensor
     with torch.autocast(dev, enabled=False):
-        return _LinearCrossEntropy.apply(h, weight, y, ignore_index, chunk_rows, need_grad, reduction == "mean")
+        return _LinearCrossEntropy.apply(h, weight, y, ignore_index, chunk_rows, need_grad, reduction == "mean", rows)
 
 
 class GPTNeoX(nn.Module):
@@ -317,6 +331,7 @@ class GPTNeoX(nn.Module):
         input_ids: torch.Tensor,
         labels: torch.Tensor | None = None,
         loss_reduction: str = "mean",
+        token_losses: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids (B, T) long -> logits (B, T, V) in the model dtype; with labels, the loss.
 
@@ -324,7 +339,8 @@ class GPTNeoX(nn.Module):
         -100 = ignore): then the result is the cross-entropy instead (mean over tokens, or their
         sum with loss_reduction="sum"), a float32 scalar computed by `linear_cross_entropy`
         without materialising the logits: the path of training and validation (see pythia.loss;
-        it stays inside forward so DDP/FSDP hooks run). Either way one tensor comes back.
+        it stays inside forward so DDP/FSDP hooks run); a float32 (B, T) `token_losses` tensor then
+        also receives each token's loss. Either way one tensor comes back.
         Intermediate states: forward hooks on `gpt_neox.layers[i]` (see tests/test_model.py).
         """
         T = input_ids.shape[1]
@@ -334,7 +350,8 @@ class GPTNeoX(nn.Module):
             x = layer(x, rope)  # (B, T, d)
         x = self.gpt_neox.final_layer_norm(x)
         if labels is not None:
-            return linear_cross_entropy(x, self.embed_out.weight, labels, reduction=loss_reduction)
+            return linear_cross_entropy(x, self.embed_out.weight, labels, reduction=loss_reduction,
+                                        token_losses=token_losses)
         return self.embed_out(x)  # (B, T, V)
 
     def forward_cached(self, input_ids: torch.Tensor, cache: KVCache, start: int, last_only: bool = True) -> torch.Tensor:

@@ -258,6 +258,23 @@ class MemberView:
             transform = resolve(iv, self.tokenizer_path, None, f"{self.name}")
         return InterventionOrder(base, transform, iv.from_step)
 
+    @property
+    def token_curves_path(self) -> Path:
+        return Path(self.run.results_dir or ".") / "artifacts" / "token_curves" / f"{self.name}.npz"
+
+    def token_curves(self) -> dict:
+        """The `token_curves` analysis' matrix of this member, as numpy arrays: tokens (windows x T),
+        steps, surprisal (steps x windows x (T-1), float16; position k-1 holds token k's), and per
+        token aoa, forgettability, variability, count (see docs/analyses.md)."""
+        import numpy as np
+
+        path = self.token_curves_path
+        if not path.is_file():
+            raise RunError(f"{path}: no token curves for {self.name}; run `pythia analyze {self.run.source} "
+                           f"token_curves --members {self.name}`")
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
     def metrics(self, after: int | None = None) -> list[dict]:
         """metrics.jsonl of the member (training telemetry), oldest first; with `after`, only the
         records after update `after`, read from the end of the file (the cost of those alone)."""

@@ -3,9 +3,11 @@
 An analysis subclasses `Analysis`, sets `name`, `summary` and `scope`, declares its `options`,
 and implements `compute(ctx)` (scope "checkpoint": one `(member, step)`, returning `Row`s) or
 `compute_run(run, store)` (scope "run": reads the results table or the whole run, returning
-full table rows). `@register` makes it known to `pythia analyze`; the built-in analyses are the
-modules of this package, and other packages add theirs through the `pythia.analyses` entry-point
-group. The runner (`runner.py`) does everything else: choosing checkpoints, loading each once,
+full table rows). A per-checkpoint analysis may add a member stage (`member_inputs` +
+`compute_member`), run once per member after its checkpoints, for what needs them all.
+`@register` makes it known to `pythia analyze`; the built-in analyses are the modules of this
+package, and other packages add theirs through the `pythia.analyses` entry-point group. The
+runner (`runner.py`) does everything else: choosing checkpoints, loading each once,
 caching by (analysis version, options, checkpoint digest), progress, ranks, writing rows.
 
 The pattern follows lm-evaluation-harness's `LM` base class and registry (lm_eval/api/model.py,
@@ -97,6 +99,33 @@ class Analysis:
 
     def compute_run(self, run: Any, store: Any, members: list) -> list[dict]:
         raise NotImplementedError(f"{type(self).__name__} (scope {self.scope}) has no compute_run()")
+
+    # -- optional stages ------------------------------------------------------------------------
+    device: Any = None
+    """The runner's torch device and load dtype, set before `compute_run` and `compute_member`
+    (whole-run analyses that load checkpoints themselves)."""
+    dtype: Any = None
+    forced: bool = False
+    """The run was forced: whole-run analyses must not reuse their own stored work either."""
+
+    def member_inputs(self, run: Any, member: Any, store: Any) -> str | None:
+        """Member stage of a per-checkpoint analysis: a digest of everything `compute_member` reads
+        for `member` (its unit is recomputed when the digest changes); None: no member stage."""
+        return None
+
+    def member_outputs_exist(self, run: Any, member: Any) -> bool:
+        """Whether the member stage's files are still there (a deleted one is rebuilt)."""
+        return True
+
+    def compute_member(self, run: Any, member: Any, store: Any) -> list:
+        """Rows of the member stage (Row or dicts; rows may carry their own step), stored as the
+        member's unit (`{analysis}/{member}/_member.json`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no compute_member()")
+
+    def run_inputs(self, run: Any, members: list) -> str | None:
+        """A whole-run analysis' inputs outside the results table (e.g. checkpoint digests), as a
+        digest added to its cache key; None: none."""
+        return None
 
 
 def _jsonable(value: Any) -> Any:

@@ -148,8 +148,10 @@ def run_analyses(run, names: Any, *, members: Any = None, steps: Any = "all", de
 def _sweep(run, analyses, chosen, store, rank, world, steps, device, dtype, progress, force) -> AnalyzeSummary:
     summary = AnalyzeSummary()
     per_ckpt = [a for a in analyses if a.scope == "checkpoint"]
+    dev = resolve_device(device)
+    for a in analyses:
+        a.device, a.dtype, a.forced = dev, dtype, force
     if per_ckpt:
-        dev = resolve_device(device)
         step_sel = steps if steps is not None else (run.focus_step if run.focus_step is not None else "all")
         units = _units(chosen, step_sel)
         mine = units[rank::world]
@@ -161,7 +163,10 @@ def _sweep(run, analyses, chosen, store, rank, world, steps, device, dtype, prog
                                 progress and rank == 0)
                 bar.update(1)
     _barrier(world)
-    if rank == 0:  # whole-run analyses see every member (their one unit holds the whole run's rows)
+    if rank == 0:  # member stages, then whole-run analyses (which see every member)
+        for a in per_ckpt:
+            for member in chosen:
+                _one_member_stage(run, a, member, store, summary, force)
         for a in (a for a in analyses if a.scope == "run"):
             _one_run_analysis(run, a, store, chosen if a.selects_members else run.members, summary, force)
         store.write_csv()
@@ -226,6 +231,28 @@ def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, sum
     ctx.__dict__.pop("model", None)  # free the weights before the next checkpoint
 
 
+def _one_member_stage(run, a: Analysis, member, store: ResultsStore, summary: AnalyzeSummary, force: bool) -> None:
+    """A per-checkpoint analysis' stage over all of a member's checkpoints (Analysis.member_inputs)."""
+    digest = a.member_inputs(run, member, store)
+    if digest is None:
+        return
+    key = a.cache_key(digest)
+    label = f"{a.name} {member.name} (member)"
+    if not force and store.unit_key(a.name, member.name, None) == key and a.member_outputs_exist(run, member):
+        summary.cached.append(label)
+        return
+    try:
+        rows = a.compute_member(run, member, store)
+    except AnalysisError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - as for a checkpoint: named, the others go on
+        traceback.print_exc(file=sys.stderr)
+        summary.failed.append(f"{label}: {type(exc).__name__}: {exc}")
+        return
+    store.put(a.name, full_rows(run, member, None, a.name, rows), key=key, member=member.name)
+    summary.computed.append(label)
+
+
 def _inputs_digest(store: ResultsStore, a: Analysis) -> str:
     """Hash of the cache keys of the units `a` reads: a whole-run analysis is stale when any input changed."""
     h = hashlib.sha256()
@@ -241,6 +268,9 @@ def _inputs_digest(store: ResultsStore, a: Analysis) -> str:
 def _one_run_analysis(run, a: Analysis, store: ResultsStore, members, summary: AnalyzeSummary, force: bool) -> None:
     key = a.cache_key(_inputs_digest(store, a) if a.cacheable else None)  # never compared when not cacheable
     key["members"] = [m.name for m in members]
+    outside = a.run_inputs(run, members) if a.cacheable else None
+    if outside is not None:
+        key["inputs"] = outside
     if not force and a.cacheable and store.unit_key(a.name, None, None) == key:
         summary.cached.append(a.name)
         return

@@ -5,9 +5,11 @@ validation set in file order (`pythia.data.indexed.validation_windows`), the sam
 member and step, so the curves are comparable. The loss is averaged over every predicted token
 (N x S), with the one loss function training uses (`pythia.loss`: fused head + cross-entropy,
 no (N, S, V) logits, float32 sums). The trainer calls this same analysis at checkpoint time.
+Its pass keeps every token's loss (`_probe.score`): `token_curves` on the same windows reuses it.
 """
 from __future__ import annotations
 
+from . import _probe as probe
 from .base import Analysis, AnalysisError, Option, Row, register
 
 
@@ -25,30 +27,15 @@ class ValLoss(Analysis):
             raise AnalysisError(f"val_loss: {run.source} has no validation data (data.valid in its suite spec)")
 
     def windows(self, ctx):
-        from ..data.indexed import validation_windows
-
         spec = ctx.run.spec
         n = self.opts["val_samples"] or spec.eval_samples
-        key = ("val_loss.windows", spec.data.valid, spec.data.seq_len, n)
-        if key not in ctx.shared:
-            ctx.shared[key] = validation_windows(spec.data.valid, spec.data.seq_len, n)
-        return ctx.shared[key]
+        return probe.windows(ctx.shared, spec.data.valid, spec.data.seq_len, n)
 
     def compute(self, ctx) -> list[Row]:
-        import torch
-
-        from ..loss import token_loss_sum
-
-        model, windows, batch = ctx.model, self.windows(ctx), self.opts["val_batch"]
-        was_training = model.training
-        model.eval()
-        total, count = 0.0, 0
-        try:
-            with torch.no_grad():
-                for start in range(0, len(windows), batch):
-                    loss, n = token_loss_sum(model, windows[start:start + batch], ctx.autocast, ctx.device)
-                    total += float(loss)
-                    count += n
-        finally:
-            model.train(was_training)
-        return [Row("val_loss", total / count)]
+        windows = self.windows(ctx)
+        key = ("probe", ctx.run.spec.data.valid, ctx.run.spec.data.seq_len, int(windows.shape[0]))
+        _, sums = probe.score(ctx, key, windows, self.opts["val_batch"])
+        total = 0.0
+        for s in sums:  # float32 batch sums added in order, as training's validation does
+            total += s
+        return [Row("val_loss", total / (windows.shape[0] * (windows.shape[1] - 1)))]

@@ -118,7 +118,8 @@ FULL = DemoSettings(
     studies=DemoStudies(eval_steps="0,4,16,64,128,192,256", eval_limit=48,
                         memorization_steps="64,128,192,256", memorization_positions="0:1024",
                         memorization_cont_len=4,
-                        arithmetic_steps="64,256", arithmetic_x2_max=5, arithmetic_seeds=(1,)),
+                        arithmetic_steps="64,256", arithmetic_x2_max=5, arithmetic_seeds=(1,),
+                        token_windows=16, convergence_steps="0,4,16,64,256", convergence_windows=16),
 )
 # Quick demo (what the tests run): micro models, 20 steps, a ~1.5 MB corpus: under a minute.
 QUICK = DemoSettings(

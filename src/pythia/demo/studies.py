@@ -21,6 +21,9 @@ a re-run after an interruption computes only what is missing).
                      sequences of repeated random tokens (at most 25 tokens, 4 repeats to a
                      context), the logit lens at every step, a tuned lens (100 steps) on the last
                      checkpoint of the largest size's first seed, the phase-change step per member
+    token dynamics   token_curves (surprisal of every probe token, age of acquisition, n-gram fits;
+                     read with the weight statistics) and seed_convergence (cross-seed KL) at
+                     `convergence_steps` on the first `convergence_windows` validation windows
 
 The demo corpus is Python code: arithmetic accuracy stays near zero and the benchmarks near
 chance for models this small. The pipeline, not the numbers, is what those sections show.
@@ -60,6 +63,13 @@ class DemoStudies:
     """Items x2 = 1..N per x1 (the study: 50); few, because lm-eval runs a hundred tasks per step."""
     arithmetic_seeds: tuple[int, ...]
     """Seeds whose members (every size) answer the arithmetic tasks."""
+    token_steps: str = "all"
+    """Steps of the weight statistics and the token curves (read together: one load per checkpoint)."""
+    token_windows: int | None = None
+    """Probe windows of token_curves (None: the validation loss's)."""
+    convergence_steps: str = "all"
+    convergence_windows: int | None = None
+    """Probe windows of seed_convergence (None: the validation loss's)."""
 
 
 def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bool = False,
@@ -94,7 +104,8 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
     analyze("tracing", "trace", members=traced, steps="last",
             options={"prompts": str(prompts), "memorized": 3, "max_new_tokens": 24})
     analyze("tracing", "trace_contamination", members=traced, options={"task": "pythia_demo_lastword", "items": 20})
-    analyze("seeds", "weights", members=base)
+    probe = {"probe_windows": studies.token_windows}
+    analyze("seeds", "weights,token_curves", members=base, steps=studies.token_steps, options=probe)  # one load each
     analyze("seeds", "seeds,training_map", members=base)
     analyze("scaling", "scaling")
 
@@ -109,6 +120,8 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
             options={"tasks": f"{TASK_PREFIX}_addition", "include_path": str(arith), "num_fewshot": 2,
                      "bootstrap_iters": 0})
     analyze("term frequency", "term_frequency", members=arith_members)
+    analyze("token dynamics", "seed_convergence", options={"probe_windows": studies.convergence_windows,
+                                                           "convergence_steps": studies.convergence_steps})
     mechanisms(run, base, analyze)
 
 
