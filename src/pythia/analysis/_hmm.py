@@ -119,6 +119,8 @@ def _fit_one(n: int, rs: int, train):
         log.setLevel(level)
     if not (np.isfinite(model.means_).all() and np.isfinite(model.transmat_).all()):
         return None
+    if not (np.allclose(model.transmat_.sum(axis=1), 1.0) and np.isclose(model.startprob_.sum(), 1.0)):
+        return None  # a state EM left with no transitions: hmmlearn refuses to decode with it
     return model
 
 

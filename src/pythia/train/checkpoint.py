@@ -9,6 +9,9 @@ either exists complete or not at all; a kill mid-write leaves only a hidden .ste
                                           "{name}.exp_avg", "{name}.exp_avg_sq" (fp32), "{name}.step"
     training_state/optimizer/             the same state sharded as FSDP2 holds it, one file per rank
                                           (torch.distributed.checkpoint; loads on any number of ranks)
+    training_state/gradients.safetensors  with checkpoints.gradients: the gradient of the update that made
+                                          this step (its training batch's mean loss, unscaled, before
+                                          clipping) for every weight matrix, fp32, by parameter name
     training_state/rng.safetensors        RNG states as uint8 tensors: torch_cpu, torch_cuda_{i},
                                           numpy_mt19937 (624 uint32 as bytes), python_mt (625 uint64 as bytes)
     training_state/state.json             scalars: step, consumed_samples, loss scaler, optimizer
@@ -48,6 +51,7 @@ OPTIMIZER_FORMATS = {
     "omitted": "left out by train.optimizer_state_every: weights only, not resumable",
 }
 STATE_FORMAT = "pythia-train-state/1"
+GRADIENTS_FILE = "gradients.safetensors"
 CRASH_ENV = "PYTHIA_TRAIN_CRASH_AT"
 """Test hook: "ckpt:N" kills the process (os._exit) half-way through writing step N;
 "step:N" kills it right after update N, before any checkpoint of that step; "sigterm:N"
@@ -198,6 +202,8 @@ class TrainingState:
     extra: dict
     optimizer_format: str = "full"
     """Where the optimizer state is: a key of OPTIMIZER_FORMATS."""
+    gradients: dict[str, torch.Tensor] | None = None
+    """checkpoints.gradients: the last update's gradients of the weight matrices, by name."""
 
 
 def save_checkpoint(
@@ -222,6 +228,9 @@ def save_checkpoint(
         ts.mkdir(exist_ok=True)
         if state.optimizer_format == "full":
             _write_full_optimizer(state.optimizer, ts / "optimizer.safetensors")
+        if state.gradients is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.gradients.items()}, str(ts / GRADIENTS_FILE),
+                      metadata={"format": STATE_FORMAT})
         crash_point("ckpt", step)
         save_file({k: v.contiguous() for k, v in state.rng_tensors.items()}, str(ts / "rng.safetensors"),
                   metadata={"format": STATE_FORMAT})
@@ -278,6 +287,12 @@ def load_training_state(step_dir: Path) -> TrainingState:
         extra=extra,
         optimizer_format=fmt,
     )
+
+
+def load_gradients(step_dir: Path) -> dict[str, torch.Tensor] | None:
+    """The training gradients a checkpoint keeps (checkpoints.gradients), None when it keeps none."""
+    path = Path(step_dir) / "training_state" / GRADIENTS_FILE
+    return load_file(str(path)) if path.is_file() else None
 
 
 def optimizer_format(step_dir: Path) -> str | None:
