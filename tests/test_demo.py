@@ -84,6 +84,8 @@ def test_demo_checkpoint_grid(quick_demo):
         for step in steps:
             ckpt = run / member / f"step{step}"
             assert (ckpt / "config.json").is_file() and (ckpt / "manifest.json").is_file()
+            # AdamW moments only where QUICK.optimizer_state_every keeps them: the fork's start and the last
+            assert (ckpt / "training_state" / "optimizer.safetensors").is_file() == (step in (10, 20)), (member, step)
 
 
 def test_demo_checkpoints_load_in_transformers_and_pythia(quick_demo):
@@ -189,7 +191,7 @@ def test_demo_report_plot_and_table(quick_demo):
 
 
 STUDIES = ("eval", "memorization", "memorization_predictability", "weights", "seeds", "training_map", "term_counts",
-           "term_frequency", "pronoun_probe", "val_loss")
+           "term_frequency", "representations", "optimizer_state", "pronoun_probe", "val_loss")
 
 
 def test_demo_runs_every_study_and_reports_it(quick_demo):
@@ -220,7 +222,12 @@ def test_demo_runs_every_study_and_reports_it(quick_demo):
     arith = {(r["member"], int(r["step"])) for r in by["term_frequency"]}
     assert arith == {(f"{s.name}-seed1", step) for s in QUICK.sizes for step in (10, 20)}
     page = (out / "report" / "index.html").read_text(encoding="utf-8")
-    for section in ("learning-curves", "benchmarks", "memorization", "seeds", "term-frequency", "interventions"):
+    reps = {r["metric"] for r in by["representations"]}
+    assert {"cka_final", "cka_previous", "cka_seeds", "per", "condition", "hoyer", "gini", "grad_per"} <= reps
+    kept = {int(r["step"]) for r in by["optimizer_state"]}
+    assert kept == {10, 20}  # the steps that keep optimizer state (QUICK.optimizer_state_every)
+    for section in ("learning-curves", "benchmarks", "memorization", "seeds", "term-frequency", "representations",
+                    "interventions"):
         assert f'id="{section}"' in page, section
 
 
@@ -241,8 +248,8 @@ def test_demo_rerun_continues_without_retraining(quick_demo, capsys):
     assert (out / "data" / "tokenizer.json").stat().st_mtime_ns == tok_mtime
     assert {p: p.stat().st_mtime_ns for p in scored} == scored  # no task scored again
     studies = [line.split() for line in capsys.readouterr().out.splitlines() if " computed, " in line]
-    per_checkpoint = [w for w in studies if w[1] in ("memorization", "weights")]
-    assert len(per_checkpoint) == 2 and all(w[2] == "0" for w in per_checkpoint), studies  # nothing recomputed
+    per_checkpoint = [w for w in studies if w[1] in ("memorization", "weights", "representations", "optimizer_state")]
+    assert len(per_checkpoint) == 4 and all(w[2] == "0" for w in per_checkpoint), studies  # nothing recomputed
 
 
 def test_demo_killed_mid_training_continues_to_the_same_result(quick_demo, tmp_path):

@@ -30,10 +30,12 @@ __all__ = ["SMALL_SINGULAR", "condition_number", "gini", "gram", "gram_cka", "ho
            "proportional_effective_rank"]
 
 
-def is_weight_matrix(name: str, param: torch.Tensor) -> bool:
+def is_weight_matrix(name: str, param) -> bool:
     """The parameters these statistics are taken of: every 2-D `*.weight` (embeddings, attention
-    and MLP projections, the output head); LayerNorms and biases are vectors."""
-    return name.endswith(".weight") and param.ndim == 2
+    and MLP projections, the output head); LayerNorms and biases are vectors. `param`: a tensor or
+    anything with `get_shape()` (a safetensors slice, read without loading the tensor)."""
+    shape = param.shape if hasattr(param, "shape") else param.get_shape()
+    return name.endswith(".weight") and len(shape) == 2
 
 
 def proportional_effective_rank(sv: torch.Tensor) -> float:

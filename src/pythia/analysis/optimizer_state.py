@@ -34,11 +34,10 @@ class OptimizerState(Analysis):
         if why is not None:
             raise SkipCheckpoint(f"no optimizer state ({why})")
         saved = SavedOptimizer(path)
-        weights = [(n, p.detach()) for n, p in ctx.model.named_parameters() if is_weight_matrix(n, p)]
         rows: list[Row] = []
         sums = dict.fromkeys(METRICS, 0.0)
         counted = 0
-        for name, w in weights:
+        for name, w in sorted(_weight_matrices(ctx), key=lambda nw: nw[0]):  # one order, however read
             moments = saved.moments([name])[name]
             hyper = saved.groups[name]
             with torch.no_grad():
@@ -53,3 +52,19 @@ class OptimizerState(Analysis):
         if counted:
             rows += [Row(k, sums[k] / counted, "all") for k in METRICS]
         return rows
+
+
+def _weight_matrices(ctx) -> list:
+    """(name, tensor) of the checkpoint's weight matrices: from the model when another analysis
+    already loaded it, else straight from its safetensors files (no model to build)."""
+    if "model" in ctx.__dict__:
+        return [(n, p.detach()) for n, p in ctx.model.named_parameters() if is_weight_matrix(n, p)]
+    from safetensors import safe_open
+
+    from ..train.checkpoint import model_files
+
+    out = []
+    for path in model_files(ctx.checkpoint.path):
+        with safe_open(str(path), framework="pt") as f:
+            out += [(n, f.get_tensor(n)) for n in f.keys() if is_weight_matrix(n, f.get_slice(n))]
+    return out

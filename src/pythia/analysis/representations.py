@@ -79,7 +79,7 @@ def probe_pass(model, windows, batch: int, autocast=None, device=None):
                 loss = token_loss(model, windows[start:start + batch], autocast_dtype=autocast, reduction="sum",
                                   device=device) / tokens
                 loss.backward()
-                total += float(loss)
+                total += float(loss.detach())
         grads = {n: p.grad for n, p in params.items() if is_weight_matrix(n, p) and p.grad is not None}
     finally:
         for h in hooks:

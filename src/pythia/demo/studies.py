@@ -10,6 +10,10 @@ a re-run after an interruption computes only what is missing).
                      per-item agreement, and the PolyPythias training map (Gaussian HMM)
     term frequency   counts of a few terms by step, and the arithmetic study (accuracy per x1
                      against how often x1 was seen) for the `arithmetic_seeds` at `arithmetic_steps`
+    representations  per-layer CKA across checkpoints and seeds, spectra and sparsity of weights and
+                     probe gradients at `representation_steps` (a probe of `probe_windows` x
+                     `probe_len` held-out tokens); the optimizer-state statistics at every
+                     checkpoint that keeps AdamW moments (the others are skipped with one warning)
     intervention     the fork's pronoun probe (pipeline.run_probe)
 
 The demo corpus is Python code: arithmetic accuracy stays near zero and the benchmarks near
@@ -48,6 +52,11 @@ class DemoStudies:
     """Items x2 = 1..N per x1 (the study: 50); few, because lm-eval runs a hundred tasks per step."""
     arithmetic_seeds: tuple[int, ...]
     """Seeds whose members (every size) answer the arithmetic tasks."""
+    representation_steps: str = "all"
+    """Steps of the representations study (the last one is every CKA's reference)."""
+    probe_windows: int = 64
+    probe_len: int | None = None
+    """Probe tokens per window (None: the run's sequence length)."""
 
 
 def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bool = False,
@@ -78,6 +87,9 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
     analyze("memorization", "memorization_predictability")
     analyze("seeds", "weights", members=base)
     analyze("seeds", "seeds,training_map", members=base)
+    analyze("representations", "representations", members=base, steps=studies.representation_steps,
+            options={"probe_windows": studies.probe_windows, "probe_len": studies.probe_len})
+    analyze("representations", "optimizer_state", members=base)
 
     terms = out_dir / "terms.txt"
     write_text_atomic(terms, "\n".join(DEMO_TERMS) + "\n")

@@ -20,7 +20,8 @@ either exists complete or not at all; a kill mid-write leaves only a hidden .ste
     manifest.json                         {"format", "step", "weights_digest", "files": {relpath: {sha256, bytes}}}
 
 Safetensors + JSON, except the sharded optimizer state, whose torch.distributed.checkpoint
-`.metadata` is a pickle: it is only ever read back by the run that wrote it. `weights_digest`
+`.metadata` is a pickle: it is read back by the run that wrote it, and for study through
+pythia.train.optimizer_state's unpickler, which builds only checkpoint metadata. `weights_digest`
 hashes the model tensors (name, dtype, shape, bytes) so `pythia verify` can spot different
 steps holding identical weights.
 """
