@@ -224,8 +224,9 @@ class Representations(Analysis):
                         values = [cka((m.name, s), (o.name, s)) for o in others]
                         rows += _layer_rows(m.name, s, "cka_seeds", [sum(v) / len(v) for v in zip(*values)])
         if stale:
-            warnings.warn(f"representations: activations left out of CKA, computed for other weights or probe options "
-                          f"than the checkpoint's now (analyse these steps again): {_listing(stale)}", stacklevel=2)
+            warnings.warn(f"representations: checkpoints left out of CKA, their stored activations missing or computed "
+                          f"for other weights or probe options than now (analyse these steps again, with --force if "
+                          f"their files were deleted): {_listing(stale)}", stacklevel=2)
         if no_final:
             warnings.warn(f"representations: no cka_final for {', '.join(no_final)}: their last checkpoint was not "
                           "analysed (add it to --steps)", stacklevel=2)
