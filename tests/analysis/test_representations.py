@@ -129,7 +129,7 @@ def test_probe_activations_loss_and_gradients_equal_transformers(quick_demo):
     for k, w in enumerate(want):
         np.testing.assert_allclose(acts[f"layer{k}"].astype(np.float32), w.numpy(), rtol=2e-3, atol=2e-3)
     rows = _rows(run.results_dir)
-    assert rows[(m.name, step, "", "probe_loss")] == pytest.approx(float(loss), rel=1e-5)
+    assert rows[(m.name, step, "", "probe_loss")] == pytest.approx(float(loss.detach()), rel=1e-5)
     params = dict(hf.named_parameters())
     params.setdefault("embed_out.weight", params.get("lm_head.weight"))  # transformers 5 names the head lm_head
     for name in ("gpt_neox.embed_in.weight", "gpt_neox.layers.0.attention.dense.weight",
@@ -179,9 +179,9 @@ def test_a_changed_checkpoint_recomputes_only_what_depends_on_it(quick_demo, tmp
     assert summary.ok, summary.format() + "".join(str(w.message) for w in caught)
     assert summary.computed == [f"{REPS} {member.name}/step4", f"{REPS} (run)"]
     layers = _config(member)["num_hidden_layers"] + 1
-    # new pairs: step 4 with step 2 (its previous), step 8 with step 4, step 4 with the other seed;
-    # step 4 with the final is the final with itself now, a pair already known
-    assert len(calls) == 3 * layers
+    # step 4's activations are now the final's, so its pairs with the final (the final with itself),
+    # with step 2 and with step 8 are pairs the final already had: one pair is new, with the other seed
+    assert len(calls) == layers
     rows = _rows(copy / "run" / "results")
     for k in range(layers):
         assert rows[(member.name, 4, f"layer{k}", "cka_final")] == pytest.approx(1.0, abs=1e-12)
@@ -215,7 +215,7 @@ def test_optimizer_state_skips_checkpoints_without_moments_with_one_warning(quic
     assert {(m, s) for m, s, _, _ in rows} == {(m.name, s) for m in run.members for s in (10, 20)}
     # the demo's own table holds the same rows (its studies ran the analysis on the base members)
     demo = _rows(out / "run" / "results", "optimizer_state")
-    assert demo and all(rows[k] == v for k, v in demo.items())
+    assert demo and all(rows[k] == pytest.approx(v, rel=1e-12) for k, v in demo.items())  # other thread counts
 
 
 def test_on_a_hub_repo(quick_hub, quick_demo, tmp_path, monkeypatch):
@@ -238,7 +238,8 @@ def test_on_a_hub_repo(quick_hub, quick_demo, tmp_path, monkeypatch):
         if metric == "cka_previous":  # the previous analysed step differs: 0 here, 8 in the demo
             continue
         assert member == name
-        assert value == pytest.approx(want[(first, step, task, metric)], rel=1e-9, abs=1e-12), (step, task, metric)
+        # float32 SVDs on this test's one thread vs the demo's two: condition numbers agree to ~1e-7
+        assert value == pytest.approx(want[(first, step, task, metric)], rel=1e-6, abs=1e-12), (step, task, metric)
     assert {s for _, s, _, m in got if m == "cka_final"} == {0, 10, 20}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

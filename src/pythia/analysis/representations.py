@@ -188,8 +188,9 @@ class Representations(Analysis):
             kept = load_gradients(ctx.checkpoint.path) if (ctx.checkpoint.path / "training_state").is_dir() else None
             if kept:
                 rows += matrix_rows([(n, w) for n, w in weights if n in kept], kept, "train_grad_", with_weights=False)
-        meta = {"format": "pythia-activations/1", "key": json.dumps(self.cache_key(ctx.checkpoint.digest), sort_keys=True),
-                "layers": str(len(acts)), "position": "last"}
+        # one metadata entry: safetensors writes several in no fixed order, and the bytes must not vary
+        meta = {"pythia": json.dumps({"format": "pythia-activations/1", "key": self.cache_key(ctx.checkpoint.digest),
+                                      "layers": len(acts), "position": "last"}, sort_keys=True)}
         tensors = {f"layer{k}": a.to(torch.float16).contiguous() for k, a in enumerate(acts)}
         with atomic_path(ctx.artifact_dir(self.name) / ACTIVATIONS, durable=False) as tmp:
             save_file(tensors, str(tmp), metadata=meta)

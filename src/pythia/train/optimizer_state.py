@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import OPTIMIZER_FORMATS, optimizer_format
+from .checkpoint import optimizer_format
 
 OUTLIER_K = 4.0
 MOMENTS = ("exp_avg", "exp_avg_sq", "step")
@@ -54,9 +54,11 @@ def has_moments(step_dir: Path) -> str | None:
     fmt = optimizer_format(step_dir)
     if fmt is None:
         return "no training_state/state.json (not a checkpoint written by pythia's trainer)"
-    if fmt not in READABLE:
-        return OPTIMIZER_FORMATS.get(fmt, f"optimizer state {fmt!r}")
-    return None
+    return None if fmt in READABLE else _WHY_NOT.get(fmt, f"optimizer state {fmt!r}")
+
+
+_WHY_NOT = {"empty": "saved before any update, no moments yet",
+            "omitted": "left out by train.optimizer_state_every (weights only)"}
 
 
 class SavedOptimizer:
