@@ -150,3 +150,27 @@ def test_training_map_needs_weights_rows(tmp_path):
     put_series(run, "val_loss", "toy-seed1", "val_loss", {0: 1.0})
     with pytest.raises(AnalysisError, match="no `weights` rows .* run the weights analysis first"):
         run_analyses(run, "training_map", progress=False)
+
+
+def test_a_state_that_is_only_ever_last_is_not_decoded():
+    """A state entered only at the last checkpoint of every seed is never left, so EM leaves its
+    transition row all zero and hmmlearn refuses to decode with that model. The map skips such a
+    fit (as it skips failed ones) and picks among the usable ones."""
+    from hmmlearn.hmm import GaussianHMM
+
+    from pythia.analysis._hmm import usable, zscore_within
+
+    rng = np.random.default_rng(0)
+    seqs = []
+    for _ in range(5):
+        x = np.concatenate([np.zeros((6, 3)), np.full((5, 3), 5.0), np.full((1, 3), -9.0)])
+        seqs.append(x + 0.05 * rng.standard_normal(x.shape))
+    train = np.concatenate([zscore_within(s) for s in seqs]), [len(s) for s in seqs]
+    model = GaussianHMM(n_components=3, covariance_type="diag", n_iter=50, random_state=0).fit(*train)
+    assert not np.allclose(model.transmat_.sum(axis=1), 1.0)  # the dead end this guards against
+    with pytest.raises(ValueError, match="transmat_"):
+        model.predict(train[0])
+    assert not usable(model)
+    fit = fit_map(seqs, max_states=3)
+    np.testing.assert_allclose(fit.transmat.sum(axis=1), 1.0)
+    assert all(len(s) == 12 for s in fit.states)

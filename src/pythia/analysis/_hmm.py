@@ -117,11 +117,16 @@ def _fit_one(n: int, rs: int, train):
         return None
     finally:
         log.setLevel(level)
-    if not (np.isfinite(model.means_).all() and np.isfinite(model.transmat_).all()):
-        return None
-    if not (np.allclose(model.transmat_.sum(axis=1), 1.0) and np.isclose(model.startprob_.sum(), 1.0)):
-        return None  # a state EM left with no transitions: hmmlearn refuses to decode with it
-    return model
+    return model if usable(model) else None
+
+
+def usable(model) -> bool:
+    """Whether a fitted HMM can decode: finite means and probabilities that sum to 1. A state
+    that training rows enter but never leave (it only ever comes last) keeps an all-zero
+    transition row after EM, and hmmlearn then refuses to decode ("transmat_ rows must sum to
+    1"): such a fit is degenerate and skipped like a failed one."""
+    return bool(np.isfinite(model.means_).all() and np.isfinite(model.transmat_).all()
+                and np.allclose(model.transmat_.sum(axis=1), 1.0) and np.isclose(model.startprob_.sum(), 1.0))
 
 
 def held_out_loglik(model, seqs: list[np.ndarray], observed: list[np.ndarray]) -> np.ndarray | None:
