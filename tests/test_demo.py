@@ -84,6 +84,8 @@ def test_demo_checkpoint_grid(quick_demo):
         for step in steps:
             ckpt = run / member / f"step{step}"
             assert (ckpt / "config.json").is_file() and (ckpt / "manifest.json").is_file()
+            # AdamW moments only where QUICK.optimizer_state_every keeps them: the fork's start and the last
+            assert (ckpt / "training_state" / "optimizer.safetensors").is_file() == (step in (10, 20)), (member, step)
 
 
 def test_demo_checkpoints_load_in_transformers_and_pythia(quick_demo):
@@ -190,7 +192,7 @@ def test_demo_report_plot_and_table(quick_demo):
 
 STUDIES = ("eval", "memorization", "memorization_predictability", "weights", "seeds", "training_map", "term_counts",
            "term_frequency", "pronoun_probe", "val_loss", "scaling", "trace", "trace_contamination", "icl", "heads",
-           "lens", "phase_change", "token_curves", "seed_convergence")
+           "lens", "phase_change", "token_curves", "seed_convergence", "representations", "optimizer_state")
 
 
 def test_demo_runs_every_study_and_reports_it(quick_demo):
@@ -229,8 +231,13 @@ def test_demo_runs_every_study_and_reports_it(quick_demo):
     curves = {(r["member"], int(r["step"])) for r in by["token_curves"] if r["metric"] == "mean_surprisal"}
     assert curves == {(m, s) for m in QUICK_MEMBERS for s in QUICK_STEPS}
     assert {r["size"] for r in by["seed_convergence"]} == {s.name for s in QUICK.sizes}
+    reps = {r["metric"] for r in by["representations"]}
+    assert {"cka_final", "cka_previous", "cka_seeds", "per", "condition", "hoyer", "gini", "grad_per"} <= reps
+    kept = {int(r["step"]) for r in by["optimizer_state"]}
+    assert kept == {10, 20}  # the steps that keep optimizer state (QUICK.optimizer_state_every)
     for section in ("learning-curves", "benchmarks", "scaling", "memorization", "seeds", "term-frequency", "interventions",
-                    "tracing", "mechanisms", "token-dynamics"):
+                    "tracing", "mechanisms", "token-dynamics",
+                    "representations"):
         assert f'id="{section}"' in page, section
 
 
@@ -251,8 +258,9 @@ def test_demo_rerun_continues_without_retraining(quick_demo, capsys):
     assert (out / "data" / "tokenizer.json").stat().st_mtime_ns == tok_mtime
     assert {p: p.stat().st_mtime_ns for p in scored} == scored  # no task scored again
     studies = [line.split() for line in capsys.readouterr().out.splitlines() if " computed, " in line]
-    per_checkpoint = [w for w in studies if w[1] in ("memorization", "weights,token_curves")]
-    assert len(per_checkpoint) == 2 and all(w[2] == "0" for w in per_checkpoint), studies  # nothing recomputed
+    per_checkpoint = [w for w in studies if w[1] in ("memorization", "weights,token_curves", "representations",
+                                                     "optimizer_state")]
+    assert len(per_checkpoint) == 4 and all(w[2] == "0" for w in per_checkpoint), studies  # nothing recomputed
     mechanisms = [w for w in studies if w[0] == "mechanisms" and w[1] != "phase_change"]
     assert len(mechanisms) == 3 and all(w[2] == "0" for w in mechanisms), studies  # the tuned lens kept too
 

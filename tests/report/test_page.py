@@ -96,9 +96,8 @@ def test_demo_report_header_and_verify(quick_demo, tmp_path):
     fork_menu = next(f for s in rep.sections if s.key == "interventions" for f in s.figures).menu
     assert fork_menu[0].endswith(": val_loss") and len(fork_menu) > 3  # opens on the loss; every shared metric
     keys = [s.key for s in rep.sections]  # losses, every study the demo ran, the fork against its base, its probe
-    assert keys == ["learning-curves", "benchmarks", "scaling", "memorization", "seeds", "mechanisms", "term-frequency",
-                    "token-dynamics", "tracing",
-                    "interventions", "analysis-pronoun_probe"]
+    assert keys == ["learning-curves", "benchmarks", "scaling", "memorization", "seeds", "mechanisms", "representations",
+                    "term-frequency", "token-dynamics", "tracing", "interventions", "analysis-pronoun_probe"]
     assert all(not s.errors for s in rep.sections)
     assert 'class="badge ok"' in page
 

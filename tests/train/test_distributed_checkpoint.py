@@ -101,3 +101,26 @@ def test_sigterm_on_one_rank_stops_all_ranks_and_resumes(setup):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert not (out / M / "step3").exists()  # superseded by step4
     _assert_matches(one, out)
+
+
+def test_optimizer_state_reads_a_two_rank_sharded_state_in_one_process(setup, tmp_path):
+    """`optimizer_state` on checkpoints whose AdamW moments are 2 ranks' DCP shards, read here in one
+    process with no process group: the statistics of the one-process run (up to float rounding)."""
+    from pythia.analysis.runner import run_analyses
+    from pythia.results import ResultsStore
+    from pythia.run import open_run
+
+    root, d, one = setup
+    out = root / "fsdp-stats"
+    p = _run(root, d, out, 2, "fsdp")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = {}
+    for name, run_dir in (("fsdp", out), ("one", one)):
+        assert run_analyses(open_run(run_dir, results_dir=tmp_path / name), "optimizer_state", steps="4,6",
+                            progress=False).ok
+        rows[name] = {(r["step"], r["task"], r["metric"]): r["value"]
+                      for r in ResultsStore(tmp_path / name).rows(analysis="optimizer_state")}
+    assert json.loads((out / M / "step6" / "training_state" / "state.json").read_text())["optimizer_state"] == "sharded"
+    assert rows["fsdp"].keys() == rows["one"].keys() and len(rows["one"]) == 2 * 3 * 11
+    for key, value in rows["one"].items():
+        assert rows["fsdp"][key] == pytest.approx(value, rel=1e-3, abs=2e-3), key

@@ -24,13 +24,20 @@ from typing import Any, Callable, ClassVar
 
 from ..results import Row
 
-__all__ = ["Analysis", "AnalysisError", "CheckpointContext", "Option", "Row", "available", "get", "register"]
+__all__ = ["Analysis", "AnalysisError", "CheckpointContext", "Option", "Row", "SkipCheckpoint", "available", "get",
+           "register"]
 
 SCOPES = ("checkpoint", "run")
 
 
 class AnalysisError(ValueError):
     """Bad input for an analysis (options, data, checkpoint): named before any work is done."""
+
+
+class SkipCheckpoint(Exception):
+    """Raised by `compute` for a checkpoint the analysis does not apply to (e.g. one without
+    optimizer state): the runner stores an empty unit for it, so a re-run does not ask again,
+    and names every such checkpoint in one warning after the sweep. str() says why."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,13 @@ class Analysis:
     selects_members: ClassVar[bool] = False
     """Whole-run analyses see every member (their one unit holds the whole run's rows) unless
     this is True (e.g. an export of the members asked for)."""
+    run_part: ClassVar[bool] = False
+    """A per-checkpoint analysis whose rows also need other checkpoints' outputs (CKA against the
+    final checkpoint or another seed): after the sweep the runner calls its `compute_run` once
+    and stores the rows as the analysis' whole-run unit, cached by the keys of its per-checkpoint
+    units (a re-run with nothing new computes nothing; a recomputed checkpoint reruns it)."""
+    force: bool = False
+    """Set by the runner for a forced run: the run part must not reuse its own stored work."""
     cacheable: ClassVar[bool] = True
     """False for cheap whole-run analyses whose inputs are files outside the results table
     (they are simply recomputed every time)."""

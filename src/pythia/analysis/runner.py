@@ -23,7 +23,7 @@ from typing import Any
 
 from ..results import ResultsStore, Row
 from ..run import RunError, compact_steps, select_steps
-from .base import Analysis, AnalysisError, CheckpointContext, get
+from .base import Analysis, AnalysisError, CheckpointContext, SkipCheckpoint, get
 
 CRASH_ENV = "PYTHIA_ANALYZE_CRASH_AFTER"
 """Test hook: "N" kills the process (os._exit(137)) right after the N-th unit it computed."""
@@ -37,6 +37,8 @@ class AnalyzeSummary:
     computed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)
+    """{(analysis, reason): [member/stepN, ...]}: checkpoints an analysis does not apply to."""
 
     @property
     def ok(self) -> bool:
@@ -162,11 +164,14 @@ def _sweep(run, analyses, chosen, store, rank, world, steps, device, dtype, prog
                 _one_checkpoint(run, member, ck, per_ckpt, store, dev, dtype, shared, summary, force,
                                 progress and rank == 0)
                 bar.update(1)
+        _warn_skipped(summary)
     _barrier(world)
     if rank == 0:  # member stages, then whole-run analyses (which see every member)
         for a in per_ckpt:
             for member in chosen:
                 _one_member_stage(run, a, member, store, summary, force)
+        for a in (a for a in per_ckpt if a.run_part):
+            _one_run_part(run, a, store, summary, force)
         for a in (a for a in analyses if a.scope == "run"):
             _one_run_analysis(run, a, store, chosen if a.selects_members else run.members, summary, force)
         store.write_csv()
@@ -219,6 +224,9 @@ def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, sum
             rows = a.compute(ctx)
         except AnalysisError:
             raise
+        except SkipCheckpoint as why:
+            summary.skipped.setdefault((a.name, str(why)), []).append(label)
+            rows = []
         except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not stop the sweep
             traceback.print_exc(file=sys.stderr)
             summary.failed.append(f"{a.name} {label}: {type(exc).__name__}: {exc}")
@@ -279,6 +287,33 @@ def _one_run_analysis(run, a: Analysis, store: ResultsStore, members, summary: A
     summary.computed.append(a.name)
 
 
+def _warn_skipped(summary: AnalyzeSummary) -> None:
+    for (name, why), labels in sorted(summary.skipped.items()):
+        shown = ", ".join(labels[:12]) + (f", ... ({len(labels)} in all)" if len(labels) > 12 else "")
+        warnings.warn(f"{name}: {len(labels)} checkpoint(s) skipped, {why}: {shown}", stacklevel=3)
+
+
+def _one_run_part(run, a: Analysis, store: ResultsStore, summary: AnalyzeSummary, force: bool) -> None:
+    """The whole-run part of a per-checkpoint analysis (`Analysis.run_part`), cached by the keys
+    of that analysis' per-checkpoint units over every member and the weights their checkpoints
+    hold now (a checkpoint rewritten since its unit reruns it too)."""
+    h = hashlib.sha256()
+    for m in run.members:
+        for step in m.steps:
+            key = store.unit_key(a.name, m.name, step)
+            if key is not None:
+                h.update(json.dumps([m.name, step, key, m.checkpoint(step).digest], sort_keys=True).encode())
+    key = a.cache_key(h.hexdigest()[:16])
+    key["members"] = [m.name for m in run.members]
+    if not force and store.unit_key(a.name, None, None) == key:
+        summary.cached.append(f"{a.name} (run)")
+        return
+    a.force = force
+    rows = a.compute_run(run, store, run.members)
+    store.put(a.name, full_rows(run, None, None, a.name, rows), key=key)
+    summary.computed.append(f"{a.name} (run)")
+
+
 def run_checkpoint_hooks(run, member, checkpoint, names: list[str], *, model, device, write: bool,
                          autocast=None, options: dict | None = None, shared: dict | None = None) -> dict:
     """The trainer's checkpoint-time hook: run per-checkpoint analyses `names` on the model in
@@ -297,7 +332,10 @@ def run_checkpoint_hooks(run, member, checkpoint, names: list[str], *, model, de
     for a in analyses:
         if a.scope != "checkpoint":
             continue
-        rows = a.compute(ctx)
+        try:
+            rows = a.compute(ctx)
+        except SkipCheckpoint:
+            rows = []
         if store is not None:
             store.put(a.name, full_rows(run, member, checkpoint.step, a.name, rows),
                       key=a.cache_key(checkpoint.digest), member=member.name, step=checkpoint.step)

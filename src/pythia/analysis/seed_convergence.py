@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_json_atomic
-from . import _probe as probe
+from ._probe import PROBE_OPTIONS, Probe, read_probe
 from .base import Analysis, AnalysisError, Option, register
 from .seeds import shapes_of
 
@@ -38,7 +38,7 @@ class SeedConvergence(Analysis):
     summary = "symmetric KL between the next-token distributions of the seeds of each size, per step, on the probe"
     scope = "run"
     version = 1
-    options = probe.PROBE_OPTIONS + (
+    options = PROBE_OPTIONS + (
         Option("convergence_steps", str, None, "steps to compare: all (default), last, a list 0,16,256 or A:B"),
         Option("val_batch", int, 8, "windows per forward pass", affects_result=False),
         Option("kl_memory_mb", int, 512, "MiB of log-probability chunks (all seeds of a size at once)",
@@ -49,7 +49,7 @@ class SeedConvergence(Analysis):
         return False  # reads checkpoints, not rows: see run_inputs
 
     def check(self, run, members) -> None:
-        probe.read_probe(run, self.opts, {})
+        read_probe(run, self.opts, {})
         if self.opts["kl_memory_mb"] < 1:
             raise AnalysisError(f"--kl-memory-mb must be >= 1, got {self.opts['kl_memory_mb']}")
 
@@ -81,7 +81,7 @@ class SeedConvergence(Analysis):
             warnings.warn(f"seed_convergence: {what} ({', '.join(single)}): nothing to compare there", stacklevel=2)
         if all(not steps for steps in plan.values()):
             return []
-        pr = probe.read_probe(run, self.opts, {})
+        pr = read_probe(run, self.opts, {})
         path = Path(run.results_dir) / "artifacts" / self.name / ENTRIES
         entries = _read_entries(path)
         rows = []
@@ -101,7 +101,7 @@ class SeedConvergence(Analysis):
                              "task": shape, "metric": "symmetric_kl", "value": entry["value"]})
         return rows
 
-    def _pairs(self, members, step: int, pr: probe.Probe) -> dict[str, float]:
+    def _pairs(self, members, step: int, pr: Probe) -> dict[str, float]:
         from ..divergence import pairwise_symmetric_kl
 
         hidden, weight = [], []

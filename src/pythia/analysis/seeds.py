@@ -32,12 +32,14 @@ from ._seedstats import MIN_OTHERS, Z_THRESHOLD, align, flagged, robust_z, sprea
 from .base import Analysis, Option, register
 
 SKIP_BY_DEFAULT = ("seeds", "training_map", "train_loss", "memorization_predictability", "term_counts",
-                   "term_frequency", "trace")
+                   "term_frequency", "trace", "representations", "optimizer_state")
 """Not summarised unless named: this analysis, the categorical map states, the per-update
 training log (one row per update; summarise it with --seed-analyses train_loss), the pairwise
 predictability of memorized sets (one task per predictor checkpoint, not a measure of one
 model), term counts (a property of the training order, not of the model), the term-frequency
-join (its accuracies are the eval rows, summarised there) and traced texts (each member's own)."""
+join (its accuracies are the eval rows, summarised there), traced texts (each member's own), and
+the per-matrix statistics of representations and optimizer_state (dozens of matrices per
+checkpoint; representations' CKA across seeds is already a statistic over seeds)."""
 
 
 def shapes_of(members) -> dict[str, list]:

@@ -34,7 +34,7 @@ import numpy as np
 from ..io import write_npz_atomic
 from ..token_dynamics import (acquired_share, age_of_acquisition, bucket_key, forgettability, frequency_bucket,
                               ngram_surprisals, ols_fit, variability)
-from . import _probe as probe
+from ._probe import PROBE_OPTIONS, Probe, read_probe, score as score_probe
 from .base import Analysis, AnalysisError, Option, Row, register
 
 COUNTS_FORMAT = "pythia-seen-ngrams/1"
@@ -58,7 +58,7 @@ class TokenCurves(Analysis):
     summary = ("surprisal of every probe token at every checkpoint; age of acquisition, forgetting, and fits "
                "on the n-gram counts of what each member had seen")
     version = 1
-    options = probe.PROBE_OPTIONS + (
+    options = PROBE_OPTIONS + (
         Option("val_batch", int, 8, "windows per forward pass", affects_result=False),
         Option("top_forgotten", int, 10, "most-forgotten tokens listed per member (rows `forgotten`)",
                affects_result=False),  # the member stage only: in its digest, not in the checkpoints' keys
@@ -70,7 +70,7 @@ class TokenCurves(Analysis):
 
     # -- input checks ---------------------------------------------------------------------------
     def check(self, run, members) -> None:
-        probe.read_probe(run, self.opts, {})  # bad probe options or too few windows: named now
+        read_probe(run, self.opts, {})  # bad probe options or too few windows: named now
         if self.opts["top_forgotten"] < 0:
             raise AnalysisError(f"--top-forgotten must be >= 0, got {self.opts['top_forgotten']}")
         blind = [m.name for m in members if not has_order(m)]
@@ -79,13 +79,13 @@ class TokenCurves(Analysis):
                           "data=PREFIX): surprisal curves only, no n-gram rows (r2_unigram, r2_bigram, coef_*) and "
                           "no frequency buckets for them", stacklevel=3)
 
-    def _probe(self, run, shared: dict) -> probe.Probe:
-        return probe.read_probe(run, self.opts, shared)
+    def _probe(self, run, shared: dict) -> Probe:
+        return read_probe(run, self.opts, shared)
 
     # -- per checkpoint -------------------------------------------------------------------------
     def compute(self, ctx) -> list[Row]:
         pr = self._probe(ctx.run, ctx.shared)
-        per_token, sums = probe.score(ctx, pr.key, pr.windows, self.opts["val_batch"])
+        per_token, sums = score_probe(ctx, pr.key, pr.windows, self.opts["val_batch"])
         surprisal = per_token.astype(np.float16)
         vocab = int(ctx.model.config.vocab_size)
         write_npz_atomic(ctx.artifact_dir(self.name) / "surprisal.npz",
@@ -102,7 +102,7 @@ class TokenCurves(Analysis):
         return rows
 
     # -- what the member had seen -----------------------------------------------------------------
-    def counts_at(self, run, member, pr: probe.Probe, vocab: int, step: int):
+    def counts_at(self, run, member, pr: Probe, vocab: int, step: int):
         """(counts of updates 0..step-1 for the probe's tokens and pairs, the pairs): a stored
         snapshot, else the running counter of this order advanced (from the nearest earlier
         snapshot), then stored."""
@@ -127,7 +127,7 @@ class TokenCurves(Analysis):
                          compress=True)
         return state.copy(), pairs
 
-    def _counts_dir(self, run, member, pr: probe.Probe, vocab: int) -> Path:
+    def _counts_dir(self, run, member, pr: Probe, vocab: int) -> Path:
         """Snapshots of one order's counts for one probe: members that trained on the same order
         (data, data seed, batch; not forks) share them."""
         ident = {"format": COUNTS_FORMAT, "data": member.dataset, "data_seed": member.data_seed,

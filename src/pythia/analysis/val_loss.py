@@ -9,7 +9,7 @@ Its pass keeps every token's loss (`_probe.score`): `token_curves` on the same w
 """
 from __future__ import annotations
 
-from . import _probe as probe
+from ._probe import score as score_probe, windows as probe_windows
 from .base import Analysis, AnalysisError, Option, Row, register
 
 
@@ -29,12 +29,12 @@ class ValLoss(Analysis):
     def windows(self, ctx):
         spec = ctx.run.spec
         n = self.opts["val_samples"] or spec.eval_samples
-        return probe.windows(ctx.shared, spec.data.valid, spec.data.seq_len, n)
+        return probe_windows(ctx.shared, spec.data.valid, spec.data.seq_len, n)
 
     def compute(self, ctx) -> list[Row]:
         windows = self.windows(ctx)
         key = ("probe", ctx.run.spec.data.valid, ctx.run.spec.data.seq_len, int(windows.shape[0]))
-        _, sums = probe.score(ctx, key, windows, self.opts["val_batch"])
+        _, sums = score_probe(ctx, key, windows, self.opts["val_batch"])
         total = 0.0
         for s in sums:  # float32 batch sums added in order, as training's validation does
             total += s

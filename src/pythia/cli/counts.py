@@ -9,7 +9,7 @@ import json
 from .commands import add_command
 
 
-def _parse_ids(text: str) -> list[int]:
+def parse_ids(text: str) -> list[int]:
     try:
         return [int(t) for t in text.replace(",", " ").split()]
     except ValueError:
@@ -207,7 +207,7 @@ def register(dsub) -> None:
                    help="with --run: TEXT; without: PREFIX then TEXT (TEXT is tokenized exactly, no space added)")
     p.add_argument("--run", help="run folder, demo output, member folder or Hub repo id (see `pythia analyze`)")
     p.add_argument("--member", help="member of the run (default: the only or focused one)")
-    p.add_argument("--tokens", type=_parse_ids, help="token ids to count instead of TEXT, e.g. 510,285")
+    p.add_argument("--tokens", type=parse_ids, help="token ids to count instead of TEXT, e.g. 510,285")
     p.add_argument("--terms", help="file of terms, one per line (verbatim), counted at every checkpoint step")
     p.add_argument("--until-step", type=int, help="count updates 0..k-1 (default: all trained steps)")
     p.add_argument("--by-step", action="store_true", help="also the cumulative count at each checkpoint step")

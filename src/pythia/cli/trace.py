@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .data import _parse_ids
+from .counts import parse_ids
 
 _DESCRIPTION = """\
 Trace a text back to what a run member trained on (OLMoTrace, Liu et al. 2025) and say when
@@ -125,7 +125,7 @@ def register(sub) -> None:
     p.add_argument("--step", help="the checkpoint whose knowledge count_until_step reports, and that --generate "
                                   "uses (default: the last checkpoint)")
     p.add_argument("--data", metavar="PREFIX", help="Hub repos only: the preshuffled training data they read")
-    p.add_argument("--tokens", type=_parse_ids, help="token ids to trace instead of TEXT, e.g. 510,285")
+    p.add_argument("--tokens", type=parse_ids, help="token ids to trace instead of TEXT, e.g. 510,285")
     g = p.add_argument_group("generate, then trace")
     g.add_argument("--generate", metavar="PROMPT", help="trace the greedy continuation of PROMPT by checkpoint --step")
     g.add_argument("--max-new-tokens", type=int, help="tokens to generate (default 32)")

@@ -92,6 +92,8 @@ class DemoSettings:
     min_lr: float
     data_seed: int = 1234  # Pythia's training-order seed
     valid_samples: int = 64  # validation sequences scored at every checkpoint
+    optimizer_state_every: int = 1
+    """train.optimizer_state_every: AdamW moments (2x the weights) on every k-th checkpoint and the last."""
     intervention: DemoIntervention | None = None
     studies: DemoStudies | None = None
 
@@ -114,12 +116,14 @@ FULL = DemoSettings(
     checkpoint_interval=16,
     lr=2e-3,
     min_lr=2e-4,
+    optimizer_state_every=4,  # moments at steps 8, 64, 128 (the fork's start), 192, 256: half the disk
     intervention=DemoIntervention("this", "d96-l3-seed1", 128, SELF_TO_THIS, " self, this"),
     studies=DemoStudies(eval_steps="0,4,16,64,128,192,256", eval_limit=48,
                         memorization_steps="64,128,192,256", memorization_positions="0:1024",
                         memorization_cont_len=4,
                         arithmetic_steps="64,256", arithmetic_x2_max=5, arithmetic_seeds=(1,),
-                        token_windows=16, convergence_steps="0,4,16,64,256", convergence_windows=16),
+                        token_windows=16, convergence_steps="0,4,16,64,256", convergence_windows=16,
+                        representation_steps="0,4,16,32,64,128,192,256", probe_windows=32, probe_len=32),
 )
 # Quick demo (what the tests run): micro models, 20 steps, a ~1.5 MB corpus: under a minute.
 QUICK = DemoSettings(
@@ -135,10 +139,11 @@ QUICK = DemoSettings(
     lr=2e-3,
     min_lr=2e-4,
     valid_samples=16,
+    optimizer_state_every=5,  # moments at steps 10 (the fork's start) and 20
     intervention=DemoIntervention("this", "d64-l2-seed1", 10, SELF_TO_THIS, " self, this"),
     studies=DemoStudies(eval_steps="all", eval_limit=None, memorization_steps="all",
                         memorization_positions=None, memorization_cont_len=4, arithmetic_steps="10,20",
-                        arithmetic_x2_max=5, arithmetic_seeds=(1,)),
+                        arithmetic_x2_max=5, arithmetic_seeds=(1,), probe_windows=32, probe_len=32),
 )
 
 
@@ -220,6 +225,7 @@ def suite_spec(settings: DemoSettings, out_dir: Path, tokenizer_info: dict) -> d
             "min_lr": settings.min_lr,
             "precision": "fp32",
             "device": "cpu",
+            "optimizer_state_every": settings.optimizer_state_every,
         },
         "checkpoints": {"interval": settings.checkpoint_interval, "log_spaced": True},
         "eval": {"samples": settings.valid_samples},

@@ -13,6 +13,10 @@ a re-run after an interruption computes only what is missing).
     tracing          OLMoTrace spans of a few memorized sequences and greedy generations (DEMO_PROMPTS)
                      of each size's first seed at its last checkpoint, with the step each span was
                      first seen; the last-word task's items traced (contamination by step)
+    representations  per-layer CKA across checkpoints and seeds, spectra and sparsity of weights and
+                     probe gradients at `representation_steps` (a probe of `probe_windows` x
+                     `probe_len` held-out tokens); the optimizer-state statistics at every
+                     checkpoint that keeps AdamW moments (the others are skipped with one warning)
     intervention     the fork's pronoun probe (pipeline.run_probe)
     scaling          Chinchilla's L(N, D) and Kaplan's L(N) of the validation loss over the sizes,
                      seeds as replicates, and accuracy against loss on the last-word task (three
@@ -70,6 +74,11 @@ class DemoStudies:
     convergence_steps: str = "all"
     convergence_windows: int | None = None
     """Probe windows of seed_convergence (None: the validation loss's)."""
+    representation_steps: str = "all"
+    """Steps of the representations study (the last one is every CKA's reference)."""
+    probe_windows: int = 64
+    probe_len: int | None = None
+    """Probe tokens per window (None: the run's sequence length)."""
 
 
 def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bool = False,
@@ -108,6 +117,9 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
     analyze("seeds", "weights,token_curves", members=base, steps=studies.token_steps, options=probe)  # one load each
     analyze("seeds", "seeds,training_map", members=base)
     analyze("scaling", "scaling")
+    analyze("representations", "representations", members=base, steps=studies.representation_steps,
+            options={"probe_windows": studies.probe_windows, "probe_len": studies.probe_len})
+    analyze("representations", "optimizer_state", members=base)
 
     terms = out_dir / "terms.txt"
     write_text_atomic(terms, "\n".join(DEMO_TERMS) + "\n")

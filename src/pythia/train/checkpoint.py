@@ -9,6 +9,9 @@ either exists complete or not at all; a kill mid-write leaves only a hidden .ste
                                           "{name}.exp_avg", "{name}.exp_avg_sq" (fp32), "{name}.step"
     training_state/optimizer/             the same state sharded as FSDP2 holds it, one file per rank
                                           (torch.distributed.checkpoint; loads on any number of ranks)
+    training_state/gradients.safetensors  with checkpoints.gradients: the gradient of the update that made
+                                          this step (its training batch's mean loss, unscaled, before
+                                          clipping) for every weight matrix, fp32, by parameter name
     training_state/rng.safetensors        RNG states as uint8 tensors: torch_cpu, torch_cuda_{i},
                                           numpy_mt19937 (624 uint32 as bytes), python_mt (625 uint64 as bytes)
     training_state/state.json             scalars: step, consumed_samples, loss scaler, optimizer
@@ -17,8 +20,10 @@ either exists complete or not at all; a kill mid-write leaves only a hidden .ste
     manifest.json                         {"format", "step", "weights_digest", "files": {relpath: {sha256, bytes}}}
 
 The run-wide rules (step folder names, the manifest, the weights digest) are pythia.layout's;
-this module writes and reads what training alone needs. Safetensors + JSON, except the sharded optimizer state, whose torch.distributed.checkpoint
-`.metadata` is a pickle: it is only ever read back by the run that wrote it. `weights_digest`
+this module writes and reads what training alone needs. Safetensors + JSON, except the sharded
+optimizer state, whose torch.distributed.checkpoint `.metadata` is a pickle: it is read back by
+the run that wrote it, and for study through pythia.train.optimizer_state's unpickler, which
+builds only checkpoint metadata. `weights_digest`
 hashes the model tensors (name, dtype, shape, bytes) so `pythia verify` can spot different
 steps holding identical weights.
 """
@@ -47,6 +52,7 @@ OPTIMIZER_FORMATS = {
     "omitted": "left out by train.optimizer_state_every: weights only, not resumable",
 }
 STATE_FORMAT = "pythia-train-state/1"
+GRADIENTS_FILE = "gradients.safetensors"
 CRASH_ENV = "PYTHIA_TRAIN_CRASH_AT"
 """Test hook: "ckpt:N" kills the process (os._exit) half-way through writing step N;
 "step:N" kills it right after update N, before any checkpoint of that step; "sigterm:N"
@@ -128,6 +134,8 @@ class TrainingState:
     extra: dict
     optimizer_format: str = "full"
     """Where the optimizer state is: a key of OPTIMIZER_FORMATS."""
+    gradients: dict[str, torch.Tensor] | None = None
+    """checkpoints.gradients: the last update's gradients of the weight matrices, by name."""
 
 
 def save_checkpoint(
@@ -152,6 +160,9 @@ def save_checkpoint(
         ts.mkdir(exist_ok=True)
         if state.optimizer_format == "full":
             _write_full_optimizer(state.optimizer, ts / "optimizer.safetensors")
+        if state.gradients is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.gradients.items()}, str(ts / GRADIENTS_FILE),
+                      metadata={"format": STATE_FORMAT})
         crash_point("ckpt", step)
         save_file({k: v.contiguous() for k, v in state.rng_tensors.items()}, str(ts / "rng.safetensors"),
                   metadata={"format": STATE_FORMAT})
@@ -208,6 +219,12 @@ def load_training_state(step_dir: Path) -> TrainingState:
         extra=extra,
         optimizer_format=fmt,
     )
+
+
+def load_gradients(step_dir: Path) -> dict[str, torch.Tensor] | None:
+    """The training gradients a checkpoint keeps (checkpoints.gradients), None when it keeps none."""
+    path = Path(step_dir) / "training_state" / GRADIENTS_FILE
+    return load_file(str(path)) if path.is_file() else None
 
 
 def optimizer_format(step_dir: Path) -> str | None:

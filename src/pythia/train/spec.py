@@ -245,16 +245,20 @@ class CheckpointSpec:
     """Also save step 0 and 1, 2, 4, ... below the interval (Pythia's early checkpoints)."""
     max_shard_size: int | str = "2GB"
     """HF weights above this go to model-0000k-of-0000n.safetensors + an index (bytes or "500MB", "2GB")."""
+    gradients: bool = False
+    """Also keep, in each scheduled checkpoint, the gradient of the update that made it (its training
+    batch, which only training sees) for every weight matrix (fp32: as much again as those weights)."""
 
     @classmethod
     def from_dict(cls, d: Any) -> CheckpointSpec:
-        _check_keys(d, "checkpoints", ("interval",), ("log_spaced", "max_shard_size"))
+        _check_keys(d, "checkpoints", ("interval",), ("log_spaced", "max_shard_size", "gradients"))
         size = d.get("max_shard_size", "2GB")
         _size_bytes(size, "checkpoints.max_shard_size")
         return cls(
             interval=_int(d["interval"], "checkpoints.interval"),
             log_spaced=_bool(d.get("log_spaced", True), "checkpoints.log_spaced"),
             max_shard_size=size,
+            gradients=_bool(d.get("gradients", False), "checkpoints.gradients"),
         )
 
     @property
@@ -570,7 +574,7 @@ class SuiteSpec:
                       "loss_scale": dataclasses.asdict(t.loss_scale), "parallel": t.parallel, "device": t.device,
                       "optimizer_state_every": t.optimizer_state_every},
             "checkpoints": {"interval": self.checkpoints.interval, "log_spaced": self.checkpoints.log_spaced,
-                            "max_shard_size": self.checkpoints.max_shard_size},
+                            "max_shard_size": self.checkpoints.max_shard_size, "gradients": self.checkpoints.gradients},
             "members": [m.to_dict() for m in self.members],
             "seeds": list(self.seeds),
             "output": self.output,

@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
 from .. import layout
 from ..hf import write_pretrained
 from ..loss import token_loss
+from ..matrix_stats import is_weight_matrix
 from . import checkpoint as ckpt
 from .callbacks import CheckpointCallback, CheckpointSaved
 from .disk import explain_disk_full
@@ -83,6 +84,8 @@ class Trainer:
         self.device = self.ctx.device
         self.autocast_dtype = _AUTOCAST[t.precision]
         self.fsdp = t.parallel == "fsdp" and self.ctx.distributed
+        self.gradients: dict[str, torch.Tensor] | None = None
+        """checkpoints.gradients: the weight matrices' gradients of the update that makes the next checkpoint."""
 
     # -- setup -----------------------------------------------------------------------------
     def setup(self) -> int:
@@ -192,6 +195,8 @@ class Trainer:
             for p in self.model.parameters():
                 if p.grad is not None:
                     p.grad.div_(scale)
+        if self.spec.checkpoints.gradients and self.step + 1 in self.ckpt_index:
+            self.gradients = self._capture_gradients()
         grad_norm = grad_norm_and_clip(list(self.model.parameters()), self.spec.train.grad_clip)
         overflow = not np.isfinite(grad_norm)
         if not overflow:
@@ -199,6 +204,18 @@ class Trainer:
             self.updates += 1
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm, overflow
+
+    def _capture_gradients(self) -> dict[str, torch.Tensor] | None:
+        """The weight matrices' gradients, whole, on the CPU of rank 0 (FSDP shards are gathered one
+        tensor at a time, so every rank calls this); None on the other ranks."""
+        out = {}
+        for name, p in unwrap(self.model).named_parameters():
+            if p.grad is None or not is_weight_matrix(name, p):
+                continue
+            g = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+            if self.ctx.is_main:
+                out[name] = g.detach().float().cpu().clone()
+        return out if self.ctx.is_main else None
 
     def train_step(self, n: int) -> dict:
         """Update number n+1 on the global batch of step n; returns its metrics record."""
@@ -261,6 +278,7 @@ class Trainer:
                 step=self.step, consumed_samples=self.step * self.B, optimizer=optim_state,
                 scaler=self.scaler.state_dict(), rng_tensors=rng_tensors, rng_scalars=rng_scalars,
                 extra=extra, optimizer_format=fmt,
+                gradients=self.gradients,
             )
             with explain_disk_full(self.run.member_dir, self.step, unwrap(self.model), self.run.tokenizer):
                 ckpt.save_checkpoint(self.run.member_dir, self.step, state=state,
@@ -270,6 +288,7 @@ class Trainer:
                     print(f"[{self.run.member.name}] removed step{step}, written on a stop signal: step{self.step} supersedes it")
         elif self.fsdp:
             write_shared(self.ctx.broadcast_object(None))
+        self.gradients = None
         self.ctx.barrier()
         if preempted is None or self.step in self.ckpt_index:
             self.checkpoint_saved()
