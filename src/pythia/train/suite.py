@@ -28,7 +28,7 @@ from .trainer import MemberRun, Trainer
 # `interventions` too: adding a fork to a trained run leaves its members alone; each fork's own
 # intervention.json refuses a changed intervention (intervention.check_record).
 _RESUME_FREE = {("output",), ("tensorboard",), ("data", "order_dir"), ("analyses",), ("checkpoints", "max_shard_size"),
-                ("train", "optimizer_state_every"), ("interventions",)}
+                ("train", "optimizer_state_every"), ("train", "compile"), ("interventions",)}
 
 
 def resolve(spec: SuiteSpec) -> list[Member]:
