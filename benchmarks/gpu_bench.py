@@ -153,9 +153,9 @@ def pythia_trainer(cfg, variant: Variant, seq, device, out_dir, precision="bf16"
     spec = SuiteSpec.from_dict({
         "name": "gpu-bench", "output": str(out_dir),
         "data": {"train": str(out_dir / "unused"), "seq_len": seq},
-        "train": {"iters": 10**6, "global_batch": batch, "micro_batch": variant.micro, "precision": precision,
+        "train": {"iters": 10**4, "global_batch": batch, "micro_batch": variant.micro, "precision": precision,
                   "device": device.type, "warmup_fraction": 0.0, "lr": 1e-4, "compile": variant.compile},
-        "checkpoints": {"interval": 10**6, "log_spaced": False},
+        "checkpoints": {"interval": 10**4, "log_spaced": False},
         "members": [{"name": "bench", "num_layers": 1, "hidden_size": 8, "num_heads": 1}],  # shape from `member`
     })
     member = Member(name=cfg.name, config=cfg, seed=0, data_seed=0, lr=1e-4, min_lr=1e-5)
@@ -201,6 +201,7 @@ def bench_variant(cfg, variant: Variant, seq, device, warmup, steps, peak, preci
     from pythia.model import flops_per_token
 
     row = dict(model=cfg.name, impl=variant.label, micro_batch=variant.micro, seq=seq)
+    free(device)  # the previous variant's compiled model sits in a reference cycle until collected
     tmp = tempfile.TemporaryDirectory()
     keep = None
     try:
@@ -236,8 +237,11 @@ def bench_variant(cfg, variant: Variant, seq, device, warmup, steps, peak, preci
     except Exception as exc:  # noqa: BLE001 -- one failing variant must not lose the others' figures
         row["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
     finally:
-        if variant.impl == "pythia" and keep is not None and keep.log is not None:
-            keep.log.close()
+        if variant.impl == "pythia" and keep is not None:
+            if keep.log is not None:
+                keep.log.close()
+            if keep.compiled is not None:
+                keep.compiled.undo()  # break the model <-> compiled-method cycle
         del keep
         tmp.cleanup()
         free(device)
@@ -405,6 +409,7 @@ def main() -> None:
             row = bench_variant(configs[size], variant, seq, device, args.warmup, args.steps, peak, precision)
             results["training"].append(row)
             print_training_row(row)
+            finish(results, args.out, quiet=True)  # kept after each row: a timeout loses nothing measured
         for line in training_summary(results["training"]):
             print(line)
         if skipped:
@@ -432,11 +437,12 @@ def main() -> None:
     finish(results, args.out)
 
 
-def finish(results: dict, out: str | None) -> None:
+def finish(results: dict, out: str | None, quiet: bool = False) -> None:
     if out:
         with open(out, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
-        print(f"\nwrote {out}")
+        if not quiet:
+            print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ As torchtitan does (torchtitan/models/llama3/infra/parallelize.py, `apply_compil
 transformer layer is compiled on its own, before DDP / FSDP2 wrap the model: the layers share
 one graph (compiled once, whatever the depth), FSDP2's per-layer hooks stay outside the compiled
 code, and DDP still sees each layer's gradients as soon as its backward ends, so the all-reduce
-overlaps the backward. The fused head + cross-entropy (`GPTNeoX.head_loss`) is compiled apart,
-which lets inductor fuse the softmax, its gradient and the casts around the two head matmuls.
+overlaps the backward. On CUDA the fused head + cross-entropy (`GPTNeoX.head_loss`) is compiled
+apart too, which lets inductor fuse the softmax, its gradient and the casts around the head's
+matmuls (on CPU it measured slower than eager: compile_head_default).
 
 Compiled code is attached as instance attributes (`layer.forward`, `model.head_loss`), so
 parameter names, state dicts and checkpoints are those of the eager model, and `undo()` (or the
@@ -28,8 +29,8 @@ COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotu
 
 
 def wants_compile(setting: bool | str, device: torch.device) -> bool:
-    """train.compile: true / false, or "auto": on for CUDA, off on CPU (measured slower there:
-    see docs/training.md, "Compiled training")."""
+    """train.compile: true / false, or "auto": on for CUDA, off on CPU (not faster there, and
+    slow to compile: benchmarks/RESULTS.md, "Training step, compiled and eager")."""
     if setting == "auto":
         return torch.device(device).type == "cuda"
     return bool(setting)
