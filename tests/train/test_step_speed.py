@@ -10,10 +10,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from pythia.train import compile as compile_module
 from pythia.train import micro_batch as mb
-from pythia.train import trainer as trainer_module
 from pythia.train.metrics import read_jsonl
 from pythia.train.spec import SpecError, SuiteSpec
 from pythia.train.suite import train_suite
@@ -207,7 +206,7 @@ def test_compile_failure_at_the_first_step_falls_back(datasets, tmp_path, monkey
         return run
 
     eager = _train(datasets, tmp_path / "eager", micro_batch=4, compile=False)
-    monkeypatch.setattr(trainer_module, "compile_unavailable", lambda device: None)
+    monkeypatch.setattr(compile_module, "compile_unavailable", lambda device: None)
     monkeypatch.setattr(torch, "compile", broken_compile)
     seen = []
     real_setup = Trainer.setup

@@ -20,6 +20,7 @@ import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -143,6 +144,41 @@ def _raise_recompile_limit(layers: int) -> None:
             break
 
 
+def choose_mode(setting: bool | str, device: torch.device, mode: str | None) -> str | None:
+    """The torch.compile mode to apply for train.compile = `setting`, or None (eager): off, or on
+    where this torch cannot compile (then one warning per process)."""
+    if not wants_compile(setting, device):
+        return None
+    why = compile_unavailable(device)
+    if why is not None:
+        warn_once(f"train.compile: {why}; training without torch.compile (same results, slower)")
+        return None
+    return mode
+
+
+def warm_up(compiled: CompiledModel, step: Callable[[], None], agree_any: Callable[[bool], bool] = bool,
+            label: str | None = None) -> CompiledModel | None:
+    """Compile by running `step` once (a forward + backward of dummy rows at the training shape)
+    before training; report the compile time once (printed when `label` is given). If it fails
+    here (on any rank: `agree_any` ORs a flag over ranks), restore the eager model, warn once and
+    return None, so training runs eagerly instead of crashing mid-run."""
+    failure = None
+    try:
+        with Stopwatch() as watch:
+            step()
+    except Exception as exc:  # noqa: BLE001 -- whatever broke, the eager step is the fallback
+        failure = exc
+    if agree_any(failure is not None):
+        compiled.undo()
+        why = describe(failure) if failure is not None else "it failed on another rank"
+        warn_once(f"train.compile: torch.compile failed ({why}); training without it (same results, slower)")
+        return None
+    if label is not None:
+        took = f"{watch.compile:.1f} s compiling" if watch.compile is not None else "compiled"
+        print(f"{label} torch.compile: {took} (first step {watch.wall:.1f} s)")
+    return compiled
+
+
 def compile_seconds() -> float | None:
     """Seconds dynamo + inductor have spent compiling in this process (None if torch no longer
     reports it); the trainer logs the difference across its warm-up step."""
@@ -167,6 +203,6 @@ class Stopwatch:
         self.compile = None if self.c0 is None or c1 is None else max(c1 - self.c0, 0.0)
 
 
-__all__ = ["COMPILE_MODES", "COMPILE_SETTINGS", "CompiledModel", "Stopwatch", "apply_compile", "compile_head_default",
-           "compile_seconds",
+__all__ = ["COMPILE_MODES", "COMPILE_SETTINGS", "CompiledModel", "Stopwatch", "apply_compile", "choose_mode",
+           "compile_head_default", "compile_seconds", "warm_up",
            "compile_unavailable", "describe", "wants_compile", "warn_once"]

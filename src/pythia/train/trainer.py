@@ -29,7 +29,7 @@ from . import checkpoint as ckpt
 from ..hf import write_pretrained
 from ..loss import token_loss
 from .disk import explain_disk_full
-from .compile import Stopwatch, compile_head_default, compile_unavailable, describe, wants_compile, warn_once
+from .compile import choose_mode, compile_head_default, warm_up
 from .distributed import DistContext, parallelize, rank_slice, unwrap
 from .metrics import MemberLog, batch_fingerprint
 from .micro_batch import auto_micro_batch, cache_key
@@ -144,7 +144,8 @@ class Trainer:
         if opts.head_chunk_rows is not None:
             model.head_chunk_rows = opts.head_chunk_rows
         head = compile_head_default(self.device) if opts.compile_head is None else opts.compile_head
-        self.model, self.compiled = parallelize(model, self.ctx, t.parallel, self._compile_mode(), head)
+        mode = choose_mode(t.compile, self.device, opts.compile_mode)
+        self.model, self.compiled = parallelize(model, self.ctx, t.parallel, mode, head)
         self.optimizer = build_optimizer(self.model, weight_decay=t.weight_decay, betas=t.adam_betas, eps=t.adam_eps,
                                          fused=opts.fused_adam)
         ls = t.loss_scale
@@ -168,8 +169,10 @@ class Trainer:
             self._updates_on_device = torch.tensor(self.updates, dtype=torch.long, device=self.device)
         if t.micro_batch == "auto":
             self._auto_micro_batch()
-        if self.compiled is not None:
-            self._warm_up()
+        if self.compiled is not None:  # compile now, report the time once; eager if it fails
+            self.compiled = warm_up(self.compiled, lambda: self._probe_step(self.micro), self.ctx.any,
+                                    f"[{m.name}]" if self.ctx.is_main else None)
+            self.optimizer.zero_grad(set_to_none=True)
         self.log = MemberLog(self.run.member_dir, resume, self.spec.tensorboard) if self.ctx.is_main else None
         return self.step
 
@@ -187,18 +190,7 @@ class Trainer:
         elif state.optimizer_format != "empty":  # "empty": no update yet, the fresh optimizer is exact
             raise ValueError(f"{step_dir}: optimizer state {state.optimizer_format!r} cannot be resumed from")
 
-    # -- speed: compile, micro batch ------------------------------------------------------------
-    def _compile_mode(self) -> str | None:
-        """The torch.compile mode to apply, or None (eager): train.compile off, or on where this
-        torch cannot compile (one warning, then eager training)."""
-        if not wants_compile(self.spec.train.compile, self.device):
-            return None
-        why = compile_unavailable(self.device)
-        if why is not None:
-            warn_once(f"train.compile: {why}; training without torch.compile (same results, slower)")
-            return None
-        return self.run.options.compile_mode
-
+    # -- speed: micro batch, compile warm-up ------------------------------------------------------
     def _probe_step(self, micro: int) -> None:
         """One forward + backward of `micro` dummy rows (no all-reduce under DDP), gradients dropped."""
         self.model.train()
@@ -209,15 +201,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _auto_micro_batch(self) -> None:
-        """train.micro_batch: auto (pythia.train.micro_batch); probed eagerly, which needs at
-        least the memory of the compiled step."""
+        """train.micro_batch: auto (pythia.train.micro_batch), probed on the eager model."""
         t, m = self.spec.train, self.run.member
         local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in self.model.parameters())
         key = cache_key(m.config, self.spec.data.seq_len, t.precision, t.parallel, self.ctx.world_size,
                         self.compiled is not None, self.device)
 
         def probe(micro: int) -> None:
-            with self.compiled.eager() if self.compiled is not None else contextlib.nullcontext():
+            with self._eager():
                 self._probe_step(micro)
 
         micro, how = auto_micro_batch(self.B // self.ctx.world_size, self.spec.data.seq_len, self.device, key, probe,
@@ -225,28 +216,6 @@ class Trainer:
         self._set_micro(micro)
         if self.ctx.is_main:
             print(f"[{m.name}] train.micro_batch auto: {how}; {self.gas} accumulation step(s) per update")
-
-    def _warm_up(self) -> None:
-        """Compile the step before training (one forward + backward of dummy rows at the training
-        shape) and report the compile time once; if compiling fails on any rank, every rank
-        warns and trains eagerly instead of crashing mid-run."""
-        failure = None
-        try:
-            with Stopwatch() as watch:
-                self._probe_step(self.micro)
-        except Exception as exc:  # noqa: BLE001 -- whatever broke, the eager step is the fallback
-            failure = exc
-        if self.ctx.any(failure is not None):
-            self.compiled.undo()
-            self.compiled = None
-            self.optimizer.zero_grad(set_to_none=True)
-            why = describe(failure) if failure is not None else "it failed on another rank"
-            warn_once(f"train.compile: torch.compile failed ({why}); training without it (same results, slower)")
-            return
-        if self.ctx.is_main:
-            took = f"{watch.compile:.1f} s compiling" if watch.compile is not None else "compiled"
-            print(f"[{self.run.member.name}] torch.compile: {took} (first step {watch.wall:.1f} s, "
-                  f"{self.micro} x {self.spec.data.seq_len} tokens per forward)")
 
     def _find_resume_point(self) -> int | None:
         """Newest checkpoint whose files match its manifest and that holds optimizer state;
