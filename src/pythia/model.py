@@ -234,7 +234,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         grad_h, grad_w = ctx.saved_tensors
-        if grad_out.device.type == "cpu" and grad_out.item() == 1.0:  # loss.backward(): skip two full passes
+        # loss.backward() on CPU: skip two full passes (not under torch.compile, which cannot branch on a value)
+        if not torch.compiler.is_compiling() and grad_out.device.type == "cpu" and grad_out.item() == 1.0:
             return grad_h, grad_w, None, None, None, None, None, None
         return (grad_h * grad_out.to(grad_h.dtype), grad_w * grad_out.to(grad_w.dtype),
                 None, None, None, None, None, None)
@@ -287,6 +288,9 @@ class GPTNeoX(nn.Module):
     `torch.manual_seed(s)` before construction fixes it); on device="meta" nothing is
     allocated and `to_empty(device=...)` + `init_weights()` finish the job.
     """
+
+    head_chunk_rows: int | None = None
+    """Rows per logits chunk of the fused head + loss; None: ~32 MiB of fp32 logits on CPU, ~256 MiB on GPU."""
 
     def __init__(self, config: ModelConfig, device=None, dtype=None):
         super().__init__()
@@ -350,9 +354,15 @@ class GPTNeoX(nn.Module):
             x = layer(x, rope)  # (B, T, d)
         x = self.gpt_neox.final_layer_norm(x)
         if labels is not None:
-            return linear_cross_entropy(x, self.embed_out.weight, labels, reduction=loss_reduction,
-                                        token_losses=token_losses)
+            return self.head_loss(x, labels, loss_reduction, token_losses)
         return self.embed_out(x)  # (B, T, V)
+
+    def head_loss(self, hidden: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
+                  token_losses: torch.Tensor | None = None) -> torch.Tensor:
+        """The fused head + cross-entropy of the final hidden states (B, T, d): a method of its own
+        so that a trainer can compile it apart from the layers (pythia.train.compile)."""
+        return linear_cross_entropy(hidden, self.embed_out.weight, labels, chunk_rows=self.head_chunk_rows,
+                                    reduction=reduction, token_losses=token_losses)
 
     def forward_cached(self, input_ids: torch.Tensor, cache: KVCache, start: int, last_only: bool = True) -> torch.Tensor:
         """Run `input_ids` (B, T) at positions [start, start+T) against a KV cache it fills.

@@ -31,7 +31,8 @@ from .train.trainer import MemberRun, Trainer
 # `interventions` too: adding a fork to a trained run leaves its members alone; each fork's own
 # intervention.json refuses a changed intervention (intervention.check_record).
 _RESUME_FREE = {("output",), ("tensorboard",), ("data", "order_dir"), ("analyses",), ("checkpoints", "max_shard_size"),
-                ("checkpoints", "gradients"), ("train", "optimizer_state_every"), ("interventions",)}
+                ("checkpoints", "gradients"), ("train", "optimizer_state_every"), ("train", "compile"),
+                ("interventions",)}
 
 
 def resolve(spec: SuiteSpec, vocab: int | None = None) -> list[Member]:

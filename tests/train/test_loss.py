@@ -90,7 +90,7 @@ def test_trainer_step_uses_the_fused_loss(tmp_path):
     x = torch.from_numpy(tokens)
     ref_loss = sum(_full_logits_loss(ref, x[i:i + 4]) / 2 for i in (0, 4))  # gas = 2 micro-steps
     ref_loss.backward()
-    assert loss == pytest.approx(ref_loss.item(), rel=1e-6)
+    assert float(loss) == pytest.approx(ref_loss.item(), rel=1e-6)
     for (name, p), q in zip(t.model.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
     t.log.close()

@@ -70,7 +70,7 @@ def test_grad_accumulation_equivalence(tmp_path):
     a, b = _trainer(tmp_path, order, micro=2), _trainer(tmp_path, order, micro=8)
     assert (a.gas, b.gas) == (4, 1)
     tokens = order.batch(0, 8)
-    assert a.forward_backward(tokens) == pytest.approx(b.forward_backward(tokens), rel=1e-6)
+    assert float(a.forward_backward(tokens)) == pytest.approx(float(b.forward_backward(tokens)), rel=1e-6)
     for (name, pa), pb in zip(a.model.named_parameters(), b.model.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, atol=1e-7, rtol=1e-5, msg=name)
     for t in (a, b):

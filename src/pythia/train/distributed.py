@@ -1,4 +1,5 @@
-"""Data parallelism from outside the model: torchrun env -> process group, DDP or FSDP2 wrap.
+"""Data parallelism from outside the model: torchrun env -> process group, torch.compile
+(pythia.train.compile), then DDP or FSDP2 wrap.
 
 Launch with `torchrun --nproc-per-node N -m pythia.train SPEC.yaml` (or the `pythia` script);
 RANK/WORLD_SIZE/LOCAL_RANK come from torchrun. Backend: NCCL when the device is CUDA, gloo on
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .compile import CompiledModel, apply_compile
+
 
 @dataclass
 class DistContext:
@@ -22,6 +25,9 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     initialized_here: bool = False
+    control_group: object = None
+    """A gloo group beside NCCL for host-side values (loss logging, stop flags): agreeing on them
+    then never waits for the GPU's queue."""
 
     @property
     def is_main(self) -> bool:
@@ -39,17 +45,29 @@ class DistContext:
         """Average a Python float over ranks (loss logging)."""
         if not self.distributed:
             return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
+        t = torch.tensor([value], dtype=torch.float64, device=self._host_device)
+        dist.all_reduce(t, group=self.control_group)
         return float(t.item()) / self.world_size
+
+    def min(self, value: int) -> int:
+        """The smallest of an integer over ranks (e.g. the micro batch that fits on every rank)."""
+        if not self.distributed:
+            return int(value)
+        t = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t.item())
 
     def any(self, flag: bool) -> bool:
         """True on every rank when `flag` is true on at least one (e.g. a stop signal)."""
         if not self.distributed:
             return bool(flag)
-        t = torch.tensor([int(bool(flag))], dtype=torch.int32, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        t = torch.tensor([int(bool(flag))], dtype=torch.int32, device=self._host_device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control_group)
         return bool(t.item())
+
+    @property
+    def _host_device(self) -> torch.device:
+        return torch.device("cpu") if self.control_group is not None else self.device
 
     def broadcast_object(self, obj):
         """Rank 0's `obj` on every rank (e.g. the path of a checkpoint being written)."""
@@ -84,6 +102,8 @@ def init_distributed(device: str = "auto") -> DistContext:
             torch.cuda.set_device(dev)
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
         ctx.initialized_here = True
+        if dev.type == "cuda":
+            ctx.control_group = dist.new_group(backend="gloo")
     elif dist.is_initialized():
         ctx.rank, ctx.world_size = dist.get_rank(), dist.get_world_size()
     return ctx
@@ -106,6 +126,16 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext, parallel: str) -> torch
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     return DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+
+
+def parallelize(model: torch.nn.Module, ctx: DistContext, parallel: str, compile_mode: str | None = None,
+                compile_head: bool = True) -> tuple[torch.nn.Module, CompiledModel | None]:
+    """torch.compile (per layer, and the fused head + loss with compile_head, when compile_mode
+    is given: "default", "reduce-overhead", ...), then DDP or FSDP2 around it: torchtitan's
+    order, so FSDP2's hooks and DDP's gradient buckets stay outside the compiled graphs.
+    Returns (wrapped model, the compiled handle or None)."""
+    compiled = apply_compile(model, compile_mode, head=compile_head) if compile_mode is not None else None
+    return wrap_model(model, ctx, parallel), compiled
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

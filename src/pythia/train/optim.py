@@ -48,14 +48,16 @@ def build_optimizer(
     weight_decay: float = 0.1,
     betas: tuple[float, float] = (0.9, 0.95),
     eps: float = 1e-8,
+    fused: bool | None = None,
 ) -> torch.optim.AdamW:
     """AdamW over Pythia's two groups; the lr is set per step by the trainer (starts at 0)."""
     groups = param_groups(model, weight_decay)
-    # CUDA with plain (unsharded) parameters: the fused kernel, one launch per step instead of
-    # ~10 per parameter; elementwise, so as deterministic across resumes as the single-tensor
-    # path (foreach=False) used everywhere else (CPU, FSDP2's DTensor shards).
+    # fused=None: CUDA with plain (unsharded) parameters gets the fused kernel, one launch per
+    # step instead of ~10 per parameter; elementwise, so as deterministic across resumes as the
+    # single-tensor path (foreach=False) used everywhere else (CPU, FSDP2's DTensor shards).
     params = [p for g in groups for p in g["params"]]
-    fused = bool(params) and all(p.is_cuda and type(p.data) is torch.Tensor for p in params)
+    if fused is None:
+        fused = bool(params) and all(p.is_cuda and type(p.data) is torch.Tensor for p in params)
     if fused:
         return torch.optim.AdamW(groups, lr=0.0, betas=tuple(betas), eps=eps, fused=True)
     return torch.optim.AdamW(groups, lr=0.0, betas=tuple(betas), eps=eps, foreach=False)
@@ -66,25 +68,45 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def grad_norm_and_clip(params: list[torch.nn.Parameter], max_norm: float) -> float:
-    """Global L2 norm over all gradients (before clipping); clip in place when finite.
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor | None:
+    """Global L2 norm over all gradients (before clipping), as a 0-d tensor on their device
+    (reading it is the caller's choice: no host sync here); clips in place. None: no gradients.
 
-    Returns inf/nan on overflow without touching the gradients. Works for DTensor (FSDP2)
-    parameters: clip_grad_norm_ reduces the norm over the shards.
+    Works for DTensor (FSDP2) parameters: clip_grad_norm_ reduces the norm over the shards.
+    clip_grad_norm_ multiplies by max_norm/(total+1e-6) clamped at 1, which is a no-op for
+    finite norms <= max_norm and harmless garbage for inf/nan (the step is skipped then).
     """
     grads = [p for p in params if p.grad is not None]
     if not grads:
-        return 0.0
+        return None
     if max_norm and max_norm > 0:
         total = torch.nn.utils.clip_grad_norm_(grads, max_norm, error_if_nonfinite=False)
     else:
         total = torch.nn.utils.get_total_norm([p.grad for p in grads])
     if hasattr(total, "full_tensor"):  # DTensor under FSDP2
         total = total.full_tensor()
-    value = float(total)
-    # clip_grad_norm_ multiplies by max_norm/(total+1e-6) clamped at 1, which is a no-op for
-    # finite norms <= max_norm and harmless garbage for inf/nan (the step is skipped then).
-    return value
+    return total
+
+
+def grad_norm_and_clip(params: list[torch.nn.Parameter], max_norm: float) -> float:
+    """clip_grad_norm read as a float (inf/nan on overflow, 0.0 without gradients)."""
+    total = clip_grad_norm(params, max_norm)
+    return 0.0 if total is None else float(total)
+
+
+def step_unless_nonfinite(optimizer: torch.optim.Optimizer, norm: torch.Tensor) -> torch.Tensor:
+    """A fused AdamW step that the kernel itself skips when `norm` is not finite (the `found_inf`
+    input torch.amp.GradScaler feeds it; the step counts are restored too), so the host never
+    waits for the norm. Returns the 0-d float32 flag on the device: 1.0 = skipped."""
+    if not optimizer.defaults.get("fused"):
+        raise ValueError("step_unless_nonfinite needs a fused optimizer (build_optimizer(..., fused=True))")
+    found_inf = (~torch.isfinite(norm)).to(torch.float32)
+    optimizer.found_inf = found_inf
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf
+    return found_inf
 
 
 @dataclass

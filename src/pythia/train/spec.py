@@ -94,6 +94,20 @@ def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _micro_batch(value: Any) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, str):
+        raise SpecError(f"train.micro_batch must be an integer >= 1 or auto, got {value!r}{_did_you_mean(value, ('auto',))}")
+    return _int(value, "train.micro_batch")
+
+
+def _compile_setting(value: Any) -> bool | str:
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise SpecError(f"train.compile must be true, false or auto, got {value!r}")
+
+
 def _bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise SpecError(f"{name} must be true or false, got {value!r}")
@@ -183,8 +197,11 @@ class LossScaleSpec:
 class TrainSpec:
     iters: int
     global_batch: int
-    micro_batch: int | None = None
-    """Sequences per rank per forward pass; None = global_batch / data-parallel size."""
+    micro_batch: int | str | None = None
+    """Sequences per rank per forward pass; None = global_batch / data-parallel size; "auto" = the
+    largest that fits the device (pythia.train.micro_batch), same global batch and data order."""
+    compile: bool | str = "auto"
+    """torch.compile the layers and the fused head + loss (pythia.train.compile); "auto": on CUDA only."""
     precision: str = "fp32"
     lr_schedule: str = "neox"
     lr: float | None = None
@@ -203,7 +220,7 @@ class TrainSpec:
     """Keep the optimizer state (2 fp32 moments per parameter) on every k-th checkpoint of the
     schedule and the last; the others hold weights only. Resume uses the newest that has it."""
 
-    _KEYS = ("micro_batch", "precision", "lr_schedule", "lr", "min_lr", "warmup_fraction", "weight_decay",
+    _KEYS = ("micro_batch", "compile", "precision", "lr_schedule", "lr", "min_lr", "warmup_fraction", "weight_decay",
              "grad_clip", "adam_betas", "adam_eps", "loss_scale", "parallel", "device", "optimizer_state_every")
 
     @classmethod
@@ -215,7 +232,8 @@ class TrainSpec:
         spec = cls(
             iters=_int(d["iters"], "train.iters"),
             global_batch=_int(d["global_batch"], "train.global_batch"),
-            micro_batch=_int(d["micro_batch"], "train.micro_batch") if d.get("micro_batch") is not None else None,
+            micro_batch=_micro_batch(d.get("micro_batch")),
+            compile=_compile_setting(d.get("compile", "auto")),
             precision=_choice(d.get("precision", "fp32"), "train.precision", PRECISIONS),
             lr_schedule=_choice(d.get("lr_schedule", "neox"), "train.lr_schedule", LR_SCHEDULES),
             lr=_float(d["lr"], "train.lr", positive=True) if d.get("lr") is not None else None,
@@ -230,7 +248,7 @@ class TrainSpec:
             device=_choice(d.get("device", "auto"), "train.device", DEVICES),
             optimizer_state_every=_int(d.get("optimizer_state_every", 1), "train.optimizer_state_every"),
         )
-        if spec.micro_batch is not None and spec.global_batch % spec.micro_batch:
+        if isinstance(spec.micro_batch, int) and spec.global_batch % spec.micro_batch:
             raise SpecError(
                 f"train.global_batch ({spec.global_batch}) must be a multiple of train.micro_batch ({spec.micro_batch})"
             )
@@ -567,7 +585,7 @@ class SuiteSpec:
             "name": self.name,
             "data": {"train": self.data.train, "valid": self.data.valid, "seq_len": self.data.seq_len,
                      "seed": self.data.seed, "order_dir": self.data.order_dir},
-            "train": {"iters": t.iters, "global_batch": t.global_batch, "micro_batch": t.micro_batch,
+            "train": {"iters": t.iters, "global_batch": t.global_batch, "micro_batch": t.micro_batch, "compile": t.compile,
                       "precision": t.precision, "lr_schedule": t.lr_schedule, "lr": t.lr, "min_lr": t.min_lr,
                       "warmup_fraction": t.warmup_fraction, "weight_decay": t.weight_decay, "grad_clip": t.grad_clip,
                       "adam_betas": list(t.adam_betas), "adam_eps": t.adam_eps,

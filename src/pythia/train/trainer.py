@@ -32,10 +32,12 @@ from ..matrix_stats import is_weight_matrix
 from . import checkpoint as ckpt
 from .callbacks import CheckpointCallback, CheckpointSaved
 from .disk import explain_disk_full
-from .distributed import DistContext, rank_slice, unwrap, wrap_model
+from .compile import choose_mode, compile_head_default, warm_up
+from .distributed import DistContext, parallelize, rank_slice, unwrap
 from .metrics import MemberLog, batch_fingerprint
+from .micro_batch import auto_micro_batch, cache_key
 from .preempt import StopSignal, TrainingInterrupted
-from .optim import DynamicLossScaler, build_optimizer, grad_norm_and_clip, set_lr
+from .optim import DynamicLossScaler, build_optimizer, clip_grad_norm, set_lr, step_unless_nonfinite
 from .schedule import lr_at
 from .spec import Member, SuiteSpec
 
@@ -46,6 +48,29 @@ def default_build_model(config, device: torch.device) -> torch.nn.Module:
     from ..model import GPTNeoX
 
     return GPTNeoX(config, device=device)
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """Speed switches of the step beyond the spec (benchmarks/gpu_bench.py tries them); none of
+    them changes which batches are trained or the recipe."""
+
+    compile_mode: str = "default"
+    """torch.compile mode when train.compile is on; "reduce-overhead" adds CUDA graphs."""
+    compile_head: bool | None = None
+    """Compile the fused head + loss with the layers; None: on CUDA only (compile.compile_head_default)."""
+    head_chunk_rows: int | None = None
+    """Rows per logits chunk of the fused head + loss (GPTNeoX.head_chunk_rows); None: its default."""
+    fused_adam: bool | None = None
+    """None: the fused AdamW kernel on CUDA with plain parameters (optim.build_optimizer)."""
+    deferred_stats: bool | None = None
+    """Keep each step's loss, grad norm, skip flag and lr on the device (the overflow skip done by
+    the fused AdamW kernel, the lr looked up on the device) and read them every
+    `read_stats_every` steps in one transfer: no host sync in the step. None: wherever that
+    applies (a fused optimizer and no fp16 loss scaling, i.e. bf16/fp32 on CUDA)."""
+    read_stats_every: int = 8
+    """With deferred stats: steps between two reads (and metrics.jsonl writes); checkpoints,
+    stop signals and the end read at once."""
 
 
 @dataclass
@@ -65,6 +90,7 @@ class MemberRun:
     """tokenizers.Tokenizer (or tokenizer.json path) copied into every checkpoint; None: weights only."""
     fork_from: int | None = None
     """A fork (pythia.train.intervention): the step it starts from; it never trains below it."""
+    options: StepOptions = field(default_factory=StepOptions)
 
 
 class Trainer:
@@ -72,12 +98,7 @@ class Trainer:
         self.run, self.spec, self.ctx = run, run.spec, run.ctx
         t = self.spec.train
         self.B = t.global_batch
-        world = self.ctx.world_size
-        self.micro = t.micro_batch or self.B // world
-        if self.B % (self.micro * world):
-            raise ValueError(f"train.global_batch {self.B} is not a multiple of micro_batch {self.micro} x "
-                             f"data-parallel size {world}")
-        self.gas = self.B // (self.micro * world)
+        self._set_micro(t.micro_batch if isinstance(t.micro_batch, int) else self.B // self.ctx.world_size)
         self.ckpt_steps = self.spec.checkpoint_steps()
         self.ckpt_index = {step: i for i, step in enumerate(self.ckpt_steps)}
         self.optimizer_steps = set(self.spec.optimizer_state_steps())
@@ -86,6 +107,17 @@ class Trainer:
         self.fsdp = t.parallel == "fsdp" and self.ctx.distributed
         self.gradients: dict[str, torch.Tensor] | None = None
         """checkpoints.gradients: the weight matrices' gradients of the update that makes the next checkpoint."""
+        self.compiled = None  # pythia.train.compile.CompiledModel while the step runs compiled
+        self._pending: list[tuple] = []  # (record, start time, seq_len) of steps whose device values are unread
+        self._settled: list[dict] = []  # finished records not yet logged
+        self._last_settle = 0.0
+
+    def _set_micro(self, micro: int) -> None:
+        world = self.ctx.world_size
+        if self.B % (micro * world):
+            raise ValueError(f"train.global_batch {self.B} is not a multiple of micro_batch {micro} x "
+                             f"data-parallel size {world}")
+        self.micro, self.gas = micro, self.B // (micro * world)
 
     # -- setup -----------------------------------------------------------------------------
     def setup(self) -> int:
@@ -113,11 +145,21 @@ class Trainer:
             if unexpected or [k for k in missing if k in dict(model.named_parameters())]:
                 raise ValueError(f"{step_dir}: weights do not fit {m.config.name}: missing {missing}, unexpected {unexpected}")
             state = ckpt.load_training_state(step_dir)
-        self.model = wrap_model(model, self.ctx, t.parallel)
-        self.optimizer = build_optimizer(self.model, weight_decay=t.weight_decay, betas=t.adam_betas, eps=t.adam_eps)
+        opts = self.run.options
+        if opts.head_chunk_rows is not None:
+            model.head_chunk_rows = opts.head_chunk_rows
+        head = compile_head_default(self.device) if opts.compile_head is None else opts.compile_head
+        mode = choose_mode(t.compile, self.device, opts.compile_mode)
+        self.model, self.compiled = parallelize(model, self.ctx, t.parallel, mode, head)
+        self.optimizer = build_optimizer(self.model, weight_decay=t.weight_decay, betas=t.adam_betas, eps=t.adam_eps,
+                                         fused=opts.fused_adam)
         ls = t.loss_scale
         self.scaler = DynamicLossScaler(scale=2.0**ls.initial_power, window=ls.window, hysteresis=ls.hysteresis,
                                         min_scale=ls.min_scale, enabled=t.precision == "fp16")
+        possible = bool(self.optimizer.defaults.get("fused")) and not self.scaler.enabled
+        if opts.deferred_stats and not possible:
+            raise ValueError("deferred_stats needs a fused AdamW and no fp16 loss scaling")
+        self.deferred = possible if opts.deferred_stats is None else opts.deferred_stats
         self.updates = 0  # applied (non-skipped) updates = the lr scheduler's counter
         self.step = 0
         if state is not None:
@@ -126,6 +168,16 @@ class Trainer:
             self.updates = int(state.extra["scheduler_step"])
             self.step = state.step
             ckpt.restore_rng(state.rng_tensors, state.rng_scalars)
+        if self.deferred:  # every lr the schedule can ask for, indexed by the updates applied
+            self._lr_table = torch.tensor([self._lr(u) for u in range(t.iters + 1)], dtype=torch.float64,
+                                          device=self.device)
+            self._updates_on_device = torch.tensor(self.updates, dtype=torch.long, device=self.device)
+        if t.micro_batch == "auto":
+            self._auto_micro_batch()
+        if self.compiled is not None:  # compile now, report the time once; eager if it fails
+            self.compiled = warm_up(self.compiled, lambda: self._probe_step(self.micro), self.ctx.any,
+                                    f"[{m.name}]" if self.ctx.is_main else None)
+            self.optimizer.zero_grad(set_to_none=True)
         self.log = MemberLog(self.run.member_dir, resume, self.spec.tensorboard) if self.ctx.is_main else None
         return self.step
 
@@ -142,6 +194,33 @@ class Trainer:
             set_optimizer_state_dict(self.model, self.optimizer, osd)
         elif state.optimizer_format != "empty":  # "empty": no update yet, the fresh optimizer is exact
             raise ValueError(f"{step_dir}: optimizer state {state.optimizer_format!r} cannot be resumed from")
+
+    # -- speed: micro batch, compile warm-up ------------------------------------------------------
+    def _probe_step(self, micro: int) -> None:
+        """One forward + backward of `micro` dummy rows (no all-reduce under DDP), gradients dropped."""
+        self.model.train()
+        rows = np.zeros((micro, self.spec.data.seq_len + 1), dtype=np.int64)
+        ddp = isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
+        with self.model.no_sync() if ddp else contextlib.nullcontext():
+            self._loss(rows).backward()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _auto_micro_batch(self) -> None:
+        """train.micro_batch: auto (pythia.train.micro_batch), probed on the eager model."""
+        t, m = self.spec.train, self.run.member
+        local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in self.model.parameters())
+        key = cache_key(m.config, self.spec.data.seq_len, t.precision, t.parallel, self.ctx.world_size,
+                        self.compiled is not None, self.device)
+
+        def probe(micro: int) -> None:
+            with self._eager():
+                self._probe_step(micro)
+
+        micro, how = auto_micro_batch(self.B // self.ctx.world_size, self.spec.data.seq_len, self.device, key, probe,
+                                      extra_bytes=8.0 * local, ctx=self.ctx)  # + the two fp32 AdamW moments
+        self._set_micro(micro)
+        if self.ctx.is_main:
+            print(f"[{m.name}] train.micro_batch auto: {how}; {self.gas} accumulation step(s) per update")
 
     def _find_resume_point(self) -> int | None:
         """Newest checkpoint whose files match its manifest and that holds optimizer state;
@@ -162,23 +241,28 @@ class Trainer:
         return self.ctx.broadcast_object(found)
 
     # -- one update ------------------------------------------------------------------------
-    def _loss(self, rows: np.ndarray) -> torch.Tensor:
+    def _loss(self, rows: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Mean next-token loss of (micro, S+1) windows through the fused head (pythia.loss)."""
         return token_loss(self.model, rows, autocast_dtype=self.autocast_dtype, device=self.device)
 
-    def forward_backward(self, tokens: np.ndarray) -> float:
+    def forward_backward(self, tokens: np.ndarray) -> torch.Tensor:
         """Accumulate (loss x scale) gradients of this rank's slices of a (B, S+1) global batch.
 
         Each micro loss is divided by gas, so the summed gradient is that of the mean loss over
-        the global batch (DDP then averages over ranks). Returns this rank's mean loss.
+        the global batch (DDP then averages over ranks). Returns this rank's mean loss as a 0-d
+        float64 tensor on the device: reading it is settle()'s job, not a sync per step.
         """
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         scale = self.scaler.loss_scale
         losses = []
         ddp = isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
+        mine = [rank_slice(self.B, self.micro, self.ctx.world_size, m, self.ctx.rank) for m in range(self.gas)]
+        local = torch.from_numpy(np.ascontiguousarray(np.concatenate([tokens[s] for s in mine]), dtype=np.int64))
+        if self.device.type == "cuda":  # this rank's rows in one asynchronous copy (pinned): the host never waits
+            local = local.pin_memory().to(self.device, non_blocking=True)
         for micro_step in range(self.gas):
-            rows = tokens[rank_slice(self.B, self.micro, self.ctx.world_size, micro_step, self.ctx.rank)]
+            rows = local[micro_step * self.micro:(micro_step + 1) * self.micro]  # (micro, S+1)
             sync = contextlib.nullcontext()
             if ddp and micro_step < self.gas - 1:
                 sync = self.model.no_sync()  # all-reduce once, on the last micro-step
@@ -186,10 +270,12 @@ class Trainer:
                 loss = self._loss(rows) / self.gas
                 (loss * scale).backward()
             losses.append(loss.detach())
-        return sum(torch.stack(losses).double().tolist())  # one device sync per step, not per micro-step
+        return torch.stack(losses).double().sum()
 
-    def apply_update(self) -> tuple[float, bool]:
-        """Unscale, clip, AdamW step unless the grad norm overflowed; returns (norm, overflow)."""
+    def apply_update(self) -> tuple[float | torch.Tensor, bool | torch.Tensor]:
+        """Unscale, clip, AdamW step unless the grad norm overflowed; returns (norm, overflow) as
+        floats, or with deferred stats as 0-d device tensors: the fused kernel then skips an
+        overflowing step itself and settle() counts the update (no host sync here)."""
         scale = self.scaler.loss_scale
         if scale != 1.0:
             for p in self.model.parameters():
@@ -197,7 +283,13 @@ class Trainer:
                     p.grad.div_(scale)
         if self.spec.checkpoints.gradients and self.step + 1 in self.ckpt_index:
             self.gradients = self._capture_gradients()
-        grad_norm = grad_norm_and_clip(list(self.model.parameters()), self.spec.train.grad_clip)
+        norm = clip_grad_norm(list(self.model.parameters()), self.spec.train.grad_clip)
+        if self.deferred:
+            norm = torch.zeros((), device=self.device) if norm is None else norm
+            skipped = step_unless_nonfinite(self.optimizer, norm)
+            self.optimizer.zero_grad(set_to_none=True)
+            return norm, skipped
+        grad_norm = 0.0 if norm is None else float(norm)
         overflow = not np.isfinite(grad_norm)
         if not overflow:
             self.optimizer.step()
@@ -217,36 +309,96 @@ class Trainer:
                 out[name] = g.detach().float().cpu().clone()
         return out if self.ctx.is_main else None
 
+    def _lr(self, updates: int) -> float:
+        """The schedule's lr after `updates` applied updates."""
+        m, t = self.run.member, self.spec.train
+        return lr_at(updates, lr=m.lr, min_lr=m.min_lr, warmup_iters=self.spec.warmup_iters(), total_iters=t.iters,
+                     schedule=t.lr_schedule)
+
     def train_step(self, n: int) -> dict:
-        """Update number n+1 on the global batch of step n; returns its metrics record."""
+        """Update number n+1 on the global batch of step n; returns its metrics record.
+
+        Its loss, grad_norm, skipped and tokens_per_s (and with deferred stats its lr) are filled
+        in by settle(): at once, or with deferred stats every few steps, reading several steps'
+        values in one transfer while the device works on the next (it never waits for the host)."""
         t0 = time.perf_counter()
-        m = self.run.member
         transformed = getattr(self.run.order, "batch_and_changes", None)  # a fork's InterventionOrder
         tokens, changed = transformed(n, self.B) if transformed else (self.run.order.batch(n, self.B), None)  # (B, S+1)
         fingerprint = batch_fingerprint(tokens)
-        lr = lr_at(self.updates, lr=m.lr, min_lr=m.min_lr, warmup_iters=self.spec.warmup_iters(),
-                   total_iters=self.spec.train.iters, schedule=self.spec.train.lr_schedule)
+        if self.deferred:  # the lr of the updates applied so far, looked up on the device (no .item())
+            lr = self._lr_table.index_select(0, self._updates_on_device.view(1)).squeeze(0)
+        else:
+            lr = self._lr(self.updates)
         set_lr(self.optimizer, lr)
-        loss_sum = self.forward_backward(tokens)
+        loss = self.forward_backward(tokens)
         grad_norm, overflow = self.apply_update()
         logged_scale = self.scaler.loss_scale
-        self.scaler.update(overflow)
+        if self.deferred:
+            self._updates_on_device += (overflow == 0).long()
+        else:
+            self.scaler.update(overflow)
         self.step = n + 1
-        loss_mean = self.ctx.mean(loss_sum)
-        elapsed = time.perf_counter() - t0
-        return {
+        record = {
             **({"changed_tokens": changed} if changed is not None else {}),
             "step": self.step,
-            "loss": loss_mean,
+            "loss": loss,
             "lr": lr,
-            "grad_norm": grad_norm if not overflow else None,
+            "grad_norm": grad_norm,
             "loss_scale": logged_scale,
             "skipped": overflow,
-            "tokens_per_s": self.B * (tokens.shape[1] - 1) / elapsed,
+            "tokens_per_s": None,
             "batch_fp": fingerprint,
             "consumed_samples": self.step * self.B,
             "time": time.time(),
         }
+        self._pending.append((record, t0, tokens.shape[1] - 1))
+        if len(self._pending) >= (self.run.options.read_stats_every if self.deferred else 1):
+            self.settle()
+        return record
+
+    def settle(self) -> list[dict]:
+        """Finish the pending steps' records: read their device values in one transfer, average
+        the losses over ranks, count their updates (deferred stats). Returns them."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return []
+        if self.deferred:
+            values = torch.stack([torch.stack([r["loss"], r["grad_norm"].double(), r["skipped"].double(), r["lr"]])
+                                  for r, _, _ in pending]).tolist()  # (steps, 4): the one host sync
+        else:
+            values = [(float(r["loss"]), r["grad_norm"], r["skipped"], r["lr"]) for r, _, _ in pending]
+        now = time.perf_counter()
+        span = now - max(pending[0][1], self._last_settle)  # device time of these steps (they ran back to back)
+        tokens = sum(self.B * seq for _, _, seq in pending)
+        for (record, _, _), (loss, norm, skipped, lr) in zip(pending, values):
+            skipped = bool(skipped)
+            if self.deferred:
+                self.updates += not skipped
+                self.scaler.update(skipped)
+            record.update(loss=self.ctx.mean(loss), lr=lr, grad_norm=None if skipped else norm, skipped=skipped,
+                          tokens_per_s=tokens / span)
+        self._last_settle = now
+        if self.deferred:  # a float again, as checkpoints store it (the next step sets its own)
+            set_lr(self.optimizer, pending[-1][0]["lr"])
+        self._settled += [r for r, _, _ in pending]
+        return [r for r, _, _ in pending]
+
+    def _log_settled(self, bar=None) -> dict | None:
+        """Log the finished records (metrics.jsonl, progress bar) in order; returns the last."""
+        last = None
+        while self._settled:
+            last = self._settled.pop(0)
+            if self.log is not None:
+                self.log.log_step(last)
+            ckpt.crash_point("step", last["step"])  # test hook: die after logging, before any checkpoint
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{self.run.member.name} step {last['step']} loss {last['loss']:.3f}", refresh=False)
+        return last
+
+    def _eager(self):
+        """The plain model inside (checkpoint-time analyses), when the step is compiled."""
+        return self.compiled.eager() if self.compiled is not None else contextlib.nullcontext()
 
     # -- checkpoints and their callbacks ---------------------------------------------------
     def _optimizer_format(self, preempted: bool) -> str:
@@ -291,7 +443,8 @@ class Trainer:
         self.gradients = None
         self.ctx.barrier()
         if preempted is None or self.step in self.ckpt_index:
-            self.checkpoint_saved()
+            with self._eager():
+                self.checkpoint_saved()
 
     def checkpoint_saved(self) -> None:
         """Tell every callback that step{N} is written (every rank calls them, so sharded models
@@ -351,22 +504,22 @@ class Trainer:
             if start == 0 and 0 in self.ckpt_steps and not (self.run.member_dir / "step0").is_dir():
                 self.save()
             elif start in self.ckpt_index and self._callbacks_pending(start):
-                self.checkpoint_saved()
+                with self._eager():
+                    self.checkpoint_saved()
             last = None
             for n in range(start, iters):
-                record = self.train_step(n)
-                last = record
-                if self.log is not None:
-                    self.log.log_step(record)
-                ckpt.crash_point("step", self.step)  # test hook: die after logging, before any checkpoint
+                self.train_step(n)
+                last = self._log_settled(bar) or last  # with deferred stats: the previous step's record
                 if self.step < iters and self.ctx.any(stop.signum is not None):
                     signum = self.ctx.broadcast_object(stop.signum or signal.SIGTERM)
+                    self.settle()
+                    self._log_settled(bar)
                     self.save(preempted=signal.Signals(signum).name)
                     raise TrainingInterrupted(signum, self.run.member.name, self.step)
+                if self.step in self.ckpt_index or self.step == iters:
+                    self.settle()  # a checkpoint holds the update count: read the last step first
+                    last = self._log_settled(bar) or last
                 if self.step in self.ckpt_index:
                     self.save()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(f"{self.run.member.name} step {self.step} loss {record['loss']:.3f}", refresh=False)
         return {"member": self.run.member.name, "resumed_from": start, "final_step": self.step,
                 "final_loss": None if last is None else last["loss"]}
