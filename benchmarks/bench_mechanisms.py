@@ -41,7 +41,7 @@ def sync(device):
 
 
 def ours(path, windows, probe, r, device, batch):
-    from pythia.hf import load_model
+    from pythia.run import load_model
     from pythia.mechanisms.heads import head_scores
     from pythia.mechanisms.lens import held_out_sums
 

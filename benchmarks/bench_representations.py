@@ -54,7 +54,7 @@ def lay_out_run(root: Path, shape: str, windows: int, probe_len: int) -> Path:
     from pythia.data.indexed import IndexedDatasetBuilder
     from pythia.hf import save_pretrained
     from pythia.model import GPTNeoX
-    from pythia.train.checkpoint import digest_of_checkpoint, write_manifest
+    from pythia.layout import digest_of_checkpoint, write_manifest
 
     spec = {"name": "bench", "data": {"train": str(root / "train"), "valid": str(root / "valid"), "seq_len": probe_len},
             "train": {"iters": 1, "global_batch": 1}, "checkpoints": {"interval": 1},
@@ -98,7 +98,7 @@ def baseline(run_dir: Path, windows: int, probe_len: int) -> tuple[dict, float]:
     import transformers
 
     from pythia.run import open_run
-    from pythia.train.suite import validation_windows
+    from pythia.data.indexed import validation_windows
 
     run = open_run(run_dir)
     probe = torch.from_numpy(validation_windows(run.spec.data.valid, probe_len, windows))

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from pythia.train.compile import apply_compile
 from pythia.train.metrics import read_jsonl
 from pythia.train.spec import SuiteSpec
-from pythia.train.suite import train_suite
+from pythia.suite import train_suite
 
 from .conftest import run_cli, tiny_spec
 

@@ -19,7 +19,7 @@ from pythia.analysis.base import AnalysisError
 from pythia.analysis.runner import run_analyses
 from pythia.run import open_run
 from pythia.train.spec import SuiteSpec
-from pythia.train.suite import train_suite
+from pythia.suite import train_suite
 
 from .conftest import tiny_spec
 

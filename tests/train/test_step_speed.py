@@ -15,7 +15,7 @@ from pythia.train import compile as compile_module
 from pythia.train import micro_batch as mb
 from pythia.train.metrics import read_jsonl
 from pythia.train.spec import SpecError, SuiteSpec
-from pythia.train.suite import train_suite
+from pythia.suite import train_suite
 from pythia.train.trainer import MemberRun, StepOptions, Trainer
 
 from .conftest import tiny_spec

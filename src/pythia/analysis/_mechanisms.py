@@ -51,7 +51,7 @@ def check_held_out(name: str, run, members, opts) -> None:
 
 def held_out(ctx, opts):
     """(windows (n, S+1) int64, prefix): the held-out windows of this member's context, read once."""
-    from ..train.suite import validation_windows
+    from ..data.indexed import validation_windows
 
     prefix, n = _source(ctx.run, opts)
     seq_len = ctx.member.seq_len

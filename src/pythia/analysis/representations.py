@@ -146,7 +146,7 @@ class Representations(Analysis):
 
     def probe(self, run, members, shared: dict | None = None):
         """The probe windows (n, probe_len + 1), int64; AnalysisError when the data has fewer."""
-        from ..train.suite import validation_windows
+        from ..data.indexed import validation_windows
 
         prefix, length, n = self._prefix(run), self._length(members), self.opts["probe_windows"]
         if n is None or n < 2:
