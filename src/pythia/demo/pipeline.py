@@ -123,7 +123,8 @@ FULL = DemoSettings(
                         memorization_cont_len=4,
                         arithmetic_steps="64,256", arithmetic_x2_max=5, arithmetic_seeds=(1,),
                         token_windows=16, convergence_steps="0,4,16,64,256", convergence_windows=16,
-                        representation_steps="0,4,16,32,64,128,192,256", probe_windows=32, probe_len=32),
+                        mechanism_steps="0,1,2,4,8,16,32,64,128,256",
+                        representation_steps="0,4,16,32,64,128,192,256", probe_windows=16, probe_len=32),
 )
 # Quick demo (what the tests run): micro models, 20 steps, a ~1.5 MB corpus: under a minute.
 QUICK = DemoSettings(
