@@ -27,7 +27,7 @@ README = REPO / "README.md"
 
 MEMBERS = {"d64-l2": "d32-l2", "d96-l3": "d64-l2", "d128-l3": "d64-l2"}  # the full demo's shapes -> quick's
 STEPS = {0: 0, 1: 1, 2: 2, 4: 4, 8: 8, 16: 10, 32: 10, 48: 10, 64: 10, 100: 10, 128: 10, 192: 20, 256: 20,
-         1000: 10, 143000: 20}  # full demo (and Hub) steps -> the quick demo's 0, 1, 2, 4, 8, 10, 20
+         1000: 10, 143000: 20, 10: 10, 20: 20}  # full demo (and Hub) steps -> the quick demo's 0, 1, 2, 4, 8, 10, 20
 FLAGS = {  # flag -> value on the quick demo (its shapes, and cheaper settings of the same commands)
     "--seq-len": "64", "--train-iters": "20", "--batch-size": "8", "--position": "100", "--document": "5",
     "--positions": "0:160", "--vocab-size": "512", "--tuned-steps": "10", "--limit": "4",
@@ -86,6 +86,8 @@ def quick_args(command: str) -> list[str]:
             args[i + 1] = FLAGS[a]
         elif a in STEP_FLAGS:
             args[i + 1] = _step_list(args[i + 1])
+    if args[0] == "analyze" and "heads" in args[2].split(",") and "--probe-len" not in args:
+        args += ["--probe-len", "16"]  # the quick demo's 64-token context holds 4 x 16 probe tokens, not 4 x 25
     return args
 
 

@@ -31,10 +31,11 @@ def with_device(args: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from .evals import lm  # noqa: F401  (registers the `pythia` model)
-    from .evals.tasks import go_offline
+    from .evals.tasks import data_files_relative_to_yaml, go_offline
     from lm_eval.__main__ import cli_evaluate
 
     go_offline()
+    data_files_relative_to_yaml()  # task folders written by pythia name their data files relatively
     saved = sys.argv
     args = list(sys.argv[1:] if argv is None else argv)
     sys.argv = ["lm_eval", *with_device(args)]

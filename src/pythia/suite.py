@@ -6,6 +6,7 @@ interrupted one from its last intact checkpoint. Members share one TrainingOrder
 """
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -193,10 +194,22 @@ def _check_same_suite(run_dir: Path, spec: SuiteSpec) -> None:
     old = _flatten(yaml.safe_load(path.read_text()) or {})
     new = _flatten(spec.to_dict())
     changed = sorted(".".join(k) for k in set(old) | set(new)
-                     if k not in _RESUME_FREE and old.get(k) != new.get(k))
+                     if k not in _RESUME_FREE and old.get(k) != new.get(k) and not _moved_along(k, old, new))
     if changed:
         raise SpecError(f"{path} was written by a different suite spec (changed: {', '.join(changed)}); "
                         "resuming would mix two recipes. Use a new output folder (--out) or restore the spec.")
+
+
+def _moved_along(key: tuple, old: dict, new: dict) -> bool:
+    """A data path that differs only because the run and its data were moved or copied together
+    (a demo folder: run/ and data/ side by side) is the same data: it sits where it sat
+    relative to the run folder."""
+    if key not in (("data", "train"), ("data", "valid"), ("data", "order_dir")):
+        return False
+    paths = old.get(key), new.get(key), old.get(("output",)), new.get(("output",))
+    if not all(isinstance(p, str) for p in paths):
+        return False
+    return os.path.relpath(paths[0], paths[2]) == os.path.relpath(paths[1], paths[3])
 
 
 def _build_orders(spec: SuiteSpec, members: list[Member], ctx: DistContext, progress: bool) -> dict:

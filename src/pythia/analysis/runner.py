@@ -198,12 +198,23 @@ def _units(chosen, step_sel) -> list:
         if missing:
             lacking[m.name] = missing
     if lacking and (len(chosen) == 1 or not units):
+        groups: dict[tuple, list[str]] = {}  # members that lack the same steps and have the same ones: said once
+        for m in chosen:
+            if m.name in lacking:
+                groups.setdefault((tuple(lacking[m.name]), compact_steps(m.steps)), []).append(m.name)
         raise RunError("no checkpoint at the selected step(s) for " + "; ".join(
-            f"{m.name} (lacks {lacking[m.name]}; has {compact_steps(m.steps)})" for m in chosen if m.name in lacking))
+            f"{_members(names)} (lack{'s' if len(names) == 1 else ''} {list(miss)}; "
+            f"ha{'s' if len(names) == 1 else 've'} {has})" for (miss, has), names in groups.items()))
     if lacking:
         warnings.warn("steps skipped for members without those checkpoints: "
                       + "; ".join(f"{name}: {steps}" for name, steps in lacking.items()), stacklevel=3)
     return units
+
+
+def _members(names: list[str]) -> str:
+    if len(names) <= 3:
+        return ", ".join(names)
+    return f"{len(names)} members ({', '.join(names[:2])}, ..., {names[-1]})"
 
 
 def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, summary, force,
