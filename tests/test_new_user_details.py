@@ -62,9 +62,9 @@ def test_the_hub_missing_message_names_the_hf_command(tmp_path, monkeypatch):
 def test_verify_says_a_note_every_member_shares_once(quick_demo, capsys):
     out, _ = quick_demo
     assert main(["verify", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert text.count("step0 == step1") == 1
-    assert "note (all 5 members): step0 == step1" in text
+    lines = [line for line in capsys.readouterr().out.splitlines() if "step0 == step1" in line]
+    assert len(lines) == 1  # not once per member (the fork, from step 10 on, has no step0)
+    assert lines[0].startswith("  note (d32-l2-seed1, d32-l2-seed2, d64-l2-seed1, d64-l2-seed2): step0 == step1")
 
 
 def test_a_step_no_member_has_is_named_once_for_all_members(quick_demo):
@@ -134,3 +134,15 @@ def test_nnsight_language_model_on_a_step_folder_as_the_readme_says(quick_demo):
         with lm.trace("def __init__(self"):
             logits = lm.output.logits.save()
         torch.testing.assert_close(logits, ours, atol=1e-5, rtol=0)
+
+
+def test_the_training_map_says_when_seeds_have_no_majority_path():
+    from pythia.report.sections.seeds import _paths_text
+
+    steps = [0, 1, 2]
+    cell = {("s1", 0): 0, ("s1", 1): 1, ("s1", 2): 2, ("s2", 0): 0, ("s2", 1): 1, ("s2", 2): 2,
+            ("s3", 0): 0, ("s3", 1): 3, ("s3", 2): 4, ("s4", 0): 0, ("s4", 1): 3, ("s4", 2): 4}
+    text = _paths_text(["s1", "s2", "s3", "s4"], steps, cell, detours=set())  # 2-2: no majority, no detour
+    assert text.startswith("no majority path") and "s1, s2 (states 0, 1, 2) | s3, s4 (states 0, 3, 4)" in text
+    cell.update({("s4", 1): 1, ("s4", 2): 2})  # 3-1: s3 leaves the majority's path
+    assert _paths_text(["s1", "s2", "s3", "s4"], steps, cell, detours={"s3"}).endswith("majority's): s3")

@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import re
+import runpy
 import shlex
 import shutil
 from pathlib import Path
@@ -40,9 +41,9 @@ def readme_commands(text: str) -> list[str]:
     """Shell commands in README order: ```bash lines (not `make`, not a "not run here" block)
     and the `pythia ...` commands on demo-output quoted inline."""
     found = []
-    for m in re.finditer(r"```bash\n(.*?)```|`(pythia [^`\n]*demo-output[^`\n]*)`", text, re.S):
+    for m in re.finditer(r"```bash\n(.*?)```|`(pythia\s[^`]*demo-output[^`]*)`", text, re.S):
         if m.group(2):
-            found.append((m.start(), m.group(2)))
+            found.append((m.start(), re.sub(r"\s*\n\s*", " ", m.group(2))))  # a quoted command may wrap
             continue
         block = m.group(1).strip()
         if block.startswith("# not run here"):
@@ -86,7 +87,7 @@ def quick_args(command: str) -> list[str]:
             args[i + 1] = FLAGS[a]
         elif a in STEP_FLAGS:
             args[i + 1] = _step_list(args[i + 1])
-    if args[0] == "analyze" and "heads" in args[2].split(",") and "--probe-len" not in args:
+    if args[0] == "analyze" and len(args) > 2 and "heads" in args[2].split(",") and "--probe-len" not in args:
         args += ["--probe-len", "16"]  # the quick demo's 64-token context holds 4 x 16 probe tokens, not 4 x 25
     return args
 
@@ -143,10 +144,11 @@ def test_every_readme_command_runs_as_written(repo_root):
 def test_every_readme_python_block_runs(repo_root):
     blocks = python_blocks(README.read_text(encoding="utf-8"))
     assert len(blocks) >= 2
-    for block in blocks:
+    for i, block in enumerate(blocks):
         if "load_hooked" in block or "nnsight" in block:
             pytest.importorskip("transformer_lens")
             pytest.importorskip("nnsight")
+        script = repo_root / f"readme_block_{i}.py"  # a real file: nnsight reads a traced block's source
+        script.write_text(to_quick(block).replace("blocks.2.", "blocks.1."))  # the quick demo's models: 2 blocks
         with contextlib.redirect_stdout(io.StringIO()):
-            code = to_quick(block).replace("blocks.2.", "blocks.1.")  # the quick demo's models have 2 blocks
-            exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own code
+            runpy.run_path(str(script), run_name="__main__")
