@@ -264,12 +264,10 @@ def _one_member_stage(run, a: Analysis, member, store: ResultsStore, summary: An
 def _inputs_digest(store: ResultsStore, a: Analysis) -> str:
     """Hash of the cache keys of the units `a` reads: a whole-run analysis is stale when any input changed."""
     h = hashlib.sha256()
-    for path in store.units():
-        rel = path.relative_to(store.root).as_posix()
-        if not a.reads(rel.split("/")[1]):
-            continue
+    names = [n for n in store.analyses() if a.reads(n)]
+    for rel, key in (store.unit_keys(names) if names else {}).items():  # folded units: from the tables' index
         h.update(rel.encode())
-        h.update(json.dumps(json.loads(path.read_text(encoding="utf-8")).get("key"), sort_keys=True).encode())
+        h.update(json.dumps(key, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
