@@ -171,6 +171,10 @@ def write_run(root: Path, members: int, iters: int = PYTHIA_ITERS, items: int = 
                 folder = Path(run.results_dir) / "artifacts" / "eval" / m.name / f"step{step}"
                 for i, t in enumerate(TASKS):
                     write_items(folder / f"{t}.items.npz", step, m.seed, i, items)
+        if hasattr(store, "compact"):  # as each sweep's write_csv does, without the export
+            from pythia.results import COMPACT_AT
+
+            store.compact(min_units=COMPACT_AT)
         if progress:
             print(f"  member {k + 1}/{len(run.members)} {m.name}: {units} units, "
                   f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -211,32 +215,29 @@ def disk_bytes(path: Path) -> int:
 
 
 def measure(argv: list[str], stdout=None, timeout: float = 900) -> dict:
-    """Run argv in its own process: wall seconds, peak RSS (bytes), exit status."""
+    """Run argv in its own process: wall seconds, peak RSS (bytes, from GNU time's %M: a child
+    forked from this process would inherit this process' own peak), exit status."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=stdout or subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = t0 + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            proc.kill()
-            pid, status, usage = os.wait4(proc.pid, 0)
-            return {"wall_s": None, "rss": usage.ru_maxrss * 1024, "rc": "timeout", "stderr": ""}
-        time.sleep(0.02)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")[-2000:]
-    return {"wall_s": time.perf_counter() - t0, "rss": usage.ru_maxrss * 1024, "rc": proc.returncode, "stderr": err}
+    with open(os.devnull, "wb") as null:
+        try:
+            proc = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb %M", *argv], stdout=stdout or null,
+                                  stderr=subprocess.PIPE, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"wall_s": None, "rss": 0, "rc": "timeout", "stderr": ""}
+    wall = time.perf_counter() - t0
+    err = proc.stderr.decode(errors="replace")
+    lines = err.strip().splitlines()
+    rss = int(lines[-1].split()[-1]) * 1024 if lines and lines[-1].startswith("maxrss_kb") else 0
+    return {"wall_s": wall, "rss": rss, "rc": proc.returncode, "stderr": "\n".join(lines[:-1])[-2000:]}
 
 
 FRAME = ("import sys\n"
          "from pythia.run import open_run\n"
          "view = open_run(sys.argv[1])\n"
-         "store = view.results()\n"
-         "if hasattr(store, 'frame'):\n"
-         "    df = store.frame()\n"
-         "else:\n"
-         "    import pandas; df = pandas.DataFrame(store.rows())\n"
+         "if hasattr(view, 'results_frame'):\n"
+         "    df = view.results_frame()\n"
+         "else:  # before: rows as dicts, then pandas\n"
+         "    import pandas; df = pandas.DataFrame(view.results().rows())\n"
          "print(len(df))\n")
 
 

@@ -266,14 +266,15 @@ class ResultsStore:
 
     # -- the table --------------------------------------------------------------------------
     def rows(self, analysis: str | list | None = None, metric: str | list | None = None,
-             member: str | list | None = None, task: str | list | None = None) -> list[dict]:
-        """All rows (last write of a key wins), sorted by key; filters take a name or a list.
-        With `analysis`, only those analyses' units and tables are read (a unit's rows are
-        those of the analysis it was put under)."""
-        table = self._arrow(analysis, metric, member, task)
+             member: str | list | None = None, task: str | list | None = None,
+             step: int | list | None = None) -> list[dict]:
+        """All rows (last write of a key wins), sorted by key; filters take a name or a list
+        (`step`: a step or a list of steps). With `analysis`, only those analyses' units and
+        tables are read (a unit's rows are those of the analysis it was put under)."""
+        table = self._arrow(analysis, metric, member, task, step)
         if table is not None:
             return table.to_pylist()
-        want = _filters(analysis, metric, member, task)
+        want = _filters(analysis, metric, member, task, step)
         return self._json_rows(self.units(analysis), want)
 
     def _json_rows(self, paths: list[Path], want: dict) -> list[dict]:
@@ -285,11 +286,11 @@ class ResultsStore:
                     table[tuple(row.get(k) for k in KEY)] = row
         return sorted(table.values(), key=sort_key)
 
-    def _arrow(self, analysis=None, metric=None, member=None, task=None, each: bool = False):
+    def _arrow(self, analysis=None, metric=None, member=None, task=None, step=None, each: bool = False):
         """The rows as one resolved arrow table, or None when no analysis asked for has a table
         (then the JSON units are read as they always were). each=True: a list of
         (analysis, table) instead, one per analysis, for exports that go analysis by analysis."""
-        want = _filters(analysis, metric, member, task)
+        want = _filters(analysis, metric, member, task, step)
         names = sorted(want["analysis"]) if "analysis" in want else self.analyses()
         if not any(self._table_path(n).is_file() for n in names):
             return None
@@ -317,16 +318,42 @@ class ResultsStore:
 
         return pa.concat_tables([t for _, t in out]) if out else rt.from_rows([], "").drop_columns(["unit"])
 
+    def steps(self, analysis: str) -> list[int]:
+        """The distinct steps of `analysis`' rows, ascending (a folded table: its step column only)."""
+        found: set[int] = set()
+        path = self._table_path(analysis)
+        if path.is_file():
+            import pyarrow.parquet as pq
+
+            found |= {s for s in pq.read_table(path, columns=["step"]).column("step").unique().to_pylist()
+                      if s is not None}
+        for p in self.units(analysis):
+            found |= {r["step"] for r in self._read(p).get("rows", []) if r.get("step") is not None}
+        return sorted(found)
+
+    def count(self, analysis: str) -> int:
+        """Rows of `analysis` (a folded table without loose units: from its footer, reading nothing)."""
+        path = self._table_path(analysis)
+        if path.is_file() and not self.units(analysis):
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        return len(self.rows(analysis=analysis))
+
+    def folded(self) -> list[str]:
+        """The analyses with a Parquet table (see `compact`)."""
+        return [n for n in self.analyses() if self._table_path(n).is_file()]
+
     def frame(self, analysis: str | list | None = None, metric: str | list | None = None,
-              member: str | list | None = None, task: str | list | None = None):
+              member: str | list | None = None, task: str | list | None = None, step: int | list | None = None):
         """The rows (same filters as `rows`) as a pandas DataFrame with the `COLUMNS`."""
         from . import results_table as rt
 
-        table = self._arrow(analysis, metric, member, task)
+        table = self._arrow(analysis, metric, member, task, step)
         if table is None:
             import pyarrow as pa
 
-            table = pa.Table.from_pylist(self.rows(analysis, metric, member, task),
+            table = pa.Table.from_pylist(self.rows(analysis, metric, member, task, step),
                                          schema=rt.schema().remove(len(COLUMNS)))
         return table.to_pandas()
 
@@ -368,9 +395,12 @@ class ResultsStore:
         return path
 
 
-def _filters(analysis, metric, member, task) -> dict[str, set]:
-    return {k: ({v} if isinstance(v, str) else set(v)) for k, v in
+def _filters(analysis, metric, member, task, step=None) -> dict[str, set]:
+    want = {k: ({v} if isinstance(v, str) else set(v)) for k, v in
             (("analysis", analysis), ("metric", metric), ("member", member), ("task", task)) if v}
+    if step is not None:
+        want["step"] = {int(step)} if isinstance(step, int) else {int(s) for s in step}
+    return want
 
 
 def natural_key(text: str | None) -> list:

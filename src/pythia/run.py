@@ -382,6 +382,11 @@ class RunView:
             raise RunError(f"{self.source}: no folder for results; pass results_dir=")
         return ResultsStore(self.results_dir, run=self)
 
+    def results_frame(self, analysis=None, metric=None, member=None, task=None):
+        """The run's results as a pandas DataFrame (filters as `ResultsStore.rows`), in one call:
+        `pythia.open_run("runs/suite").results_frame(analysis="eval", metric="acc")`."""
+        return self.results().frame(analysis=analysis, metric=metric, member=member, task=task)
+
     def _order(self, data_seed: int, progress: bool):
         if data_seed not in self._orders:
             from .data.order import TrainingOrder, num_samples_for
