@@ -331,6 +331,17 @@ class ResultsStore:
             found |= {r["step"] for r in self._read(p).get("rows", []) if r.get("step") is not None}
         return sorted(found)
 
+    def csv_stale(self, path: str | os.PathLike | None = None) -> bool:
+        """Whether the exported table (default RESULTS/results.csv) is missing or older than a
+        unit or table file (stats the loose units and the tables; reads nothing)."""
+        path = Path(path) if path is not None else self.root / "results.csv"
+        try:
+            written = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return True
+        files = self.units() + [self._table_path(n) for n in self.folded()]
+        return any(f.stat().st_mtime_ns >= written for f in files if f.exists())
+
     def count(self, analysis: str) -> int:
         """Rows of `analysis` (a folded table without loose units: from its footer, reading nothing)."""
         path = self._table_path(analysis)

@@ -174,7 +174,8 @@ def _sweep(run, analyses, chosen, store, rank, world, steps, device, dtype, prog
             _one_run_part(run, a, store, summary, force)
         for a in (a for a in analyses if a.scope == "run"):
             _one_run_analysis(run, a, store, chosen if a.selects_members else run.members, summary, force)
-        store.write_csv()
+        if summary.computed or store.csv_stale():  # a sweep with nothing new leaves the export as it is
+            store.write_csv()
     return summary
 
 
