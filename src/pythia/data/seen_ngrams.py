@@ -114,7 +114,7 @@ class SeenNgramCounter:
         else:
             ks = np.arange(a * B, b * B, dtype=np.int64)
             tokens = self.base.samples(ks)
-            _, _, lo, hi = self.base._segments(self.base.shuffle_idx[ks].astype(np.int64))
+            _, _, lo, hi = self.base.segments(self.base.shuffle_idx[ks].astype(np.int64))
             seg = np.repeat(np.arange(lo.size), hi - lo).reshape(tokens.shape)  # (R, S+1) slot piece of each token
             same = seg[:, :-1] == seg[:, 1:]
         if self.fork_from is not None and b > self.fork_from:

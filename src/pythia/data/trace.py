@@ -154,7 +154,7 @@ def _longest_match(shard: dict, pattern: list[int]) -> int:
     lo, hi, n = int(ranks[t]), int(ranks[t + 1]), len(pattern)
     if n == 1:
         return 1
-    rest = pattern[1:]  # lists compare as the suffix array sorts (see ngram._search_one)
+    rest = pattern[1:]  # lists compare as the suffix array sorts (see ngram.search_one)
     at = lo + bisect.bisect_left(range(lo, hi), rest, key=lambda r: tokens[int(sa[r]) + 1:int(sa[r]) + n].tolist())
     best = 1
     for r in (at - 1, at):
