@@ -219,13 +219,16 @@ def measure(argv: list[str], stdout=None, timeout: float = 900) -> dict:
     forked from this process would inherit this process' own peak), exit status."""
     t0 = time.perf_counter()
     with open(os.devnull, "wb") as null:
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "maxrss_kb %M", *argv], stdout=stdout or null,
+                                stderr=subprocess.PIPE, start_new_session=True)
         try:
-            proc = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb %M", *argv], stdout=stdout or null,
-                                  stderr=subprocess.PIPE, timeout=timeout)
+            _, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)  # the command too, not only GNU time
+            proc.communicate()
             return {"wall_s": None, "rss": 0, "rc": "timeout", "stderr": ""}
     wall = time.perf_counter() - t0
-    err = proc.stderr.decode(errors="replace")
+    err = err.decode(errors="replace")
     lines = err.strip().splitlines()
     rss = int(lines[-1].split()[-1]) * 1024 if lines and lines[-1].startswith("maxrss_kb") else 0
     return {"wall_s": wall, "rss": rss, "rc": proc.returncode, "stderr": "\n".join(lines[:-1])[-2000:]}
