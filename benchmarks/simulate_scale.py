@@ -26,8 +26,9 @@ script prints wall time, peak RSS and the bytes it wrote:
     .venv/bin/python benchmarks/simulate_scale.py [--members 50] [--out DIR] [--ops query,export,...]
     .venv/bin/python benchmarks/simulate_scale.py --members 2 --steps 12 --items 100 --out /tmp/sim
 
-The figures depend on the machine and its neighbours; ratios mean something only between runs
-on the same machine. Asserts nothing.
+The figures depend on the machine and its neighbours: wall time on a shared machine counts the
+neighbours' load, cpu (user + system seconds, from GNU time) much less. Ratios mean something
+only between runs on the same machine. Asserts nothing.
 """
 from __future__ import annotations
 
@@ -219,7 +220,7 @@ def measure(argv: list[str], stdout=None, timeout: float = 900) -> dict:
     forked from this process would inherit this process' own peak), exit status."""
     t0 = time.perf_counter()
     with open(os.devnull, "wb") as null:
-        proc = subprocess.Popen(["/usr/bin/time", "-f", "maxrss_kb %M", *argv], stdout=stdout or null,
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "maxrss_kb %M %U %S", *argv], stdout=stdout or null,
                                 stderr=subprocess.PIPE, start_new_session=True)
         try:
             _, err = proc.communicate(timeout=timeout)
@@ -230,8 +231,11 @@ def measure(argv: list[str], stdout=None, timeout: float = 900) -> dict:
     wall = time.perf_counter() - t0
     err = err.decode(errors="replace")
     lines = err.strip().splitlines()
-    rss = int(lines[-1].split()[-1]) * 1024 if lines and lines[-1].startswith("maxrss_kb") else 0
-    return {"wall_s": wall, "rss": rss, "rc": proc.returncode, "stderr": "\n".join(lines[:-1])[-2000:]}
+    rss, cpu = 0, None
+    if lines and lines[-1].startswith("maxrss_kb"):
+        _, kb, user, system = lines[-1].split()
+        rss, cpu = int(kb) * 1024, float(user) + float(system)
+    return {"wall_s": wall, "cpu_s": cpu, "rss": rss, "rc": proc.returncode, "stderr": "\n".join(lines[:-1])[-2000:]}
 
 
 FRAME = ("import sys\n"
@@ -287,7 +291,8 @@ def run_ops(root: Path, ops: list[str], timeout: float) -> list[dict]:
 def format_op(r: dict) -> str:
     wall = "timeout" if r["wall_s"] is None else f"{r['wall_s']:8.2f} s"
     size = "" if r.get("bytes") is None else f"  wrote {r['bytes'] / 1e6:9.1f} MB"
-    return f"{r['op']:<9} {wall:>10}  peak RSS {r['rss'] / 2**20:7.0f} MiB  rc {r['rc']}{size}"
+    cpu = "" if r.get("cpu_s") is None else f"  cpu {r['cpu_s']:7.1f} s"
+    return f"{r['op']:<9} {wall:>10}{cpu}  peak RSS {r['rss'] / 2**20:7.0f} MiB  rc {r['rc']}{size}"
 
 
 def main(argv=None) -> int:

@@ -247,12 +247,8 @@ class ResultsStore:
             units.update(keys)
             table = pa.concat_tables(parts)
             order = rt.unit_order(units)
-            import numpy as np
-
-            enc = table.column("unit").combine_chunks().dictionary_encode()
-            ranks = np.array([order[u] for u in enc.dictionary.to_pylist()], dtype=np.int64)
-            table = table.take(pa.array(np.argsort(ranks[enc.indices.to_numpy(zero_copy_only=False)], kind="stable")))
-            rt.write(path, table, {u: units[u] for u in order})
+            idx, _ = rt.sorted_keys(table, order)  # stored in the order reads return: no sort then
+            rt.write(path, table.take(pa.array(idx)), {u: units[u] for u in order})
         except (ValueError, TypeError, pa.ArrowException) as exc:  # a row this format cannot hold: stay loose
             for c in claimed:
                 target = c.with_name(c.name[:-len(CLAIMED)])

@@ -50,7 +50,10 @@ def from_rows(rows: list[dict], unit: str):
     """One unit's rows as an arrow table (raises TypeError/ArrowInvalid on a value of another type)."""
     import pyarrow as pa
 
-    return pa.Table.from_pylist([{**{c: r.get(c) for c in COLUMNS}, "unit": unit} for r in rows], schema=schema())
+    sch = schema()
+    arrays = [pa.array([r.get(c) for r in rows], type=sch.field(c).type) for c in COLUMNS]
+    arrays.append(pa.array([unit], pa.string()).take(pa.array([0] * len(rows), pa.int32())))
+    return pa.Table.from_arrays(arrays, schema=sch)
 
 
 def read_meta(path: Path) -> dict:
@@ -123,7 +126,7 @@ def _may_hold(stats, allowed: set) -> bool:
 
 
 def write(path: Path, table, units: dict[str, Any]) -> None:
-    """Write the table (already in unit order) with its units' cache keys, atomically."""
+    """Write the table (rows in the order reads return them) with its units' cache keys, atomically."""
     import pyarrow.parquet as pq
 
     from .io import atomic_path
@@ -136,18 +139,43 @@ def write(path: Path, table, units: dict[str, Any]) -> None:
 
 
 def _dense_rank(column, fill):
-    """Order-preserving integer codes of a column (nulls as `fill`), as numpy."""
+    """Order-preserving integer codes of a column (nulls as `fill`), as numpy: the distinct
+    values are sorted (few), the rows take their value's rank."""
     import numpy as np
     import pyarrow.compute as pc
 
     col = pc.fill_null(column, fill)
-    if col.num_chunks != 1:
-        col = col.combine_chunks()
-    else:
-        col = col.chunk(0)
-    if len(col) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return pc.rank(col, sort_keys="ascending", tiebreaker="dense").to_numpy(zero_copy_only=False).astype(np.int64)
+    col = col.combine_chunks() if hasattr(col, "combine_chunks") else col
+    enc = col.dictionary_encode()
+    values = enc.dictionary.to_pylist()
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[sorted(range(len(values)), key=values.__getitem__)] = np.arange(len(values))
+    return rank[enc.indices.to_numpy(zero_copy_only=False)] if len(values) else np.zeros(len(col), np.int64)
+
+
+def sorted_keys(table, order: dict[str, int]):
+    """(indices that sort the rows like `pythia.results.sort_key`, rows of one unit staying in
+    their order and units in `order`; for each sorted row, whether the next one has the same key)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    units = table.column("unit").combine_chunks().dictionary_encode()
+    ranks = np.array([order[u] for u in units.dictionary.to_pylist()], dtype=np.int64)
+    unit_rank = ranks[units.indices.to_numpy(zero_copy_only=False)] if n else np.zeros(0, np.int64)
+    sort_cols = [_dense_rank(table.column(c), "") for c in ("analysis", "task", "metric", "member")]
+    step = pc.fill_null(table.column("step"), -1).to_numpy()
+    nulls = [pc.is_null(table.column(c)).to_numpy(zero_copy_only=False).astype(np.int8)
+             for c in ("analysis", "task", "metric", "member", "step")]
+    # np.lexsort: the last key is the primary one; stable, so rows of a unit keep their order
+    idx = np.lexsort([unit_rank] + nulls[::-1] + [step] + sort_cols[::-1])
+    same_next = np.ones(n, dtype=bool)
+    for k in sort_cols + [step] + nulls:
+        ks = k[idx]
+        same_next[:-1] &= ks[:-1] == ks[1:]
+    if n:
+        same_next[-1] = False
+    return idx, same_next
 
 
 def resolve(table, order: dict[str, int]):
@@ -156,28 +184,15 @@ def resolve(table, order: dict[str, int]):
     like `pythia.results.sort_key`; without the `unit` column."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    n = table.num_rows
-    if n == 0:
+    if table.num_rows == 0:
         return table.drop_columns(["unit"])
-    units = table.column("unit").combine_chunks().dictionary_encode()
-    ranks = np.array([order[u] for u in units.dictionary.to_pylist()], dtype=np.int64)
-    unit_rank = ranks[units.indices.to_numpy(zero_copy_only=False)]
-    sort_cols = [_dense_rank(table.column(c), "") for c in ("analysis", "task", "metric", "member")]
-    step = pc.fill_null(table.column("step"), -1).to_numpy()
-    nulls = [pc.is_null(table.column(c)).to_numpy(zero_copy_only=False).astype(np.int8)
-             for c in ("analysis", "task", "metric", "member", "step")]
-    # np.lexsort: the last key is the primary one; stable, so rows of a unit keep their order
-    keys = [unit_rank] + nulls[::-1] + [step] + sort_cols[::-1]
-    idx = np.lexsort(keys)
-    same_key = np.ones(n, dtype=bool)
-    for k in sort_cols + [step] + nulls:
-        ks = k[idx]
-        same_key[:-1] &= ks[:-1] == ks[1:]
-    same_key[-1] = False
-    keep = idx[~same_key]  # the last row of each key (the latest unit's)
-    return table.take(pa.array(keep)).drop_columns(["unit"])
+    idx, same_next = sorted_keys(table, order)
+    keep = idx[~same_next]  # the last row of each key (the latest unit's)
+    table = table.drop_columns(["unit"])
+    if len(keep) == table.num_rows and np.array_equal(keep, np.arange(len(keep))):
+        return table  # already in order (a folded table read without loose units)
+    return table.take(pa.array(keep))
 
 
 def _csv_text(value: str | None) -> str:
@@ -189,22 +204,34 @@ def _csv_text(value: str | None) -> str:
     return value
 
 
+def _column_text(column) -> list[str]:
+    """One column of a chunk as CSV fields."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    name_type = column.type
+    if pa.types.is_string(name_type) or pa.types.is_large_string(name_type):
+        enc = column.dictionary_encode()
+        fields = np.array([_csv_text(v) for v in enc.dictionary.to_pylist()] + [""], dtype=object)
+        idx = pc.fill_null(enc.indices, len(fields) - 1).to_numpy(zero_copy_only=False)
+        return fields[idx].tolist()
+    fmt = repr if pa.types.is_floating(name_type) else str
+    out = list(map(fmt, pc.fill_null(column, 0).to_numpy(zero_copy_only=False).tolist()))
+    if column.null_count:
+        for i in np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False)).tolist():
+            out[i] = ""
+    return out
+
+
 def csv_chunks(table) -> Iterator[str]:
     """The table's rows as CSV lines (no header), formatted as `pythia.results.to_csv` does
     (floats by repr, missing values empty), CHUNK rows at a time."""
     for start in range(0, table.num_rows, CHUNK):
-        part = table.slice(start, CHUNK)
-        cols = []
-        for c in COLUMNS:
-            values = part.column(c).to_pylist()
-            if c in FLOATS:
-                cols.append(["" if v is None else repr(v) for v in values])
-            elif c in INTS:
-                cols.append(["" if v is None else str(v) for v in values])
-            else:
-                cache: dict = {}
-                cols.append([cache[v] if v in cache else cache.setdefault(v, _csv_text(v)) for v in values])
-        yield "".join(",".join(line) + "\n" for line in zip(*cols))
+        part = table.slice(start, CHUNK).combine_chunks()
+        cols = [_column_text(part.column(c).chunk(0) if part.column(c).num_chunks else part.column(c).combine_chunks())
+                for c in COLUMNS]
+        yield "\n".join(map(",".join, zip(*cols))) + "\n"
 
 
 def file_stamp(path: Path) -> tuple | None:
