@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pythia.cli import main
+from pythia.data.provenance import locate
 from pythia.run import open_run
 
 
@@ -50,7 +51,7 @@ def test_trace_json_on_the_quick_demo(quick_demo, tmp_path, capsys):
         assert (s["first_step"] is not None and s["first_step"] < 4) == (count["count"] > 0)
         assert s["count"] >= s["count_until_step"] and s["first_step"] <= s["last_step"]
         assert sum(i["count"] for i in s["intervals"]) == s["count"]
-    seg = member.order().locate(position)[0]
+    seg = locate(member.order(), position)[0]
     assert any(d["document"] == seg["document"] for s in spans for d in s["documents"])  # its own document
     # the knowledge of a later checkpoint: the text's own position was trained at step 9
     assert main([*argv, "--step", "20", text]) == 0

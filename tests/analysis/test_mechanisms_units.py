@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pythia.config import custom_config
+from pythia.hf import save_pretrained
 from pythia.mechanisms.heads import copying_scores, head_scores, ordinary_token_ids, pattern_scores, repeated_tokens
 from pythia.mechanisms.internals import run_internals
 from pythia.mechanisms.lens import held_out_sums
@@ -35,7 +36,7 @@ def hf_pair(tmp_path_factory):
     from transformers import GPTNeoXForCausalLM
 
     m = random_model()
-    folder = m.save_pretrained(tmp_path_factory.mktemp("ckpt") / "step0")
+    folder = save_pretrained(m, tmp_path_factory.mktemp("ckpt") / "step0")
     hf = GPTNeoXForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
     return m, hf
 

@@ -11,6 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pythia.data.counts import EmptyQueryError, OutOfVocabularyError, TermCounter
 from pythia.data.ngram import build_index
 from pythia.data.order import PositionError, TrainingOrder, num_samples_for
+from pythia.data.provenance import locate
 from pythia.data.tokenize import tokenize_corpus
 from pythia.data.tokenizer import load_tokenizer
 from pythia.data.trace import TraceError, TraceOptions, Tracer, bm25_scores
@@ -118,7 +119,7 @@ def texts_to_trace(world):
     """A document's own words, a mix of trained phrases and new words, and random words."""
     ds, order, tok = world["order"].dataset, world["order"], world["tok"]
     k = 7  # a document trained early
-    first_doc = order.locate(k)[0]["document"]
+    first_doc = locate(order, k)[0]["document"]
     copied = tok.decode(np.asarray(ds[first_doc][:40]).tolist())
     rng = np.random.default_rng(5)
     mixed = " ".join(rng.choice(WORDS, 12)) + " " + tok.decode(order.sample(40)[5:30].tolist()) + " zebra"
@@ -174,7 +175,7 @@ def test_a_copied_document_is_among_its_spans_documents(world):
     order, tok = world["order"], world["tok"]
     t = tracer(world)
     for k in (3, 50, 90):
-        doc = order.locate(k)[0]["document"]
+        doc = locate(order, k)[0]["document"]
         body = np.asarray(order.dataset[doc]).tolist()[:-1]  # without the end-of-document token
         text = tok.decode(body[:30])
         got = t.trace(t.counter.encode(text), options=TraceOptions(max_frequency=None, span_density=None))
@@ -189,7 +190,7 @@ def test_a_span_seen_only_after_step_s(world):
     brute, t, tok = Brute(world), tracer(world), world["tok"]
     late = None
     for k in range(ITERS * B - 1, 0, -1):
-        seg = max(world["order"].locate(k), key=lambda r: r["doc_end"] - r["doc_start"])
+        seg = max(locate(world["order"], k), key=lambda r: r["doc_end"] - r["doc_start"])
         doc = np.asarray(world["order"].dataset[seg["document"]]).tolist()
         piece = doc[seg["doc_start"]:seg["doc_end"]][:12]
         occ = brute.occurrences(piece)

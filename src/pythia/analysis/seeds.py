@@ -32,14 +32,17 @@ from ._seedstats import MIN_OTHERS, Z_THRESHOLD, align, flagged, robust_z, sprea
 from .base import Analysis, Option, register
 
 SKIP_BY_DEFAULT = ("seeds", "training_map", "train_loss", "memorization_predictability", "term_counts",
-                   "term_frequency", "trace", "representations", "optimizer_state")
+                   "term_frequency", "trace", "trace_contamination", "representations", "optimizer_state", "heads",
+                   "phase_change", "seed_convergence", "scaling")
 """Not summarised unless named: this analysis, the categorical map states, the per-update
 training log (one row per update; summarise it with --seed-analyses train_loss), the pairwise
 predictability of memorized sets (one task per predictor checkpoint, not a measure of one
-model), term counts (a property of the training order, not of the model), the term-frequency
-join (its accuracies are the eval rows, summarised there), traced texts (each member's own), and
-the per-matrix statistics of representations and optimizer_state (dozens of matrices per
-checkpoint; representations' CKA across seeds is already a statistic over seeds)."""
+model), term counts and a benchmark's contamination (properties of the training order, not of
+the model), the term-frequency join (its accuracies are the eval rows, summarised there), traced
+texts (each member's own), the per-matrix statistics of representations and optimizer_state and
+the per-head scores (dozens of matrices or heads per checkpoint, and head h of one seed is not
+head h of another), and the whole-run analyses that already compare seeds or sizes
+(representations' CKA across seeds, phase_change's spread, seed_convergence, scaling)."""
 
 
 def shapes_of(members) -> dict[str, list]:
