@@ -339,13 +339,25 @@ class ResultsStore:
         return any(f.stat().st_mtime_ns >= written for f in files if f.exists())
 
     def count(self, analysis: str) -> int:
-        """Rows of `analysis` (a folded table without loose units: from its footer, reading nothing)."""
+        """Rows stored for `analysis`: a folded table's from its footer (less the units written
+        again since, whose column alone is read), the loose units' by parsing them. Rows that
+        share a key across units count once per unit (`rows` returns one)."""
         path = self._table_path(analysis)
-        if path.is_file() and not self.units(analysis):
-            import pyarrow.parquet as pq
+        loose = self.units(analysis)
+        if not path.is_file():
+            return len(self.rows(analysis=analysis))
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
 
-            return pq.ParquetFile(path).metadata.num_rows
-        return len(self.rows(analysis=analysis))
+        pf = pq.ParquetFile(path)
+        n = pf.metadata.num_rows
+        if loose:
+            import pyarrow as pa
+
+            rels = pa.array(sorted({self._rel(p) for p in loose}), pa.string())
+            n -= pc.sum(pc.is_in(pf.read(columns=["unit"]).column("unit"), value_set=rels)).as_py() or 0
+            n += sum(len(self._read(p).get("rows", [])) for p in loose)
+        return n
 
     def folded(self) -> list[str]:
         """The analyses with a Parquet table (see `compact`)."""
