@@ -166,10 +166,12 @@ class MemberView:
             return sorted(self._hub_revisions)
         return complete_checkpoints(self.path)
 
-    def checkpoint(self, step: Any = None) -> Checkpoint:
-        """The checkpoint at `step` ("step128", 128, or None/"main" for the last one)."""
+    def checkpoint(self, step: Any = None, *, available: list[int] | None = None) -> Checkpoint:
+        """The checkpoint at `step` ("step128", 128, or None/"main" for the last one).
+        `available`: the member's steps when the caller listed them already (listing stats every
+        step folder: once per member, not once per checkpoint, at 154 checkpoints)."""
         n = parse_revision(step)
-        steps = self.steps
+        steps = self.steps if available is None else available
         if not steps:
             raise RunError(f"member {self.name} ({self.path}) has no complete checkpoints yet")
         if n is None:
@@ -181,7 +183,8 @@ class MemberView:
         return Checkpoint(member=self, step=n, path=path)
 
     def checkpoints(self, steps: Any = "all") -> list[Checkpoint]:
-        return [self.checkpoint(s) for s in select_steps(self.steps, steps)]
+        available = self.steps
+        return [self.checkpoint(s, available=available) for s in select_steps(available, steps)]
 
     # -- what it trained on -----------------------------------------------------------------
     @property

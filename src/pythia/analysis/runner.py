@@ -186,7 +186,8 @@ def _units(chosen, step_sel) -> list:
     units, lacking = [], {}
     for m in chosen:
         missing: list = []
-        units += [(m, m.checkpoint(s)) for s in select_steps(m.steps, step_sel, missing)]
+        available = m.steps
+        units += [(m, m.checkpoint(s, available=available)) for s in select_steps(available, step_sel, missing)]
         if missing:
             lacking[m.name] = missing
     if lacking and (len(chosen) == 1 or not units):
@@ -298,10 +299,12 @@ def _one_run_part(run, a: Analysis, store: ResultsStore, summary: AnalyzeSummary
     hold now (a checkpoint rewritten since its unit reruns it too)."""
     h = hashlib.sha256()
     for m in run.members:
-        for step in m.steps:
+        available = m.steps
+        for step in available:
             key = store.unit_key(a.name, m.name, step)
             if key is not None:
-                h.update(json.dumps([m.name, step, key, m.checkpoint(step).digest], sort_keys=True).encode())
+                h.update(json.dumps([m.name, step, key, m.checkpoint(step, available=available).digest],
+                                    sort_keys=True).encode())
     key = a.cache_key(h.hexdigest()[:16])
     key["members"] = [m.name for m in run.members]
     if not force and store.unit_key(a.name, None, None) == key:
