@@ -19,6 +19,7 @@ train-loss part alone: no model). Prints the medians and the ratios; asserts not
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import shutil
 import statistics
@@ -91,7 +92,8 @@ def median_time(f, reps: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--members", type=int, default=2, help="members whose logs the old hook re-reads (default 2)")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=3, help="timed calls of the new hook per step (median)")
+    p.add_argument("--old-reps", type=int, default=1, help="timed calls of the old hook per step (minutes each at 143,000)")
     args = p.parse_args()
 
     from pythia.run import open_run
@@ -99,15 +101,26 @@ def main() -> None:
     lines = [metrics_line(s) for s in range(1, PYTHIA_ITERS + 1)]
     tmp = Path(tempfile.mkdtemp(prefix="bench-ckpt-hook-"))
     try:
-        run = open_run(make_run(tmp / "run", args.members))
+        root = make_run(tmp / "run", args.members)
+        run = open_run(root)
         member = run.members[0].name
         print(f"{args.members} member(s), metrics.jsonl of {PYTHIA_ITERS:,} lines at the end "
-              f"({sum(map(len, lines)) / 2**20:.0f} MiB each); median of {args.reps}")
+              f"({sum(map(len, lines)) / 2**20:.0f} MiB each); median of {args.reps} (new) and "
+              f"{args.old_reps} (old) calls")
         got = {}
         for step in STEPS:
             write_logs(run, step, lines)
-            got[step] = (median_time(lambda: old_hook(run), args.reps),
-                         median_time(lambda: new_hook(run, member, step), args.reps))
+            # each hook on a freshly opened run view, the new one first: what one hook leaves in
+            # memory (the old one's 143,000-record logs) must not slow the other's timing
+            gc.collect()
+            fresh = open_run(root)
+            after = median_time(lambda: new_hook(fresh, member, step), args.reps)
+            del fresh
+            gc.collect()
+            fresh = open_run(root)
+            before = median_time(lambda: old_hook(fresh), args.old_reps)
+            del fresh
+            got[step] = (before, after)
             before, after = got[step]
             print(f"  step {step:>7,}: before {before * 1e3:9.1f} ms   after {after * 1e3:7.1f} ms   "
                   f"before/after {before / after:7.1f}x")
