@@ -42,6 +42,9 @@ def test_lm_eval_loads_and_scores_the_tasks(tmp_path, monkeypatch):
                 out.append(f" {x1 + x2 + x2 % 2} apples and 77\n")
             return out
 
+    from pythia.evals.tasks import data_files_relative_to_yaml
+
+    assert data_files_relative_to_yaml()  # the tasks name their data files relative to their YAMLs
     tm = TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False)
     res = simple_evaluate(model=HalfRight(), tasks=[task_name("addition", 7)], num_fewshot=2, task_manager=tm,
                           bootstrap_iters=0)

@@ -66,17 +66,39 @@ def fsync_tree(root: Path) -> None:
                 os.fsync(f.fileno())
 
 
+def _make_parent(target: Path) -> list[Path]:
+    """mkdir -p the folder of `target`; returns the folders this call created, outermost first."""
+    created = []
+    parent = target.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return created[::-1]
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    """Undo _make_parent after a failed write: no empty output folder is left behind."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another writer's file) or gone: leave it
+            return
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary file path next to `target`; rename it onto `target` on success.
+    On failure nothing is left: neither the temporary file nor a folder made for it.
 
     durable=False skips the fsyncs: still never half-written if the process dies, but a power
     loss may lose the file; for caches that are recomputed when missing or unreadable."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parent(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp)
+    done = False
     try:
         yield tmp
         apply_umask(tmp)  # mkstemp made it 0600, and the writer may have re-created it
@@ -84,18 +106,22 @@ def atomic_path(target: str | os.PathLike, durable: bool = True) -> Iterator[Pat
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, target)
+        done = True
         if durable:
             _fsync_dir(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+        if not done:
+            _remove_if_empty(created)
 
 
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory next to `target`; it replaces `target` only on success."""
+    """Yield a temporary directory next to `target`; it replaces `target` only on success.
+    On failure nothing is left: neither the temporary directory nor a folder made for it."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parent(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
@@ -114,6 +140,8 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+        if not target.exists():
+            _remove_if_empty(created)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, durable: bool = True) -> None:

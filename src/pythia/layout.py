@@ -162,6 +162,42 @@ def check_manifest(step_dir: Path, hashed: dict[str, str] | None = None) -> list
     return problems
 
 
+# A file written before its manifest may carry an mtime up to this much later (coarse
+# filesystem clocks, a copy that did not keep times); only a later one is re-hashed.
+MTIME_SLACK_S = 2.0
+
+
+def quick_check_manifest(step_dir: Path) -> list[str]:
+    """The cheap part of check_manifest, for trusting cached results: every listed file present
+    with its recorded size, and no file modified after the manifest was written (the manifest
+    is written last); only a file that was is re-hashed. Catches truncation, deletion and
+    in-place edits without reading unchanged files. Empty list = nothing seen wrong."""
+    step_dir = Path(step_dir)
+    path = step_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+        written = path.stat().st_mtime
+    except FileNotFoundError:
+        return [f"{step_dir}: manifest.json is missing"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"{path}: unreadable manifest ({exc})"]
+    problems = []
+    for rel, entry in sorted(files.items()):
+        p = step_dir / rel
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            problems.append(f"{step_dir / rel}: listed in the manifest but missing")
+            continue
+        if st.st_size != entry.get("bytes"):
+            problems.append(f"{step_dir / rel}: {st.st_size} bytes, the manifest says {entry.get('bytes')} "
+                            f"(truncated or rewritten)")
+        elif st.st_mtime > written + MTIME_SLACK_S and sha256_file(p) != entry.get("sha256"):
+            problems.append(f"{step_dir / rel}: modified after the checkpoint was written (sha256 differs)")
+    return problems
+
+
 def recorded_digest(step_dir: Path) -> str | None:
     """The manifest's `weights_digest`; None without a manifest. An unreadable manifest raises
     ValueError naming it."""
@@ -212,7 +248,7 @@ def resolve_hub_cache(repo_id: str, revision: str | None = None, cache_dir: str 
     if not repo_dir.is_dir():
         raise FileNotFoundError(
             f"{repo_id!r} is neither a directory nor in the local Hugging Face cache ({repo_dir} not found; "
-            f"download it first, e.g. huggingface-cli download {repo_id} --revision {revision})"
+            f"download it first with the Hugging Face CLI, e.g. `hf download {repo_id} --revision {revision}`)"
         )
     ref = repo_dir / "refs" / revision
     if ref.is_file():

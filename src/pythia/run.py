@@ -29,7 +29,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .layout import (check_manifest, complete_checkpoints, digest_of_checkpoint, hub_cache_dir, hub_repo_dir,
+from .layout import (check_manifest, quick_check_manifest, complete_checkpoints, digest_of_checkpoint, hub_cache_dir, hub_repo_dir,
                      hub_revisions, parse_step, recorded_digest, resolve_hub_cache, step_dir_name)
 
 __all__ = ["Checkpoint", "MemberView", "RunView", "RunError", "load_model", "open_run", "parse_revision",
@@ -92,6 +92,14 @@ class Checkpoint:
         if self.member.run.kind == "hub":
             return []
         return check_manifest(self.path)
+
+    def quick_problems(self) -> list[str]:
+        """The cheap manifest check (sizes, files changed since: layout.quick_check_manifest),
+        before cached results of this checkpoint are trusted. [] for a Hub snapshot and for a
+        folder without a manifest (whose digest is computed from the weights themselves)."""
+        if self.member.run.kind == "hub" or not (self.path / "manifest.json").is_file():
+            return []
+        return quick_check_manifest(self.path)
 
     @cached_property
     def hf_config(self) -> dict:
@@ -497,7 +505,7 @@ def _open_hub(repos: list[str], results_dir, data) -> RunView:
         repo_dir = hub_repo_dir(repo, cache)
         if not (repo_dir / "refs").is_dir():
             raise RunError(f"{repo!r} is not in the local Hugging Face cache ({repo_dir} not found); download its "
-                           f"revisions first, e.g. huggingface-cli download {repo} --revision step1000")
+                           f"revisions first with the Hugging Face CLI, e.g. `hf download {repo} --revision step1000`")
         revisions = hub_revisions(repo_dir)
         if not revisions:
             raise RunError(f"{repo}: no cached stepN revision with a config.json under {repo_dir}")

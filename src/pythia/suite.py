@@ -6,8 +6,8 @@ interrupted one from its last intact checkpoint. Members share one TrainingOrder
 """
 from __future__ import annotations
 
+import os
 import signal
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from .run import open_run
 from .train.disk import run_disk_lines, tokenizer_text
 from .train.distributed import DistContext, init_distributed
 from .train.preempt import StopSignal, TrainingInterrupted
+from .train.progress import progress_bar
 from .train.spec import Member, SpecError, SuiteSpec, dataset_vocab_size
 from .train.trainer import MemberRun, Trainer
 
@@ -128,19 +129,32 @@ def _named(spec: SuiteSpec, message: str) -> SpecError:
 
 
 def describe(spec: SuiteSpec) -> str:
-    """The --dry-run text: resolved spec, member list, checkpoint steps."""
+    """The --dry-run text: resolved spec, member list, checkpoint steps (see `dry_run`)."""
+    return dry_run(spec)[0]
+
+
+def dry_run(spec: SuiteSpec) -> tuple[str, str | None]:
+    """The --dry-run text (resolved spec, member list, checkpoint steps, disk) and, when the run
+    could not start (its data is missing), why not; None when it could. The disk estimate is
+    still given without the data when every member's vocabulary is known from the spec."""
     lines = ["# resolved suite spec", spec.to_yaml().rstrip(), "", "# members"]
+    problem = None
+    ready = True
     try:
         members = check_inputs(spec)
-    except FileNotFoundError as exc:  # dry run before the data exists: list names only
-        lines.append(f"# (custom shapes need the dataset's vocabulary: {exc})")
-        members = []
-        lines += [k.name for k in spec.member_keys()]
+    except FileNotFoundError as exc:  # dry run before the data exists
+        problem, ready = str(exc), False
+        if not any(m.size is None and m.vocab_size is None for m in spec.members):
+            members = spec.resolve_members(None)  # every vocabulary spelled out in the spec
+        else:
+            members = []
+            lines.append(f"# (custom shapes without vocab_size need the dataset's vocabulary: {exc})")
+            lines += [k.name for k in spec.member_keys()]
     for m in members:
         lines.append(f"{m.name:<28} params {m.config.num_params():>14,}  L{m.config.num_layers} d{m.config.hidden_size} "
                      f"H{m.config.num_heads} V{m.config.vocab_size}  lr {m.lr:g} -> {m.min_lr:g}  "
                      f"init seed {m.seed}  data seed {m.data_seed}")
-    forks = check_forks(spec, members) if members else []
+    forks = check_forks(spec, members) if members and ready else []
     if spec.interventions:
         lines += ["", "# forks (interventions; trained after the members, from their base's checkpoint)"]
         lines += [f"{p.member.name:<28} fork of {p.base} from step{p.from_step}: {p.transform.describe()}"
@@ -152,13 +166,15 @@ def describe(spec: SuiteSpec) -> str:
     lines += ["", f"# checkpoint steps ({len(steps)} per member)", " ".join(map(str, steps)),
               f"# output: {spec.output}/{{member}}/step{{N}}"]
     if members:
-        tokenizer = dataset_tokenizer(spec.data.train)
+        tokenizer = dataset_tokenizer(spec.data.train) if ready else None
         text = tokenizer_text(load_tokenizer(tokenizer)) if tokenizer is not None else None
         with_state = [s for s in spec.optimizer_state_steps() if s > 0]  # step0: no update yet, no state
         written = [(p.member, sum(s > p.from_step for s in steps), sum(s > p.from_step for s in with_state))
                    for p in forks]  # a fork's first checkpoint is a hard link of its base's
         lines += ["", *run_disk_lines(members, len(steps), text, spec.output, len(with_state), written)]
-    return "\n".join(lines)
+        if not ready:
+            lines.append("# (without the dataset: the tokenizer files each checkpoint carries and the forks are not counted)")
+    return "\n".join(lines), problem
 
 
 def _flatten(d: dict, prefix: tuple = ()) -> dict:
@@ -178,10 +194,22 @@ def _check_same_suite(run_dir: Path, spec: SuiteSpec) -> None:
     old = _flatten(yaml.safe_load(path.read_text()) or {})
     new = _flatten(spec.to_dict())
     changed = sorted(".".join(k) for k in set(old) | set(new)
-                     if k not in _RESUME_FREE and old.get(k) != new.get(k))
+                     if k not in _RESUME_FREE and old.get(k) != new.get(k) and not _moved_along(k, old, new))
     if changed:
         raise SpecError(f"{path} was written by a different suite spec (changed: {', '.join(changed)}); "
                         "resuming would mix two recipes. Use a new output folder (--out) or restore the spec.")
+
+
+def _moved_along(key: tuple, old: dict, new: dict) -> bool:
+    """A data path that differs only because the run and its data were moved or copied together
+    (a demo folder: run/ and data/ side by side) is the same data: it sits where it sat
+    relative to the run folder."""
+    if key not in (("data", "train"), ("data", "valid"), ("data", "order_dir")):
+        return False
+    paths = old.get(key), new.get(key), old.get(("output",)), new.get(("output",))
+    if not all(isinstance(p, str) for p in paths):
+        return False
+    return os.path.relpath(paths[0], paths[2]) == os.path.relpath(paths[1], paths[3])
 
 
 def _build_orders(spec: SuiteSpec, members: list[Member], ctx: DistContext, progress: bool) -> dict:
@@ -203,10 +231,7 @@ def _build_orders(spec: SuiteSpec, members: list[Member], ctx: DistContext, prog
 
 
 def _bar(total: int, initial: int, progress: bool, ctx: DistContext):
-    from tqdm.auto import tqdm
-
-    enabled = progress and ctx.is_main and sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", desc="suite", dynamic_ncols=True)
+    return progress_bar(total, initial, progress and ctx.is_main, desc="suite")
 
 
 def train_suite(spec: SuiteSpec, progress: bool = True) -> Path:

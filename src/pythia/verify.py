@@ -45,12 +45,22 @@ class VerifyReport:
                 "members": [m.__dict__ for m in self.members]}
 
     def format(self) -> str:
+        """Problems per member; a note that several members share (gpt-neox's step0 == step1 in
+        every member of a suite) is said once, with the members it concerns."""
         lines = [f"verify {self.run_dir}: {'OK' if self.ok else 'PROBLEMS FOUND'}"]
         lines += [f"  problem: {p}" for p in self.problems] + [f"  note: {n}" for n in self.notes]
+        holders: dict[str, list[str]] = {}
+        for m in self.members:
+            for n in dict.fromkeys(m.notes):
+                holders.setdefault(n, []).append(m.name)
+        shared = {n: names for n, names in holders.items() if len(names) > 1}
+        for n, names in shared.items():
+            who = f"all {len(names)} members" if len(names) == len(self.members) else ", ".join(names)
+            lines.append(f"  note ({who}): {n}")
         for m in self.members:
             status = "ok" if not m.problems else f"{len(m.problems)} problem(s)"
             lines.append(f"- {m.name}: {len(m.checkpoints)} checkpoints, {len(m.missing)} missing: {status}")
-            lines += [f"    problem: {p}" for p in m.problems] + [f"    note: {n}" for n in m.notes]
+            lines += [f"    problem: {p}" for p in m.problems] + [f"    note: {n}" for n in m.notes if n not in shared]
         return "\n".join(lines)
 
 

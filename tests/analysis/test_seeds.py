@@ -92,7 +92,7 @@ def test_missing_steps_are_dropped_with_a_warning(tmp_path):
     for m in run.members:
         steps = [t for t in STEPS if not (m.seed == 2 and t in (32, 64))]
         put_series(run, "val_loss", m.name, "val_loss", {t: 1.0 / (1 + t) + m.seed for t in steps})
-    with pytest.warns(UserWarning, match=r"shape m: steps 32, 64 dropped .*m-seed2 lacks them.*val_loss:val_loss"):
+    with pytest.warns(UserWarning, match=r"because a seed lacks them.*shape m: steps 32, 64 \(m-seed2 lacks them\) for val_loss:val_loss"):
         assert run_analyses(run, "seeds", progress=False).ok
     steps = sorted({r["step"] for r in run.results().rows(analysis="seeds") if r["metric"].endswith(":median")})
     assert steps == STEPS[:-2]

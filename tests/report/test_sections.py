@@ -230,8 +230,8 @@ def test_term_frequency_scatter_and_counts(sections):
                                               "Frequency effect: spearman (num_reasoning_arithmetic_addition)"}
     counts = figure(sec, "Term counts")
     first = [t for t in counts.data if t.get("visible", True) is True]
-    assert sorted(t["name"] for t in first) == [" def", " return", " self"]
-    ret = next(t for t in first if t["name"] == " return")
+    assert sorted(t["name"] for t in first) == ['" def"', '" return"', '" self"']  # quoted: leading spaces show
+    ret = next(t for t in first if t["name"] == '" return"')
     assert ret["y"] == [syn.term_count(2, s) for s in syn.STEPS]
 
 

@@ -77,11 +77,19 @@ def items_kappa(x: Items, y: Items, what: str, skipped: dict) -> float | None:
     return kappa
 
 
+_WHY_NOT_WRONG = {  # what a reason means for the user
+    "both checkpoints give one same label to every item; kappa undefined":
+        "usual for models that answer every item alike (untrained or tiny ones, a task none solves); nothing wrong",
+}
+
+
 def _warn_skipped(skipped: dict) -> None:
-    """One warning per reason (an untrained suite has thousands of constant-label pairs)."""
+    """One warning per reason (an untrained suite has thousands of constant-label pairs), saying
+    whether it means something is wrong."""
     for reason, whats in skipped.items():
         more = f" and {len(whats) - 3} more" if len(whats) > 3 else ""
-        warnings.warn(f"agreement: {reason} for {len(whats)} pair(s) of checkpoints, skipped: "
+        meaning = f" ({_WHY_NOT_WRONG[reason]})" if reason in _WHY_NOT_WRONG else ""
+        warnings.warn(f"agreement: {reason} for {len(whats)} pair(s) of checkpoints{meaning}, skipped: "
                       f"{'; '.join(whats[:3])}{more}", stacklevel=3)
 
 

@@ -132,7 +132,7 @@ def _run_chunks(folder: Path, prefix: str, positions: Positions, meta: dict, fn:
     files = [part / f"chunk-{k:06d}.npy" for k in range(len(bounds))]
     done = [_load_chunk(f, hi - lo, dtype) if f.is_file() else None for f, (lo, hi) in zip(files, bounds)]
     with tqdm(total=n, initial=sum(hi - lo for d, (lo, hi) in zip(done, bounds) if d is not None), unit="seq",
-              unit_scale=True, desc=desc, disable=not progress, leave=False, dynamic_ncols=True) as bar:
+              unit_scale=True, desc=desc, disable=not progress or None, leave=False, dynamic_ncols=True) as bar:
         for k, (lo, hi) in enumerate(bounds):
             if done[k] is None:
                 done[k] = np.asarray(fn(positions.take(lo, hi)), dtype=dtype)

@@ -117,7 +117,7 @@ def _barrier(world: int) -> None:
 def _bar(total: int, progress: bool, rank: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not progress or rank != 0, unit="ckpt", desc="analyze", dynamic_ncols=True)
+    return tqdm(total=total, disable=not progress or rank != 0 or None, unit="ckpt", desc="analyze", dynamic_ncols=True)
 
 
 def run_analyses(run, names: Any, *, members: Any = None, steps: Any = "all", device: Any = "auto",
@@ -149,6 +149,15 @@ def run_analyses(run, names: Any, *, members: Any = None, steps: Any = "all", de
 
 def _sweep(run, analyses, chosen, store, rank, world, steps, device, dtype, progress, force) -> AnalyzeSummary:
     summary = AnalyzeSummary()
+    try:
+        return _sweep_into(summary, run, analyses, chosen, store, rank, world, steps, device, dtype, progress, force)
+    except KeyboardInterrupt as exc:  # Ctrl-C: the caller says what was kept (exc.summary)
+        exc.summary = summary
+        raise
+
+
+def _sweep_into(summary, run, analyses, chosen, store, rank, world, steps, device, dtype, progress,
+                force) -> AnalyzeSummary:
     per_ckpt = [a for a in analyses if a.scope == "checkpoint"]
     dev = resolve_device(device)
     for a in analyses:
@@ -191,12 +200,23 @@ def _units(chosen, step_sel) -> list:
         if missing:
             lacking[m.name] = missing
     if lacking and (len(chosen) == 1 or not units):
+        groups: dict[tuple, list[str]] = {}  # members that lack the same steps and have the same ones: said once
+        for m in chosen:
+            if m.name in lacking:
+                groups.setdefault((tuple(lacking[m.name]), compact_steps(m.steps)), []).append(m.name)
         raise RunError("no checkpoint at the selected step(s) for " + "; ".join(
-            f"{m.name} (lacks {lacking[m.name]}; has {compact_steps(m.steps)})" for m in chosen if m.name in lacking))
+            f"{_members(names)} (lack{'s' if len(names) == 1 else ''} {list(miss)}; "
+            f"ha{'s' if len(names) == 1 else 've'} {has})" for (miss, has), names in groups.items()))
     if lacking:
         warnings.warn("steps skipped for members without those checkpoints: "
                       + "; ".join(f"{name}: {steps}" for name, steps in lacking.items()), stacklevel=3)
     return units
+
+
+def _members(names: list[str]) -> str:
+    if len(names) <= 3:
+        return ", ".join(names)
+    return f"{len(names)} members ({', '.join(names[:2])}, ..., {names[-1]})"
 
 
 def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, summary, force,
@@ -208,6 +228,14 @@ def _one_checkpoint(run, member, ck, analyses, store, device, dtype, shared, sum
         summary.failed.append(f"{label}: {exc}")
         return
     todo = [a for a in analyses if force or store.unit_key(a.name, member.name, ck.step) != a.cache_key(digest)]
+    if len(todo) < len(analyses):  # cached units are trusted only if the files still match the manifest
+        changed = ck.quick_problems()
+        if changed:
+            summary.failed.append(
+                f"{label}: the checkpoint changed after it was written, so its cached results are not used: "
+                f"{'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}. `pythia verify {run.source}` checks "
+                f"every file; restore the file or retrain the step; `--force` recomputes with a full hash check")
+            return
     summary.cached += [f"{a.name} {label}" for a in analyses if a not in todo]
     if not todo:
         return

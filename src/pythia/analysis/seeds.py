@@ -173,7 +173,33 @@ def _compact(steps: list[int]) -> str:
 
 
 def _warn_dropped(dropped: dict) -> None:
+    """At most two warnings, each saying whether something is wrong: metrics that some seeds of
+    a size have no rows for at all (an analysis run on some members only, as the demo does:
+    expected), and steps some seeds lack (a member still training, or analyses asked at
+    different steps: worth a look)."""
+    whole: dict[str, tuple[set, set]] = {}  # analysis -> (its metrics, the members lacking them)
+    partial = []
     for (shape, what, names), metrics in sorted(dropped.items()):
-        shown = ", ".join(metrics[:4]) + (f", ... ({len(metrics)} metrics)" if len(metrics) > 4 else "")
-        warnings.warn(f"seeds: shape {shape}: {what} dropped from the spread over seeds ({', '.join(names)} "
-                      f"lack{'s' if len(names) == 1 else ''} them) for {shown}", stacklevel=3)
+        if what == "all steps":
+            for metric in metrics:
+                entry = whole.setdefault(metric.split(":")[0], (set(), set()))
+                entry[0].add(metric)
+                entry[1].update(names)
+        else:
+            shown = ", ".join(metrics[:3]) + (f", ... ({len(metrics)} metrics)" if len(metrics) > 3 else "")
+            partial.append(f"shape {shape}: {what} ({', '.join(names)} lack{'s' if len(names) == 1 else ''} them) "
+                           f"for {shown}")
+    if whole:
+        parts = [f"{a} ({len(ms)} metric{'s' if len(ms) > 1 else ''}; no rows for {_names(lacking)})"
+                 for a, (ms, lacking) in sorted(whole.items())]
+        warnings.warn("seeds: some seeds have no rows for these metrics, so their spread covers the seeds that "
+                      "have (nothing wrong when an analysis was run on some members only, as the demo does): "
+                      + "; ".join(parts), stacklevel=3)
+    if partial:
+        warnings.warn("seeds: steps left out of the spread over seeds because a seed lacks them (a member "
+                      "still training, or analyses asked at different steps): " + "; ".join(partial), stacklevel=3)
+
+
+def _names(names: set) -> str:
+    shown = sorted(names)
+    return ", ".join(shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")

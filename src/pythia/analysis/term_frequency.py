@@ -67,8 +67,10 @@ def _template(op: str) -> dict:
 
 
 def write_arithmetic_tasks(out_dir, ops=tuple(OPERATIONS), x2_max: int = X2_RANGE[-1]) -> list[str]:
-    """Write the study's tasks as lm-eval 0.4 YAML + JSON-lines data under out_dir (absolute
-    paths inside: regenerate the folder if it moves); returns the task names. Each operation's
+    """Write the study's tasks as lm-eval 0.4 YAML + JSON-lines data under out_dir (data files
+    named relative to the YAMLs, so the folder can move: `pythia analyze ... eval` and
+    `python -m pythia.lm_eval` read them so, pythia.evals.tasks.data_files_relative_to_yaml);
+    returns the task names. Each operation's
     tasks share the tag `num_reasoning_arithmetic_{op}`, so `--tasks` can name all 100 at once.
     `x2_max` < 50 keeps the items x2 = 1..x2_max only (fewer items and a smaller few-shot pool:
     lm-eval iterates every task's pool when it loads it), for a quick look such as the demo's."""
@@ -90,7 +92,7 @@ def write_arithmetic_tasks(out_dir, ops=tuple(OPERATIONS), x2_max: int = X2_RANG
             if op not in OPERATIONS:
                 raise ValueError(f"unknown operation {op!r}; choose from {', '.join(OPERATIONS)}")
             fn = OPERATIONS[op][1]
-            files = {x1: out_dir / "data" / f"{op}_{x1}.jsonl" for x1 in X1_RANGE}
+            files = {x1: Path("data") / f"{op}_{x1}.jsonl" for x1 in X1_RANGE}  # relative to the YAML
             for x1 in X1_RANGE:
                 lines = [f'{{"x1": {x1}, "x2": {x2}, "y": "{fn(x1, x2)}"}}\n' for x2 in x2_range]
                 (tmp / "data" / files[x1].name).write_text("".join(lines), encoding="utf-8")

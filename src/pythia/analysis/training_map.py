@@ -158,5 +158,6 @@ def _write(out_dir, shape: str, tm: TrainingMap, info: dict) -> None:
     write_text_atomic(out_dir / f"{base}.tsv", tm.to_tsv())
     write_text_atomic(out_dir / f"{base}.json", json.dumps(info, indent=1, sort_keys=True) + "\n")
     plot_training_map(tm, out_dir / f"{base}.png",
-                      title=f"training map of {shape}: {info['n_states']} states, detours: "
-                            f"{', '.join(map(str, info['detours'])) or 'none'}")
+                      title=f"training map of {shape}: {info['n_states']} states, "
+                            + (f"detours: {', '.join(map(str, info['detours'])) or 'none'}" if tm.majority() is not None
+                               else "no majority path (the seeds split)"))

@@ -93,8 +93,15 @@ def _analyze(args) -> int:
     run = _open(args)
     options = {name: getattr(args, name) for name in _analysis_options()}
     progress = not args.no_progress and sys.stderr.isatty()
-    summary = run_analyses(run, args.names, members=args.members, steps=args.steps, device=args.device,
-                           dtype=args.dtype, options=options, progress=progress, force=args.force)
+    try:
+        summary = run_analyses(run, args.names, members=args.members, steps=args.steps, device=args.device,
+                               dtype=args.dtype, options=options, progress=progress, force=args.force)
+    except KeyboardInterrupt as exc:
+        done = getattr(exc, "summary", None)
+        kept = f"{len(done.computed)} unit(s) computed in this run are" if done is not None else "every finished unit is"
+        print(f"\npythia analyze: interrupted. {kept} kept in {run.results_dir} (only the checkpoint in progress "
+              f"is lost); run the same command again to resume: it skips what is up to date.", file=sys.stderr)
+        return 130
     print(summary.format())
     print(f"results: {run.results_dir}  (print them with: pythia results {args.run})")
     return 0 if summary.ok else 1

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 _FMT = argparse.RawDescriptionHelpFormatter
 # Wall time of the demos as README.md states it (tests/test_demo.py checks that both agree).
@@ -46,7 +45,7 @@ def register(sub) -> None:
                    help="output folder (default: demo-output, or demo-output-quick with --quick)")
     p.add_argument("--quick", action="store_true",
                    help=f"micro suite (2 sizes x 2 seeds, 20 steps), {QUICK_DURATION}")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (and, when not on a terminal, no plain progress lines)")
     p.set_defaults(func=_demo)
 
     r = sub.add_parser(
@@ -84,8 +83,9 @@ def register(sub) -> None:
 def _demo(args) -> int:
     from pythia.demo.pipeline import describe, run_demo
 
-    progress = not args.no_progress and sys.stderr.isatty()
-    result = run_demo(args.out, quick=args.quick, progress=progress)
+    # progress bars on a terminal; elsewhere (piped, redirected) training prints a plain line
+    # at a steady interval and the other stages their summary lines
+    result = run_demo(args.out, quick=args.quick, progress=not args.no_progress)
     print(describe(result))
     return 0
 

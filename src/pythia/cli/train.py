@@ -6,11 +6,18 @@ import json
 import sys
 
 _TRAIN_EPILOG = """\
-examples:
-  pythia train examples/suite.yaml                 # train (or resume) every member
-  pythia train examples/suite.yaml --dry-run       # resolved spec, members, checkpoint steps
+examples (from the repository root, after `make demo`, whose dataset the example reads):
+  pythia train examples/suite.yaml --dry-run       # resolved spec, members, checkpoint steps, disk
+  pythia train examples/suite.yaml                 # train (or resume) every member into runs/example-suite
   pythia train examples/suite.yaml --out runs/try2 # same suite into another folder
+  pythia train demo-output/suite.yaml --out runs/demo-again   # the demo's own suite, retrained
   torchrun --nproc-per-node 2 -m pythia.train examples/suite.yaml   # data-parallel (DDP)
+
+Relative paths inside a spec are relative to the spec file's folder (examples/suite.yaml reads
+../demo-output/data/train and writes ../runs/example-suite); --out is relative to where you run.
+A --dry-run that finds the run cannot start (its data missing) says why first and exits 2.
+Without a terminal (piped, redirected, a batch job) progress is a plain line every 30 seconds:
+step, loss, tokens/s, share done and ETA.
 
 Re-running the same command after a crash or kill resumes every member from its last
 complete checkpoint that holds optimizer state (bit-identical on CPU in fp32). SIGTERM or
@@ -48,14 +55,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_train(args) -> int:
     from ..train.spec import SuiteSpec
-    from ..suite import describe, train_suite
+    from ..suite import dry_run, train_suite
 
     spec = SuiteSpec.from_yaml(args.spec)
     if args.out:
         spec = spec.replace(output=args.out)
     if args.dry_run:
-        print(describe(spec))
-        return 0
+        text, problem = dry_run(spec)
+        if problem is not None:  # why first, then what the run would be
+            print(f"pythia train: the run cannot start: {problem}", file=sys.stderr)
+            sys.stderr.flush()
+        print(text)
+        return 2 if problem is not None else 0
     from ..train.preempt import TrainingInterrupted
 
     try:

@@ -123,7 +123,8 @@ FULL = DemoSettings(
                         memorization_cont_len=4,
                         arithmetic_steps="64,256", arithmetic_x2_max=5, arithmetic_seeds=(1,),
                         token_windows=16, convergence_steps="0,4,16,64,256", convergence_windows=16,
-                        representation_steps="0,4,16,32,64,128,192,256", probe_windows=32, probe_len=32),
+                        mechanism_steps="0,1,2,4,8,16,32,64,128,256",
+                        representation_steps="0,4,16,32,64,128,192,256", probe_windows=16, probe_len=32),
 )
 # Quick demo (what the tests run): micro models, 20 steps, a ~1.5 MB corpus: under a minute.
 QUICK = DemoSettings(
@@ -201,7 +202,8 @@ def _check_corpus_stamp(data_dir: Path, corpus_sha: str) -> None:
 
 
 def suite_spec(settings: DemoSettings, out_dir: Path, tokenizer_info: dict) -> dict:
-    """The suite spec (the structure `pythia train` reads from YAML) for these settings."""
+    """The suite spec (the structure `pythia train` reads from YAML) for these settings, its
+    paths under `out_dir` (`Path()`: relative to the spec file's folder, as OUT/suite.yaml has them)."""
     data_dir = out_dir / "data"
     return {
         "name": f"demo-{settings.mode}",
@@ -298,10 +300,9 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
         log(f"[3/6] tokens: {split}: {m['documents']} documents, {m['tokens']:,} tokens "
             f"-> {prefix}.bin/.idx")
 
-    spec_dict = suite_spec(settings, out_dir, tok)
-    spec_path = out_dir / "suite.yaml"
-    write_text_atomic(spec_path, yaml.safe_dump(spec_dict, sort_keys=False))
-    spec = SuiteSpec.from_dict(spec_dict)
+    spec_path = out_dir / "suite.yaml"  # its paths relative to its folder: `pythia train OUT/suite.yaml`
+    write_text_atomic(spec_path, yaml.safe_dump(suite_spec(settings, Path(), tok), sort_keys=False))
+    spec = SuiteSpec.from_yaml(spec_path)
     n_members = len(settings.sizes) * len(settings.seeds)
     log(f"[4/6] train: {len(settings.sizes)} sizes x {len(settings.seeds)} seeds = "
         f"{n_members} members, {settings.train_iters} steps of {settings.global_batch} x "
@@ -310,7 +311,8 @@ def run_demo(out_dir: str | Path | None = None, quick: bool = False, progress: b
     if iv is not None:
         log(f"      + fork {fork_name(settings)}: {iv.member} from step {iv.from_step}, every "
             + ", ".join(f"{a!r} -> {b!r}" for a, b in iv.token_map) + " in its batches from then on")
-    run_dir = Path(train_suite(spec, progress=progress))
+    train_suite(spec, progress=progress)
+    run_dir = out_dir / "run"  # spelled like out_dir (train_suite returns it absolute)
 
     if settings.studies is not None:
         log(f"[5/6] studies: every analysis on the run -> {run_dir / 'results'}")

@@ -23,8 +23,9 @@ a re-run after an interruption computes only what is missing).
                      tiny sizes make a toy fit: the pipeline, not the exponents)
     mechanisms       loss by position and the ICL score on 8 held-out windows, head scores on 16
                      sequences of repeated random tokens (at most 25 tokens, 4 repeats to a
-                     context), the logit lens at every step, a tuned lens (100 steps) on the last
-                     checkpoint of the largest size's first seed, the phase-change step per member
+                     context) and the logit lens at `mechanism_steps`, a tuned lens (100 steps) on
+                     the last checkpoint of the largest size's first seed, the phase-change step
+                     per member
     token dynamics   token_curves (surprisal of every probe token, age of acquisition, n-gram fits;
                      read with the weight statistics) and seed_convergence (cross-seed KL) at
                      `convergence_steps` on the first `convergence_windows` validation windows
@@ -74,6 +75,8 @@ class DemoStudies:
     convergence_steps: str = "all"
     convergence_windows: int | None = None
     """Probe windows of seed_convergence (None: the validation loss's)."""
+    mechanism_steps: str = "all"
+    """Steps of icl, heads and lens ("all", or comma-separated: a log-spaced subset sees the phase change)."""
     representation_steps: str = "all"
     """Steps of the representations study (the last one is every CKA's reference)."""
     probe_windows: int = 64
@@ -134,7 +137,7 @@ def run_studies(studies: DemoStudies, out_dir: Path, run_dir: Path, progress: bo
     analyze("term frequency", "term_frequency", members=arith_members)
     analyze("token dynamics", "seed_convergence", options={"probe_windows": studies.convergence_windows,
                                                            "convergence_steps": studies.convergence_steps})
-    mechanisms(run, base, analyze)
+    mechanisms(run, base, analyze, studies.mechanism_steps)
 
 
 def mechanism_options(seq_len: int) -> dict:
@@ -143,13 +146,17 @@ def mechanism_options(seq_len: int) -> dict:
             "tuned_steps": 100}
 
 
-def mechanisms(run, base: list[str], analyze: Callable) -> None:
-    """icl, heads and lens in one sweep (one model load and one held-out pass per checkpoint);
-    the tuned lens's member is swept in two parts so that its last step keeps --tuned on a rerun."""
+def mechanisms(run, base: list[str], analyze: Callable, which: str = "all") -> None:
+    """icl, heads and lens in one sweep (one model load and one held-out pass per checkpoint) at
+    the steps `which`; the tuned lens's member is swept in two parts so that its last step keeps
+    --tuned on a rerun."""
     options = mechanism_options(run.spec.data.seq_len)
     tuned = [n for n in base if run.member(n).shape == run.member(base[-1]).shape][0]  # the spec lists sizes up
     steps = run.member(tuned).steps
-    analyze("mechanisms", "icl,heads,lens", members=[n for n in base if n != tuned], options=options)
+    if which != "all":
+        wanted = {int(s) for s in which.split(",")}
+        steps = [s for s in steps if s in wanted]
+    analyze("mechanisms", "icl,heads,lens", members=[n for n in base if n != tuned], steps=which, options=options)
     analyze("mechanisms", "icl,heads,lens", members=[tuned], steps=steps[:-1], options=options)
     analyze("mechanisms", "icl,heads,lens", members=[tuned], steps=steps[-1:], options={**options, "tuned": True})
     analyze("mechanisms", "phase_change")

@@ -180,7 +180,7 @@ def build_corpus_tasks(valid_jsonl: str | Path, out_dir: str | Path) -> Path:
         config = yaml.safe_load((template_dir() / f"{name}.yaml").read_text(encoding="utf-8"))
         files = config["dataset_kwargs"]["data_files"]
         for split, fname in files.items():
-            files[split] = str(out_dir / "data" / fname)
+            files[split] = f"data/{fname}"  # relative to the YAML: the folder can move (tasks.data_files_relative_to_yaml)
         header = (f"# written by pythia.evals.demo_tasks (format {FORMAT_VERSION}) from {valid_jsonl.name}; "
                   f"template: pythia/tasks/{name}.yaml\n")
         write_text_atomic(out_dir / f"{name}.yaml", header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))

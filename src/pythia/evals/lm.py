@@ -192,7 +192,7 @@ class PythiaLM(TemplateLM):
         for inp in users:
             by_len[len(inp)].append(inp)
         out: list = [None] * len(requests)
-        bar = tqdm(total=len(requests), disable=disable_tqdm or not self.progress, desc="pythia loglikelihood")
+        bar = tqdm(total=len(requests), disable=disable_tqdm or not self.progress or None, desc="pythia loglikelihood")
         for T in sorted(by_len, reverse=True):
             inputs = sorted(by_len[T])
             n = self._rows_per_forward(T)
@@ -284,7 +284,7 @@ class PythiaLM(TemplateLM):
             groups[json.dumps(kw, sort_keys=True, default=str)].append(i)
         out: list = [None] * len(args)
         eot_text = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
-        bar = tqdm(total=len(args), disable=disable_tqdm or not self.progress, desc="pythia generate_until")
+        bar = tqdm(total=len(args), disable=disable_tqdm or not self.progress or None, desc="pythia generate_until")
         for ids in groups.values():
             kw = normalize_gen_kwargs(args[ids[0]][1], self.max_gen_toks)
             other = sorted(set(kw) - GREEDY_KWARGS)

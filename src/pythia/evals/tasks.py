@@ -24,7 +24,7 @@ from typing import Any
 
 from ..io import sha256_file
 
-__all__ = ["TaskError", "TaskSpec", "go_offline", "load_tasks", "split_paths"]
+__all__ = ["TaskError", "TaskSpec", "data_files_relative_to_yaml", "go_offline", "load_tasks", "split_paths"]
 
 
 class TaskError(ValueError):
@@ -39,6 +39,50 @@ def go_offline() -> None:
         sys.modules["datasets"].config.HF_DATASETS_OFFLINE = True
     if "huggingface_hub" in sys.modules:
         sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
+
+
+def data_files_relative_to_yaml() -> bool:
+    """Let lm-eval read a task YAML's relative `dataset_kwargs.data_files` relative to the YAML's
+    own folder, so a folder of generated tasks (the demo's, the arithmetic study's) keeps working
+    when it is moved. lm-eval resolves them against the current directory (datasets does), which
+    makes a task folder usable from one directory only. Installed once per process, around
+    lm-eval 0.4's TaskFactory._load_full_config (lm_eval/tasks/_factory.py, which loads each
+    task's YAML); a path that does not exist next to the YAML is left as it is. Returns whether
+    it is installed (False: an lm-eval without that loader, where only absolute paths work)."""
+    try:
+        from lm_eval.tasks import _factory
+    except ImportError:
+        return False
+    cls = getattr(_factory, "TaskFactory", None)
+    load = getattr(cls, "_load_full_config", None)
+    if load is None:
+        return False
+    if getattr(load, "pythia_relative_data_files", False):
+        return True
+
+    def _load_full_config(self, entry, overrides=None):
+        cfg = load(self, entry, overrides)
+        if getattr(entry, "yaml_path", None) and isinstance(cfg.get("dataset_kwargs"), dict):
+            files = cfg["dataset_kwargs"].get("data_files")
+            if files is not None:
+                cfg["dataset_kwargs"] = {**cfg["dataset_kwargs"],
+                                         "data_files": _rebased(files, Path(entry.yaml_path).parent)}
+        return cfg
+
+    _load_full_config.pythia_relative_data_files = True
+    cls._load_full_config = _load_full_config
+    return True
+
+
+def _rebased(files: Any, folder: Path) -> Any:
+    if isinstance(files, str):
+        near = folder / files
+        return str(near) if not Path(files).is_absolute() and near.exists() else files
+    if isinstance(files, list):
+        return [_rebased(f, folder) for f in files]
+    if isinstance(files, dict):
+        return {k: _rebased(v, folder) for k, v in files.items()}
+    return files
 
 
 def split_paths(include_path: Any) -> list[Path]:
@@ -188,6 +232,7 @@ def quiet_lm_eval():
 def load_tasks(names: list[str], include_path: Any = None) -> list[TaskSpec]:
     """Load lm-eval tasks/groups by name, offline; raises TaskError naming what is wrong."""
     go_offline()
+    data_files_relative_to_yaml()
     paths = split_paths(include_path)
     names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
     if not names:

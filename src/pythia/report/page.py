@@ -20,6 +20,7 @@ import json
 import re
 
 from .header import Header
+from .plot import readable_layout
 from .sections import Section, Table
 
 STATUS_ID = "report-status"
@@ -200,7 +201,7 @@ def figures_json(sections: list[Section]) -> str:
     figs, n = [], 0
     for sec in sections:
         for fig in sec.figures:
-            entry = {"id": f"fig-{n}", "data": fig.data, "layout": {"autosize": True, **fig.layout}}
+            entry = {"id": f"fig-{n}", "data": fig.data, "layout": {"autosize": True, **readable_layout(fig)}}
             if fig.menu:
                 entry["menu"] = {"owner": fig.owner, "shown": fig.shown, "relayout": fig.relayout}
             figs.append(entry)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pythia.results import natural_key
 
 __all__ = ["Figure", "Palette", "Series", "curve_figure", "curve_traces", "dropdown_figure", "group_series",
-           "heatmap_layout", "heatmap_trace", "natural", "size_key", "step_axis", "step_ticks", "thin"]
+           "heatmap_layout", "heatmap_trace", "natural", "readable_layout", "size_key", "step_axis", "step_ticks", "thin"]
 
 
 @dataclass
@@ -204,7 +204,7 @@ def curve_traces(series: Series, palette: Palette, own_suites: set[str], max_poi
 
 
 def base_layout(ytitle: str, max_step: int, ylog: bool = False, xtitle: str = "step") -> dict:
-    y = {"title": {"text": ytitle}, "zeroline": False}
+    y = {"title": {"text": ytitle}, "zeroline": False, "automargin": True}  # long titles and labels are not cut
     if ylog:
         y["type"] = "log"
     return {"xaxis": step_axis(max_step, xtitle), "yaxis": y, "height": 380, "margin": {"l": 60, "r": 10, "t": 30, "b": 50},
@@ -250,6 +250,34 @@ def dropdown_figure(options: list[tuple], layout: dict, *, title: str, note: str
     else:
         fig.menu = [label for label, _, _ in options]
     return fig
+
+
+LEGEND_ROW_PX = 20  # height of one legend entry (font size 10, group titles alike)
+
+
+def readable_layout(fig: Figure) -> dict:
+    """The figure's layout with what every plot of the report needs to read well, whatever
+    section drew it: a legend that fits the plot's height instead of scrolling inside it; log
+    axes whose minor labels are whole values ("20", "50"), not digits that read like values of
+    their own ("2", "5"); and, when every y value is >= 0 (accuracies, counts, losses), no
+    negative half-axis (plotly draws an all-zero accuracy from -1 to 1)."""
+    layout = json_copy(fig.layout)
+    for key in [k for k in layout if k.startswith(("xaxis", "yaxis"))] or ["xaxis", "yaxis"]:
+        layout.setdefault(key, {})
+        layout[key].setdefault("minorloglabels", "complete")
+    shown = [t for i, t in enumerate(fig.data) if not fig.owner or fig.owner[i] == 0]
+    if layout.get("showlegend", True) and not fig.wide:
+        entries = sum(1 for t in shown if t.get("showlegend", True) and t.get("name"))
+        entries += len({t["legendgroup"] for t in shown if t.get("legendgroup") and t.get("legendgrouptitle")})
+        needed = entries * LEGEND_ROW_PX + 40
+        if needed > layout.get("height", 450):
+            layout["height"] = needed
+    ys = [y for t in fig.data if t.get("type", "scatter") == "scatter" and not t.get("yaxis")
+          for y in t.get("y") or [] if isinstance(y, (int, float))]
+    y_axis = layout.setdefault("yaxis", {})
+    if ys and min(ys) >= 0 and "range" not in y_axis and "rangemode" not in y_axis and y_axis.get("type") != "log":
+        y_axis["rangemode"] = "nonnegative"
+    return layout
 
 
 def json_copy(obj):

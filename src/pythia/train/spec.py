@@ -733,7 +733,7 @@ def _relative_to(d: Any, base: Path) -> Any:
 
     def fix(value: Any) -> Any:
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            return str(base / value)
+            return os.path.normpath(base / value)  # examples/../runs/x -> runs/x
         return value
 
     out = dict(d)

@@ -391,9 +391,11 @@ class Trainer:
             if self.log is not None:
                 self.log.log_step(last)
             ckpt.crash_point("step", last["step"])  # test hook: die after logging, before any checkpoint
-            if bar is not None:
+            if bar is not None:  # the postfix first: a plain progress line prints on update
+                speed = f", {last['tokens_per_s']:,.0f} tokens/s" if last.get("tokens_per_s") else ""
+                bar.set_postfix_str(f"{self.run.member.name} step {last['step']} loss {last['loss']:.3f}{speed}",
+                                    refresh=False)
                 bar.update(1)
-                bar.set_postfix_str(f"{self.run.member.name} step {last['step']} loss {last['loss']:.3f}", refresh=False)
         return last
 
     def _eager(self):

@@ -14,6 +14,7 @@ from .generic import label as task_label
 
 COMPARE = "compare"
 ROLES = ("base", "fork", "diff")
+FORK_COLOUR = "rgb(230, 120, 20)"  # orange: no size colour of the palette, so base and fork never look alike
 
 
 def parse(metric: str) -> tuple[str, str] | None:
@@ -25,8 +26,8 @@ def parse(metric: str) -> tuple[str, str] | None:
 @section("interventions", "Interventions: base vs fork", analyses=(COMPARE,), order=60)
 def render(data: ReportData, sec: Section) -> None:
     sec.intro = ("A member forked at step S and trained on transformed batches from then on, against its base "
-                 "at the steps both have: both values (base solid, fork dashed) and their difference (grey, "
-                 "right axis).")
+                 "at the steps both have: both values (base solid in its size's colour, fork dashed in "
+                 "orange) and their difference (grey, right axis).")
     pairs: dict[tuple[str, str, str], dict[str, dict[int, float]]] = {}
     sizes, unparsed = {}, set()
     for r in data.of(COMPARE):
@@ -54,14 +55,15 @@ def render(data: ReportData, sec: Section) -> None:
         options.append((f"{fork}: {task_label(task, what)}", traces))
     layout = base_layout("", max_step)
     layout["yaxis2"] = {"overlaying": "y", "side": "right", "title": {"text": "fork - base"}, "zeroline": True,
-                        "showgrid": False}
+                        "showgrid": False, "automargin": True}
+    layout["margin"] = {**layout["margin"], "r": 70}  # room for the right axis' labels (e.g. -0.0014)
     sec.add(dropdown_figure(options, layout, title="Base vs fork (menu: fork and metric)"),
             "no comparison rows with base/fork/diff values (run `pythia compare RUN BASE FORK`)")
 
 
 def _trace(role: str, values: dict[int, float], colour: str) -> dict:
     steps = sorted(values)
-    style = {"base": {"color": colour, "width": 2}, "fork": {"color": colour, "width": 2, "dash": "dash"},
+    style = {"base": {"color": colour, "width": 2}, "fork": {"color": FORK_COLOUR, "width": 2, "dash": "dash"},
              "diff": {"color": "rgb(110, 110, 110)", "width": 1}}[role]
     trace = {"type": "scatter", "mode": "lines+markers", "name": role, "x": [s + 1 for s in steps],
              "y": [values[s] for s in steps], "customdata": steps, "line": style, "marker": {"size": 5},

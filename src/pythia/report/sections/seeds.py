@@ -155,13 +155,26 @@ def map_section(data: ReportData, sec: Section, rows: list[dict]) -> None:
         trace["colorbar"].update({"tickvals": list(range(k)), "ticktext": [str(i) for i in range(k)]})
         if "texttemplate" in trace:
             trace["texttemplate"] = "%{z}"
-        flagged = ", ".join(m for m in members if m in detours) or "none"
         sec.figures.append(Figure([trace], heatmap_layout(len(members), "step", "seed"),
                                   f"Training map, {size}: {k} states",
                                   f"Latent state (Gaussian HMM over the checkpoint statistics) of every checkpoint; "
-                                  f"detours (visited states differ from the majority's): {flagged}.", wide=True))
+                                  f"{_paths_text(members, steps, cell, detours)}.", wide=True))
     score = [r for r in rows if r["metric"] == "score"]
     sec.add(data.curve(score, title="Training map score", ytitle="score (z-scored, higher is better)"))
+
+
+def _paths_text(members: list[str], steps: list, cell: dict, detours: set) -> str:
+    """What the map shows about the seeds' paths: the detours from a majority path (the set of
+    states most seeds visit), or, when no set is shared by more than half the seeds, that there
+    is none and how the seeds split (a 2-2 split has no detour, and no majority either)."""
+    visited = {m: frozenset(cell[m, s] for s in steps if (m, s) in cell) for m in members}
+    groups: dict[frozenset, list[str]] = {}
+    for m in members:
+        groups.setdefault(visited[m], []).append(m)
+    if len(members) > 1 and 2 * max(len(g) for g in groups.values()) <= len(members):
+        split = " | ".join(f"{', '.join(g)} (states {', '.join(map(str, sorted(v)))})" for v, g in groups.items())
+        return f"no majority path: the seeds split by the states they visit into {split}"
+    return f"detours (visited states differ from the majority's): {', '.join(m for m in members if m in detours) or 'none'}"
 
 
 def _discrete(k: int) -> list:

@@ -10,6 +10,8 @@ Rows it reads:
 """
 from __future__ import annotations
 
+import json
+
 import re
 
 from ..plot import base_layout, dropdown_figure, natural, rows_by, step_axis
@@ -93,7 +95,8 @@ def counts_figure(data: ReportData, rows: list[dict]):
         for term in sorted(top, key=natural):
             pts = terms[term]
             max_step = max(max_step, pts[-1][0])
-            traces.append({"type": "scatter", "mode": "lines+markers" if len(pts) <= 40 else "lines", "name": term,
+            traces.append({"type": "scatter", "mode": "lines+markers" if len(pts) <= 40 else "lines",
+                           "name": json.dumps(term, ensure_ascii=False),  # quoted: " None" is not "None"
                            "x": [s + 1 for s, _ in pts], "y": [v for _, v in pts], "customdata": [s for s, _ in pts],
                            "hovertemplate": "%{fullData.name}<br>step %{customdata}: %{y} occurrences<extra></extra>"})
         options.append((member, traces))
