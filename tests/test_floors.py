@@ -15,7 +15,7 @@ FLOORS = {  # module or package -> floor (a package's modules share its floor)
     "pythia": 1, "pythia.config": 1, "pythia.io": 1, "pythia.lock": 1, "pythia.loss": 1, "pythia.layout": 1,
     # numerics on arrays that import nothing of the package
     "pythia.scaling": 1, "pythia.divergence": 1, "pythia.token_dynamics": 1, "pythia.matrix_stats": 1,
-    "pythia.model": 2, "pythia.hf": 2, "pythia.data": 2, "pythia.results": 2,
+    "pythia.model": 2, "pythia.hf": 2, "pythia.data": 2, "pythia.results": 2, "pythia.results_table": 2,
     "pythia.generate": 3, "pythia.memorization": 3, "pythia.train": 3, "pythia.mechanisms": 3,
     "pythia.run": 4,
     "pythia.evals": 5, "pythia.analysis": 5, "pythia.suite": 5, "pythia.verify": 5, "pythia.results_import": 5,

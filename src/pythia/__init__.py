@@ -15,6 +15,7 @@ _LAZY = {
     "custom_config": "pythia.config",
     "GPTNeoX": "pythia.model",
     "load_model": "pythia.run",
+    "open_run": "pythia.run",
     "save_pretrained": "pythia.hf",
     "generate_greedy": "pythia.generate",
     "load_hooked": "pythia.hooked",

@@ -16,6 +16,18 @@ loses at most the unit in progress, and `torchrun` ranks write disjoint files wi
 coordination. The table is the union of the units; `write_csv` exports it. Rows hold no
 timestamps or timings, so two identical runs give byte-identical tables (telemetry such as
 tokens/s stays in metrics.jsonl).
+
+At scale the units are folded into one Parquet file per analysis (`compact`, which a sweep's
+`write_csv` runs once an analysis has COMPACT_AT loose units; `pythia.results_table`):
+
+    RESULTS/table/{analysis}.parquet                   its rows, and every unit's cache key
+
+Folding renames each unit to `*.json.claimed` before reading it (a unit the runner rewrites
+meanwhile is a new file, left for the next fold), writes the table atomically, then deletes the
+claimed files: a `kill -9` at any point loses nothing, and a reader takes a loose unit over the
+table's copy of it (a `.json` over a `.claimed`). Queries read the table with column filters
+and only the loose units of the analyses asked for; a run written as JSON units only is read as
+it is.
 """
 from __future__ import annotations
 
@@ -25,11 +37,12 @@ import json
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .io import write_text_atomic
+from .io import atomic_path, write_text_atomic
 
 COLUMNS = ("suite", "member", "size", "seed", "step", "tokens", "analysis", "task", "metric", "value", "stderr")
 KEY = ("member", "step", "analysis", "task", "metric")
@@ -53,6 +66,11 @@ def _clean(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+COMPACT_AT = int(os.environ.get("PYTHIA_RESULTS_COMPACT_AT", "1000"))
+"""Loose units of one analysis from which `write_csv` folds them into its Parquet table."""
+CLAIMED = ".claimed"
+
+
 def _unit_path(root: Path, analysis: str, member: str | None, step: int | None) -> Path:
     base = root / "units" / analysis
     if member is None:
@@ -66,12 +84,17 @@ class ResultsStore:
     def __init__(self, root: str | os.PathLike, run: Any = None):
         self.root = Path(root)
         self.run = run
+        self._meta: dict[str, tuple] = {}
 
     # -- units ------------------------------------------------------------------------------
     def unit_key(self, analysis: str, member: str | None, step: int | None) -> dict | None:
         """The cache key a unit was computed with, or None when it was never written."""
-        unit = self._read(_unit_path(self.root, analysis, member, step))
-        return None if unit is None else unit.get("key")
+        path = _unit_path(self.root, analysis, member, step)
+        for p in (path, path.with_name(path.name + CLAIMED)):
+            unit = self._read(p)
+            if unit is not None:
+                return unit.get("key")
+        return self._table_units(analysis).get(self._rel(path))
 
     def put(self, analysis: str, rows: Iterable[dict], *, key: dict, member: str | None = None,
             step: int | None = None) -> Path:
@@ -97,45 +120,278 @@ class ResultsStore:
         return path
 
     def _read(self, path: Path) -> dict | None:
-        if not path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
             return None
         try:
-            unit = json.loads(path.read_text(encoding="utf-8"))
+            unit = json.loads(text)
         except ValueError as exc:
             raise ValueError(f"{path}: unreadable results unit ({exc}); delete it to recompute") from None
-        if not isinstance(unit, dict) or unit.get("format") != FORMAT:
+        fmt = unit.get("format") if isinstance(unit, dict) else None
+        if isinstance(fmt, str) and fmt.startswith("pythia-results-unit/") and fmt != FORMAT:
+            raise ValueError(f"{path}: written by another version of pythia (format {fmt}; this version reads "
+                             f"{FORMAT}); upgrade pythia to read this run. Nothing was changed.")
+        if fmt != FORMAT:
             raise ValueError(f"{path}: not a {FORMAT} file")
         return unit
 
+    def _rel(self, path: Path) -> str:
+        """A unit's id: its path below the results folder (`units/eval/m/step8.json`)."""
+        rel = path.relative_to(self.root).as_posix()
+        return rel[:-len(CLAIMED)] if rel.endswith(CLAIMED) else rel
+
     def units(self, analysis: str | list | None = None) -> list[Path]:
-        """Unit files, sorted; with `analysis` (a name or a list), only those analyses' units."""
+        """Loose unit files (not yet folded into a table), sorted; with `analysis` (a name or a
+        list), only those analyses' units. A unit claimed by an interrupted fold
+        (`*.json.claimed`) is listed unless its `.json` was written again since."""
         base = self.root / "units"
         if not base.is_dir():
             return []
         if not analysis:
-            return sorted(base.rglob("*.json"))
-        names = [analysis] if isinstance(analysis, str) else list(analysis)
-        return sorted(p for name in dict.fromkeys(names) if (base / name).is_dir()
-                      for p in (base / name).rglob("*.json"))
+            folders = [base]
+        else:
+            names = [analysis] if isinstance(analysis, str) else list(analysis)
+            folders = [base / name for name in dict.fromkeys(names) if (base / name).is_dir()]
+        found: dict[str, Path] = {}
+        for folder in folders:
+            for dirpath, _, files in os.walk(folder):
+                for f in files:
+                    if f.endswith(".json") or (f.endswith(".json" + CLAIMED) and f[:-len(CLAIMED)] not in files):
+                        p = Path(dirpath) / f
+                        found[self._rel(p)] = p
+        return [found[k] for k in sorted(found, key=lambda u: u.split("/"))]
+
+    def analyses(self) -> list[str]:
+        """Names of the analyses with rows here (loose units or a table), sorted."""
+        names = set()
+        if (self.root / "units").is_dir():
+            names |= {p.name for p in (self.root / "units").iterdir() if p.is_dir()}
+        if (self.root / "table").is_dir():
+            names |= {p.name[:-len(".parquet")] for p in (self.root / "table").glob("*.parquet")}
+        return sorted(names)
+
+    # -- the columnar tables ----------------------------------------------------------------
+    def _table_path(self, analysis: str) -> Path:
+        return self.root / "table" / f"{analysis}.parquet"
+
+    def _table_units(self, analysis: str) -> dict:
+        """{unit id: cache key} of the units folded into `analysis`' table (footer, cached)."""
+        from .results_table import file_stamp, read_meta
+
+        path = self._table_path(analysis)
+        stamp = file_stamp(path)
+        if stamp is None:
+            return {}
+        cached = self._meta.get(analysis)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, read_meta(path)["units"])
+            self._meta[analysis] = cached
+        return cached[1]
+
+    def unit_keys(self, analysis: str | list | None = None) -> dict[str, Any]:
+        """{unit id: cache key} of every unit (folded or loose), in the order units are read."""
+        from .results_table import unit_order
+
+        names = self.analyses() if not analysis else ([analysis] if isinstance(analysis, str) else list(analysis))
+        keys: dict[str, Any] = {}
+        for name in names:
+            keys.update(self._table_units(name))
+        for path in self.units(names):
+            keys[self._rel(path)] = self._read(path).get("key")
+        return {u: keys[u] for u in unit_order(keys)}
+
+    def compact(self, analysis: str | list | None = None, min_units: int = 0) -> list[str]:
+        """Fold loose units into their analysis' Parquet table (see the module doc); analyses
+        with fewer than `min_units` loose units are left as they are. Returns the analyses
+        folded. Another process folding this store meanwhile: nothing is done."""
+        from .lock import LockedError, RunLock
+
+        names = self.analyses() if not analysis else ([analysis] if isinstance(analysis, str) else list(analysis))
+        done = []
+        try:
+            lock = RunLock(self.root, "pythia results (folding units into tables)", name=".compact.lock").acquire()
+        except (LockedError, OSError):
+            return done
+        try:
+            for name in names:
+                loose = self.units(name)
+                if loose and len(loose) >= max(min_units, 1) and self._fold(name, loose):
+                    done.append(name)
+        finally:
+            lock.release()
+        return done
+
+    def _fold(self, analysis: str, loose: list[Path]) -> bool:
+        import pyarrow as pa
+
+        from . import results_table as rt
+
+        claimed = []
+        for p in loose:
+            c = p if p.name.endswith(CLAIMED) else p.with_name(p.name + CLAIMED)
+            if c is not p:
+                os.replace(p, c)
+            claimed.append(c)
+        parts, keys = [], {}
+        try:
+            for c in claimed:
+                unit = self._read(c)
+                rel = self._rel(c)
+                parts.append(rt.from_rows(unit.get("rows", []), rel))
+                keys[rel] = unit.get("key")
+            path = self._table_path(analysis)
+            units = dict(self._table_units(analysis))
+            if path.is_file():
+                parts.insert(0, rt.read(path, exclude_units=set(keys)))
+            units.update(keys)
+            table = pa.concat_tables(parts)
+            order = rt.unit_order(units)
+            idx, _ = rt.sorted_keys(table, order)  # stored in the order reads return: no sort then
+            rt.write(path, table.take(pa.array(idx)), {u: units[u] for u in order})
+        except (ValueError, TypeError, pa.ArrowException) as exc:  # a row this format cannot hold: stay loose
+            for c in claimed:
+                target = c.with_name(c.name[:-len(CLAIMED)])
+                if not target.exists():
+                    os.replace(c, target)
+            warnings.warn(f"results of {analysis} stay as JSON units ({type(exc).__name__}: {exc})", stacklevel=3)
+            return False
+        for c in claimed:
+            c.unlink(missing_ok=True)
+        return True
 
     # -- the table --------------------------------------------------------------------------
     def rows(self, analysis: str | list | None = None, metric: str | list | None = None,
-             member: str | list | None = None, task: str | list | None = None) -> list[dict]:
-        """All rows (last write of a key wins), sorted by key; filters take a name or a list.
-        With `analysis`, only those analyses' unit files are read (a unit's rows are those of
-        the analysis it was put under)."""
-        want = {k: ({v} if isinstance(v, str) else set(v)) for k, v in
-                (("analysis", analysis), ("metric", metric), ("member", member), ("task", task)) if v}
+             member: str | list | None = None, task: str | list | None = None,
+             step: int | list | None = None) -> list[dict]:
+        """All rows (last write of a key wins), sorted by key; filters take a name or a list
+        (`step`: a step or a list of steps). With `analysis`, only those analyses' units and
+        tables are read (a unit's rows are those of the analysis it was put under)."""
+        table = self._arrow(analysis, metric, member, task, step)
+        if table is not None:
+            return table.to_pylist()
+        want = _filters(analysis, metric, member, task, step)
+        return self._json_rows(self.units(analysis), want)
+
+    def _json_rows(self, paths: list[Path], want: dict) -> list[dict]:
         table: dict[tuple, dict] = {}
-        for path in self.units(analysis):
+        for path in paths:
             unit = self._read(path)
             for row in unit.get("rows", []):
                 if all(row.get(k) in v for k, v in want.items()):
                     table[tuple(row.get(k) for k in KEY)] = row
         return sorted(table.values(), key=sort_key)
 
+    def _arrow(self, analysis=None, metric=None, member=None, task=None, step=None, each: bool = False):
+        """The rows as one resolved arrow table, or None when no analysis asked for has a table
+        (then the JSON units are read as they always were). each=True: a list of
+        (analysis, table) instead, one per analysis, for exports that go analysis by analysis."""
+        want = _filters(analysis, metric, member, task, step)
+        names = sorted(want["analysis"]) if "analysis" in want else self.analyses()
+        if not any(self._table_path(n).is_file() for n in names):
+            return None
+        from . import results_table as rt
+
+        col_filters = {k: v for k, v in want.items() if k != "analysis"}
+        out = []
+        for name in names:
+            loose = self.units(name)
+            rels = {self._rel(p) for p in loose}
+            parts = []
+            if self._table_path(name).is_file():
+                parts.append(rt.read(self._table_path(name), col_filters, exclude_units=rels))
+            for p in loose:
+                rows = [r for r in self._read(p).get("rows", []) if all(r.get(k) in v for k, v in want.items())]
+                parts.append(rt.from_rows(rows, self._rel(p)))
+            if parts:
+                import pyarrow as pa
+
+                table = pa.concat_tables(parts)
+                out.append((name, rt.resolve(table, rt.unit_order(set(table.column("unit").unique().to_pylist())))))
+        if each:
+            return out
+        import pyarrow as pa
+
+        return pa.concat_tables([t for _, t in out]) if out else rt.from_rows([], "").drop_columns(["unit"])
+
+    def steps(self, analysis: str) -> list[int]:
+        """The distinct steps of `analysis`' rows, ascending (a folded table: its step column only)."""
+        found: set[int] = set()
+        path = self._table_path(analysis)
+        if path.is_file():
+            import pyarrow.parquet as pq
+
+            found |= {s for s in pq.read_table(path, columns=["step"]).column("step").unique().to_pylist()
+                      if s is not None}
+        for p in self.units(analysis):
+            found |= {r["step"] for r in self._read(p).get("rows", []) if r.get("step") is not None}
+        return sorted(found)
+
+    def csv_stale(self, path: str | os.PathLike | None = None) -> bool:
+        """Whether the exported table (default RESULTS/results.csv) is missing or older than a
+        unit or table file (stats the loose units and the tables; reads nothing)."""
+        path = Path(path) if path is not None else self.root / "results.csv"
+        try:
+            written = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return True
+        files = self.units() + [self._table_path(n) for n in self.folded()]
+        return any(f.stat().st_mtime_ns >= written for f in files if f.exists())
+
+    def count(self, analysis: str) -> int:
+        """Rows stored for `analysis`: a folded table's from its footer (less the units written
+        again since, whose column alone is read), the loose units' by parsing them. Rows that
+        share a key across units count once per unit (`rows` returns one)."""
+        path = self._table_path(analysis)
+        loose = self.units(analysis)
+        if not path.is_file():
+            return len(self.rows(analysis=analysis))
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        n = pf.metadata.num_rows
+        if loose:
+            import pyarrow as pa
+
+            rels = pa.array(sorted({self._rel(p) for p in loose}), pa.string())
+            n -= pc.sum(pc.is_in(pf.read(columns=["unit"]).column("unit"), value_set=rels)).as_py() or 0
+            n += sum(len(self._read(p).get("rows", [])) for p in loose)
+        return n
+
+    def folded(self) -> list[str]:
+        """The analyses with a Parquet table (see `compact`)."""
+        return [n for n in self.analyses() if self._table_path(n).is_file()]
+
+    def frame(self, analysis: str | list | None = None, metric: str | list | None = None,
+              member: str | list | None = None, task: str | list | None = None, step: int | list | None = None):
+        """The rows (same filters as `rows`) as a pandas DataFrame with the `COLUMNS`."""
+        from . import results_table as rt
+
+        table = self._arrow(analysis, metric, member, task, step)
+        if table is None:
+            import pyarrow as pa
+
+            table = pa.Table.from_pylist(self.rows(analysis, metric, member, task, step),
+                                         schema=rt.schema().remove(len(COLUMNS)))
+        return table.to_pandas()
+
+    def csv_chunks(self, analysis: str | list | None = None, metric: str | list | None = None,
+                   member: str | list | None = None, task: str | list | None = None) -> Iterable[str]:
+        """The table as CSV text, header first, a bounded number of rows at a time."""
+        parts = self._arrow(analysis, metric, member, task, each=True)
+        if parts is None:
+            yield self.to_csv(self.rows(analysis, metric, member, task))
+            return
+        from .results_table import csv_chunks
+
+        yield ",".join(COLUMNS) + "\n"
+        for _, table in parts:
+            yield from csv_chunks(table)
+
     def to_csv(self, rows: list[dict] | None = None) -> str:
-        rows = self.rows() if rows is None else rows
+        if rows is None:
+            return "".join(self.csv_chunks())
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()
@@ -144,11 +400,26 @@ class ResultsStore:
         return buf.getvalue()
 
     def write_csv(self, path: str | os.PathLike | None = None, rows: list[dict] | None = None) -> Path:
-        """Export the table (default RESULTS/results.csv)."""
+        """Export the table (default RESULTS/results.csv). Without `rows`, analyses with
+        COMPACT_AT loose units or more are folded into their tables first."""
         path = Path(path) if path is not None else self.root / "results.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, self.to_csv(rows))
+        if rows is not None:
+            write_text_atomic(path, self.to_csv(rows))
+            return path
+        self.compact(min_units=COMPACT_AT)
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+            for text in self.csv_chunks():
+                f.write(text)
         return path
+
+
+def _filters(analysis, metric, member, task, step=None) -> dict[str, set]:
+    want = {k: ({v} if isinstance(v, str) else set(v)) for k, v in
+            (("analysis", analysis), ("metric", metric), ("member", member), ("task", task)) if v}
+    if step is not None:
+        want["step"] = {int(step)} if isinstance(step, int) else {int(s) for s in step}
+    return want
 
 
 def natural_key(text: str | None) -> list:
@@ -189,4 +460,4 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["COLUMNS", "KEY", "ResultsStore", "Row", "format_table", "natural_key"]
+__all__ = ["COLUMNS", "COMPACT_AT", "KEY", "ResultsStore", "Row", "format_table", "natural_key"]

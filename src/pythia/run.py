@@ -174,10 +174,12 @@ class MemberView:
             return sorted(self._hub_revisions)
         return complete_checkpoints(self.path)
 
-    def checkpoint(self, step: Any = None) -> Checkpoint:
-        """The checkpoint at `step` ("step128", 128, or None/"main" for the last one)."""
+    def checkpoint(self, step: Any = None, *, available: list[int] | None = None) -> Checkpoint:
+        """The checkpoint at `step` ("step128", 128, or None/"main" for the last one).
+        `available`: the member's steps when the caller listed them already (listing stats every
+        step folder: once per member, not once per checkpoint, at 154 checkpoints)."""
         n = parse_revision(step)
-        steps = self.steps
+        steps = self.steps if available is None else available
         if not steps:
             raise RunError(f"member {self.name} ({self.path}) has no complete checkpoints yet")
         if n is None:
@@ -189,7 +191,8 @@ class MemberView:
         return Checkpoint(member=self, step=n, path=path)
 
     def checkpoints(self, steps: Any = "all") -> list[Checkpoint]:
-        return [self.checkpoint(s) for s in select_steps(self.steps, steps)]
+        available = self.steps
+        return [self.checkpoint(s, available=available) for s in select_steps(available, steps)]
 
     # -- what it trained on -----------------------------------------------------------------
     @property
@@ -389,6 +392,11 @@ class RunView:
         if self.results_dir is None:
             raise RunError(f"{self.source}: no folder for results; pass results_dir=")
         return ResultsStore(self.results_dir, run=self)
+
+    def results_frame(self, analysis=None, metric=None, member=None, task=None):
+        """The run's results as a pandas DataFrame (filters as `ResultsStore.rows`), in one call:
+        `pythia.open_run("runs/suite").results_frame(analysis="eval", metric="acc")`."""
+        return self.results().frame(analysis=analysis, metric=metric, member=member, task=task)
 
     def _order(self, data_seed: int, progress: bool):
         if data_seed not in self._orders:

@@ -183,7 +183,8 @@ def _sweep_into(summary, run, analyses, chosen, store, rank, world, steps, devic
             _one_run_part(run, a, store, summary, force)
         for a in (a for a in analyses if a.scope == "run"):
             _one_run_analysis(run, a, store, chosen if a.selects_members else run.members, summary, force)
-        store.write_csv()
+        if summary.computed or store.csv_stale():  # a sweep with nothing new leaves the export as it is
+            store.write_csv()
     return summary
 
 
@@ -194,7 +195,8 @@ def _units(chosen, step_sel) -> list:
     units, lacking = [], {}
     for m in chosen:
         missing: list = []
-        units += [(m, m.checkpoint(s)) for s in select_steps(m.steps, step_sel, missing)]
+        available = m.steps
+        units += [(m, m.checkpoint(s, available=available)) for s in select_steps(available, step_sel, missing)]
         if missing:
             lacking[m.name] = missing
     if lacking and (len(chosen) == 1 or not units):
@@ -292,12 +294,10 @@ def _one_member_stage(run, a: Analysis, member, store: ResultsStore, summary: An
 def _inputs_digest(store: ResultsStore, a: Analysis) -> str:
     """Hash of the cache keys of the units `a` reads: a whole-run analysis is stale when any input changed."""
     h = hashlib.sha256()
-    for path in store.units():
-        rel = path.relative_to(store.root).as_posix()
-        if not a.reads(rel.split("/")[1]):
-            continue
+    names = [n for n in store.analyses() if a.reads(n)]
+    for rel, key in (store.unit_keys(names) if names else {}).items():  # folded units: from the tables' index
         h.update(rel.encode())
-        h.update(json.dumps(json.loads(path.read_text(encoding="utf-8")).get("key"), sort_keys=True).encode())
+        h.update(json.dumps(key, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -327,10 +327,12 @@ def _one_run_part(run, a: Analysis, store: ResultsStore, summary: AnalyzeSummary
     hold now (a checkpoint rewritten since its unit reruns it too)."""
     h = hashlib.sha256()
     for m in run.members:
-        for step in m.steps:
+        available = m.steps
+        for step in available:
             key = store.unit_key(a.name, m.name, step)
             if key is not None:
-                h.update(json.dumps([m.name, step, key, m.checkpoint(step).digest], sort_keys=True).encode())
+                h.update(json.dumps([m.name, step, key, m.checkpoint(step, available=available).digest],
+                                    sort_keys=True).encode())
     key = a.cache_key(h.hexdigest()[:16])
     key["members"] = [m.name for m in run.members]
     if not force and store.unit_key(a.name, None, None) == key:

@@ -111,8 +111,7 @@ class Seeds(Analysis):
         return out + [row for f in flags for row in f["rows"]]
 
     def _inputs(self, store, members) -> list[dict]:
-        units = store.root / "units"
-        names = sorted(p.name for p in units.iterdir() if p.is_dir() and self.reads(p.name)) if units.is_dir() else []
+        names = [n for n in store.analyses() if self.reads(n)]
         if not names:
             return []
         wanted = {m.name for m in members}

@@ -67,10 +67,14 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["results", "import"]:  # a subcommand beside `pythia results RUN`
         parser, argv = _analyze.results_import_parser(), argv[1:]
+    elif argv[:1] == ["results"]:  # a query answers without loading every analysis plug-in
+        parser = argparse.ArgumentParser(prog="pythia")
+        _analyze.register_results(parser.add_subparsers(dest="command"))
+    else:
+        parser = build_parser()
     args = parser.parse_args(argv)
     warnings.formatwarning = _one_line_warning
     if not getattr(args, "func", None):

@@ -120,14 +120,16 @@ def _results(args) -> int:
         run = _open(args)
         store = run.results()
     member = _split(args.member) or ([run.focus_member] if run is not None and run.focus_member else None)
-    rows = store.rows(analysis=_split(args.analysis), metric=_split(args.metric), member=member,
-                      task=_split(args.task))
+    filters = dict(analysis=_split(args.analysis), metric=_split(args.metric), member=member, task=_split(args.task))
+    if args.format == "csv":  # streamed: the whole table of a large run never sits in memory as rows
+        for text in store.csv_chunks(**filters):
+            sys.stdout.write(text)
+        return 0
+    rows = store.rows(**filters)
     if args.format == "json":
         print(json.dumps(rows, indent=1))
-    elif args.format == "table":
-        print(format_table(rows) if rows else "(no results)")
     else:
-        sys.stdout.write(store.to_csv(rows))
+        print(format_table(rows) if rows else "(no results)")
     return 0
 
 
@@ -157,7 +159,11 @@ def register(sub) -> None:
         g.add_argument(o.flag, dest=o.name, type=kind, default=None, choices=o.choices,
                        help=o.help + ("" if o.default is None else f" (default: {o.default})"))
     p.set_defaults(func=_analyze)
+    register_results(sub)
 
+
+def register_results(sub) -> None:
+    """`pythia results RUN`: its parser needs no analysis plug-in, so the command starts fast."""
     r = sub.add_parser("results", help="print a run's results table (CSV, JSON or a text table)",
                        description="Print the tidy results table of a run: every number its analyses produced.",
                        epilog=_RESULTS_EPILOG, formatter_class=_FMT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pythia.io import write_text_atomic
+from pythia.io import atomic_path, write_text_atomic
 from pythia.results import sort_key
 
 from .header import build_header
@@ -66,7 +66,13 @@ def build_report(source: str | Path, out_dir: str | Path | None = None, verify: 
     rows = [r for r in src.rows if not (r["analysis"] == "compare" and r["member"] in forks)]
     rows = sorted(rows + [r for c in compared for r in c.rows], key=sort_key)  # the report's table only
     val_metric, train_metric = pick_metric(rows, VAL_METRIC), pick_metric(rows, TRAIN_METRIC)
-    table = write_table(rows, out_dir / "results.csv")
+    if src.thinned:  # the page drew some analyses at fewer steps: the table keeps every row
+        table = out_dir / "results.csv"
+        member = src.view.focus_member if src.view is not None else None
+        with atomic_path(table) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.writelines(src.store.csv_chunks(member=member))
+    else:
+        table = write_table(rows, out_dir / "results.csv")
     plot = plot_learning_curves(rows, out_dir / "learning_curves.png", val_metric, train_metric, title=src.name,
                                 forks={k: m.base for k, m in forks.items()})
     summary = summarize([r for r in rows if r["member"] not in forks], val_metric) if val_metric else []

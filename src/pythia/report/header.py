@@ -48,7 +48,8 @@ def build_header(source: Source, verify: bool = True) -> Header:
     else:
         head.verify_lines = ["skipped (--no-verify); `pythia verify RUN` re-hashes every checkpoint"]
     head.members = member_table(view, status) if view is not None else store_member_table(source.rows)
-    head.results = results_table(source.rows)
+    focus = source.view.focus_member if source.view is not None else None
+    head.results = results_table(source.rows, {a: source.store.count(a) for a in source.thinned} if not focus else {})
     head.versions = versions()
     return head
 
@@ -140,7 +141,9 @@ def store_member_table(rows: list[dict]) -> Table:
     return Table(["member", "suite", "size", "seed", "steps with results", "tokens seen (max)"], out)
 
 
-def results_table(rows: list[dict]) -> Table:
+def results_table(rows: list[dict], counts: dict[str, int] | None = None) -> Table:
+    """Per analysis: rows, members, steps, metrics; `counts` gives the row count of analyses
+    whose rows were read at the drawn steps only (`Source.thinned`)."""
     by: dict[str, dict] = {}
     for r in rows:
         a = by.setdefault(r.get("analysis") or "", {"rows": 0, "members": set(), "steps": set(), "metrics": set()})
@@ -150,7 +153,7 @@ def results_table(rows: list[dict]) -> Table:
         if r.get("step") is not None:
             a["steps"].add(r["step"])
     return Table(["analysis", "rows", "members", "steps", "metrics"],
-                 [[name, a["rows"], len(a["members"]), f"{min(a['steps'])}..{max(a['steps'])}" if a["steps"] else "-",
+                 [[name, (counts or {}).get(name, a["rows"]), len(a["members"]), f"{min(a['steps'])}..{max(a['steps'])}" if a["steps"] else "-",
                    len(a["metrics"])] for name, a in sorted(by.items())])
 
 

@@ -22,6 +22,13 @@ class Source:
     rows: list[dict] = field(repr=False)
     view: Any = None
     """The `pythia.run.RunView` (None for a store)."""
+    thinned: tuple[str, ...] = ()
+    """Analyses read at the steps the page draws only (a folded, Pythia-scale table); the report's
+    results.csv is then exported from the store, every row."""
+
+    @property
+    def store(self) -> ResultsStore:
+        return self.view.results() if self.view is not None else ResultsStore(self.path)
 
     @property
     def size_order(self) -> list[str]:
@@ -48,12 +55,33 @@ def open_source(source: str | Path) -> Source:
 
     path = Path(str(source)).expanduser()
     if is_store(path):
-        rows = ResultsStore(path).rows()
+        rows, thinned = report_rows(ResultsStore(path))
         suites = sorted({r["suite"] for r in rows if r.get("suite")})
-        return Source(kind="store", name=", ".join(suites) or path.resolve().name, path=path.resolve(), rows=rows)
+        return Source(kind="store", name=", ".join(suites) or path.resolve().name, path=path.resolve(), rows=rows,
+                      thinned=thinned)
     view = open_run(source)
-    rows = view.results().rows()
-    if view.focus_member:
-        rows = [r for r in rows if r["member"] == view.focus_member]
+    rows, thinned = report_rows(view.results(), member=view.focus_member)
     root = view.root if view.root is not None else Path(view.results_dir)
-    return Source(kind=view.kind, name=view.name, path=root, rows=rows, view=view)
+    return Source(kind=view.kind, name=view.name, path=root, rows=rows, view=view, thinned=thinned)
+
+
+DENSE = ("train_loss",)
+"""Analyses with a row per update (143,000 per member for Pythia)."""
+
+
+def report_rows(store: ResultsStore, member: str | None = None) -> tuple[list[dict], tuple[str, ...]]:
+    """The rows the page draws. A folded dense analysis (`DENSE`) is read only at the steps
+    `plot.thin` keeps of its step range (the curves drawn are the same); everything else whole."""
+    from pythia.results import sort_key
+
+    from .plot import thin
+
+    dense = [a for a in store.folded() if a in DENSE]
+    if not dense:
+        return store.rows(member=member), ()
+    rows = store.rows(analysis=[a for a in store.analyses() if a not in dense], member=member) \
+        if len(store.analyses()) > len(dense) else []
+    for a in dense:
+        grid = [s for s, _ in thin([(s, 0.0) for s in store.steps(a)])]
+        rows += store.rows(analysis=a, member=member, step=grid)
+    return sorted(rows, key=sort_key), tuple(dense)

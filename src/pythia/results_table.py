@@ -1,0 +1,246 @@
+"""The results table's columnar side: an analysis' units folded into one Parquet file.
+
+A run at Pythia's scale holds ~10,000 units per analysis (50 members x 154 checkpoints) and
+~14 million training-loss rows; reading one JSON file per unit for every query does not survive
+that. `ResultsStore.compact` folds an analysis' units into `RESULTS/table/{analysis}.parquet`
+(Apache Parquet through pyarrow: column pruning, row-group statistics for filters, dictionary
+encoding of the repeated names; https://arrow.apache.org/docs/python/parquet.html). Each row
+keeps the unit it came from (`unit`, the unit's path relative to the results folder), and the
+file's key-value metadata holds every unit's cache key, so the runner's cache check reads one
+footer instead of parsing every unit.
+
+This module knows arrow and the file format only; which files exist and which unit wins is
+`pythia.results`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+TABLE_FORMAT = "pythia-results-table/1"
+META_KEY = b"pythia"
+COLUMNS = ("suite", "member", "size", "seed", "step", "tokens", "analysis", "task", "metric", "value", "stderr")
+STRINGS = ("suite", "member", "size", "analysis", "task", "metric", "unit")
+INTS = ("seed", "step", "tokens")
+FLOATS = ("value", "stderr")
+CHUNK = 1 << 18
+"""Rows formatted per CSV chunk: bounds the export's memory whatever the table's size."""
+
+
+class TableError(ValueError):
+    """A table file that cannot be read as this version's format; the message names the file."""
+
+
+def schema():
+    import pyarrow as pa
+
+    types = {**{c: pa.string() for c in STRINGS}, **{c: pa.int64() for c in INTS}, **{c: pa.float64() for c in FLOATS}}
+    return pa.schema([(c, types[c]) for c in COLUMNS + ("unit",)])
+
+
+def unit_order(units: Iterable[str]) -> dict[str, int]:
+    """Rank of each unit id in the order the JSON store reads units (sorted paths, part by
+    part): a later unit's row replaces an earlier one with the same key."""
+    return {u: i for i, u in enumerate(sorted(set(units), key=lambda u: u.split("/")))}
+
+
+def from_rows(rows: list[dict], unit: str):
+    """One unit's rows as an arrow table (raises TypeError/ArrowInvalid on a value of another type)."""
+    import pyarrow as pa
+
+    sch = schema()
+    arrays = [pa.array([r.get(c) for r in rows], type=sch.field(c).type) for c in COLUMNS]
+    arrays.append(pa.array([unit], pa.string()).take(pa.array([0] * len(rows), pa.int32())))
+    return pa.Table.from_arrays(arrays, schema=sch)
+
+
+def read_meta(path: Path) -> dict:
+    """The file's {"format", "units": {unit id: cache key}} (its footer only)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError) as exc:
+        raise TableError(f"{path}: unreadable results table ({exc}); the units folded into it are in no other "
+                         "file: restore it from a backup or re-run the analyses") from None
+    return _checked(path, meta)
+
+
+def _checked(path: Path, meta: dict) -> dict:
+    try:
+        info = json.loads(meta[META_KEY])
+    except (KeyError, ValueError):
+        raise TableError(f"{path}: a Parquet file without pythia's results metadata; move it out of "
+                         f"{path.parent}") from None
+    fmt = info.get("format")
+    if fmt != TABLE_FORMAT:
+        raise TableError(f"{path}: written by another version of pythia (format {fmt!r}; this version reads "
+                         f"{TABLE_FORMAT}); upgrade pythia to read it. Nothing was changed.")
+    return info
+
+
+def read(path: Path, filters: dict[str, set] | None = None, exclude_units: set | None = None):
+    """The file's rows (with `unit`), filtered ({column: allowed values}). Row groups whose
+    min/max statistics exclude every allowed value are not read (pyarrow's dataset API would do
+    the same, but imports pandas: a second of a quick query's time)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        _checked(path, pf.schema_arrow.metadata or {})
+        names = pf.schema_arrow.names
+        keep = []
+        for i in range(pf.num_row_groups):
+            group = pf.metadata.row_group(i)
+            if all(_may_hold(group.column(names.index(col)).statistics, allowed)
+                   for col, allowed in (filters or {}).items()):
+                keep.append(i)
+        table = pf.read_row_groups(keep) if keep else pf.schema_arrow.empty_table()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        if isinstance(exc, TableError):
+            raise
+        raise TableError(f"{path}: unreadable results table ({exc})") from None
+    table = table.replace_schema_metadata(None)
+    mask = None
+    for col, allowed in (filters or {}).items():
+        values = pa.array(sorted(allowed), type=table.schema.field(col).type)
+        term = pc.is_in(table.column(col), value_set=values)
+        mask = term if mask is None else pc.and_(mask, term)
+    if exclude_units:
+        term = pc.invert(pc.is_in(table.column("unit"), value_set=pa.array(sorted(exclude_units), pa.string())))
+        mask = term if mask is None else pc.and_(mask, term)
+    if mask is not None:
+        table = table.filter(pc.fill_null(mask, False))
+    return table
+
+
+def _may_hold(stats, allowed: set) -> bool:
+    """Whether a row group whose column has these statistics may hold one of `allowed`."""
+    if stats is None or not stats.has_min_max:
+        return True
+    return any(stats.min <= v <= stats.max for v in allowed)
+
+
+def write(path: Path, table, units: dict[str, Any]) -> None:
+    """Write the table (rows in the order reads return them) with its units' cache keys, atomically."""
+    import pyarrow.parquet as pq
+
+    from .io import atomic_path
+
+    meta = json.dumps({"format": TABLE_FORMAT, "units": units}, sort_keys=True, separators=(",", ":")).encode()
+    table = table.replace_schema_metadata({META_KEY: meta})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 16,
+                       use_dictionary=list(STRINGS), write_statistics=True)
+
+
+def _dense_rank(column, fill):
+    """Order-preserving integer codes of a column (nulls as `fill`), as numpy: the distinct
+    values are sorted (few), the rows take their value's rank."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    col = pc.fill_null(column, fill)
+    col = col.combine_chunks() if hasattr(col, "combine_chunks") else col
+    enc = col.dictionary_encode()
+    values = enc.dictionary.to_pylist()
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[sorted(range(len(values)), key=values.__getitem__)] = np.arange(len(values))
+    return rank[enc.indices.to_numpy(zero_copy_only=False)] if len(values) else np.zeros(len(col), np.int64)
+
+
+def sorted_keys(table, order: dict[str, int]):
+    """(indices that sort the rows like `pythia.results.sort_key`, rows of one unit staying in
+    their order and units in `order`; for each sorted row, whether the next one has the same key)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    units = table.column("unit").combine_chunks().dictionary_encode()
+    ranks = np.array([order[u] for u in units.dictionary.to_pylist()], dtype=np.int64)
+    unit_rank = ranks[units.indices.to_numpy(zero_copy_only=False)] if n else np.zeros(0, np.int64)
+    sort_cols = [_dense_rank(table.column(c), "") for c in ("analysis", "task", "metric", "member")]
+    step = pc.fill_null(table.column("step"), -1).to_numpy()
+    nulls = [pc.is_null(table.column(c)).to_numpy(zero_copy_only=False).astype(np.int8)
+             for c in ("analysis", "task", "metric", "member", "step")]
+    # np.lexsort: the last key is the primary one; stable, so rows of a unit keep their order
+    idx = np.lexsort([unit_rank] + nulls[::-1] + [step] + sort_cols[::-1])
+    same_next = np.ones(n, dtype=bool)
+    for k in sort_cols + [step] + nulls:
+        ks = k[idx]
+        same_next[:-1] &= ks[:-1] == ks[1:]
+    if n:
+        same_next[-1] = False
+    return idx, same_next
+
+
+def resolve(table, order: dict[str, int]):
+    """The table as the JSON store returns it: one row per key (member, step, analysis, task,
+    metric), the row of the latest unit in `order` (and the last within a unit) winning, sorted
+    like `pythia.results.sort_key`; without the `unit` column."""
+    import numpy as np
+    import pyarrow as pa
+
+    if table.num_rows == 0:
+        return table.drop_columns(["unit"])
+    idx, same_next = sorted_keys(table, order)
+    keep = idx[~same_next]  # the last row of each key (the latest unit's)
+    table = table.drop_columns(["unit"])
+    if len(keep) == table.num_rows and np.array_equal(keep, np.arange(len(keep))):
+        return table  # already in order (a folded table read without loose units)
+    return table.take(pa.array(keep))
+
+
+def _csv_text(value: str | None) -> str:
+    """A text field as Python's csv module writes it (QUOTE_MINIMAL, delimiter ',')."""
+    if value is None:
+        return ""
+    if any(ch in value for ch in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _column_text(column) -> list[str]:
+    """One column of a chunk as CSV fields."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    name_type = column.type
+    if pa.types.is_string(name_type) or pa.types.is_large_string(name_type):
+        enc = column.dictionary_encode()
+        fields = np.array([_csv_text(v) for v in enc.dictionary.to_pylist()] + [""], dtype=object)
+        idx = pc.fill_null(enc.indices, len(fields) - 1).to_numpy(zero_copy_only=False)
+        return fields[idx].tolist()
+    fmt = repr if pa.types.is_floating(name_type) else str
+    out = list(map(fmt, pc.fill_null(column, 0).to_numpy(zero_copy_only=False).tolist()))
+    if column.null_count:
+        for i in np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False)).tolist():
+            out[i] = ""
+    return out
+
+
+def csv_chunks(table) -> Iterator[str]:
+    """The table's rows as CSV lines (no header), formatted as `pythia.results.to_csv` does
+    (floats by repr, missing values empty), CHUNK rows at a time."""
+    for start in range(0, table.num_rows, CHUNK):
+        part = table.slice(start, CHUNK).combine_chunks()
+        cols = [_column_text(part.column(c).chunk(0) if part.column(c).num_chunks else part.column(c).combine_chunks())
+                for c in COLUMNS]
+        yield "\n".join(map(",".join, zip(*cols))) + "\n"
+
+
+def file_stamp(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+__all__ = ["TABLE_FORMAT", "TableError", "csv_chunks", "file_stamp", "from_rows", "read", "read_meta", "resolve",
+           "schema", "unit_order", "write"]
