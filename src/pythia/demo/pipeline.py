@@ -118,13 +118,13 @@ FULL = DemoSettings(
     min_lr=2e-4,
     optimizer_state_every=4,  # moments at steps 8, 64, 128 (the fork's start), 192, 256: half the disk
     intervention=DemoIntervention("this", "d96-l3-seed1", 128, SELF_TO_THIS, " self, this"),
-    studies=DemoStudies(eval_steps="0,4,16,64,128,192,256", eval_limit=48,
-                        memorization_steps="64,128,192,256", memorization_positions="0:1024",
+    studies=DemoStudies(eval_steps="0,16,64,256", eval_limit=32,
+                        memorization_steps="64,256", memorization_positions="0:1024",
                         memorization_cont_len=4,
-                        arithmetic_steps="64,256", arithmetic_x2_max=5, arithmetic_seeds=(1,),
+                        arithmetic_steps="256", arithmetic_x2_max=5, arithmetic_seeds=(1,),
                         token_windows=16, convergence_steps="0,4,16,64,256", convergence_windows=16,
-                        mechanism_steps="0,1,2,4,8,16,32,64,128,256",
-                        representation_steps="0,4,16,32,64,128,192,256", probe_windows=16, probe_len=32),
+                        mechanism_steps="0,2,8,32,128,256",
+                        representation_steps="0,16,64,128,256", probe_windows=16, probe_len=32),
 )
 # Quick demo (what the tests run): micro models, 20 steps, a ~1.5 MB corpus: under a minute.
 QUICK = DemoSettings(
