@@ -5,8 +5,8 @@ import argparse
 
 _FMT = argparse.RawDescriptionHelpFormatter
 # Wall time of the demos as README.md states it (tests/test_demo.py checks that both agree).
-FULL_DURATION = "about 6 minutes on 2 idle CPU cores"
-QUICK_DURATION = "about 30 seconds"
+FULL_DURATION = "about 7 minutes on 2 idle CPU cores"
+QUICK_DURATION = "under a minute"
 
 
 def register(sub) -> None:
@@ -21,10 +21,12 @@ def register(sub) -> None:
             "tokenizes, rebuilds GPT-NeoX's training order, trains a suite of sizes x seeds on\n"
             "it with Pythia's log-spaced checkpoint schedule scaled to the run, scores the\n"
             "validation loss at every checkpoint, forks one member for a data intervention, runs\n"
-            "every study on the suite (benchmarks with lm-eval, memorization, weight statistics,\n"
-            "spread over seeds and a training map, term counts and the arithmetic term-frequency\n"
-            "study, the fork's probe), and writes the report: an interactive HTML page, a table\n"
-            "(CSV) and a learning-curve plot (PNG).\n\n"
+            "every study on the suite (benchmarks with lm-eval, memorization, tracing texts to\n"
+            "the training data, weight statistics, token-level learning curves, spread over seeds\n"
+            "and a training map, scaling laws, representations and the optimizer's state, term\n"
+            "counts and the arithmetic term-frequency study, in-context learning, induction heads\n"
+            "and lenses, the fork's probe), and writes the report: an interactive HTML page, a\n"
+            "table (CSV) and a learning-curve plot (PNG).\n\n"
             f"  full (default): 3 sizes x 4 seeds, 256 steps, 21 checkpoints; {FULL_DURATION}\n"
             f"  --quick:        2 micro sizes x 2 seeds, 20 steps; {QUICK_DURATION}\n\n"
             "Re-running the same command continues an interrupted demo where it stopped;\n"

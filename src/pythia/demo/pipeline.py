@@ -101,9 +101,10 @@ class DemoSettings:
 # Full demo: three sizes (0.36M, 0.73M, 1.1M parameters) x four seeds, 256 steps of 16 x 128
 # tokens (~0.5M tokens, a fifth of the corpus), checkpoints 0, 1, 2, 4, 8, then every 16 (21 in
 # all; Pythia: ..., 512, then every 1000): enough seeds and checkpoints for a training map with
-# several states and for outlier scores (4 seeds). Sized to finish, studies and report included,
-# within the issue's 10 minutes on 2 CPU cores (README.md and `pythia demo --help` quote
-# pythia.cli.demo's FULL_DURATION / QUICK_DURATION).
+# several states and for outlier scores (4 seeds). Sized to finish, every study and the report
+# included, within 8 minutes on 2 idle CPU cores (README.md and `pythia demo --help` quote
+# pythia.cli.demo's FULL_DURATION / QUICK_DURATION); the studies' steps and options below keep
+# it there (each study's share is in the demo's log).
 FULL = DemoSettings(
     mode="full",
     corpus=CorpusSettings(),
