@@ -1,7 +1,7 @@
 """train.compile: true on CPU (fp32): the compiled step trains like the eager one (losses within
 1e-5 over 5 steps), a compiled run resumed from a checkpoint in a new process continues
-byte-identically, and the compile time is reported once. Slow: inductor compiles C++ on 2
-shared cores (about 20 s warm, minutes cold), so they run with `pytest -m slow`."""
+byte-identically, and the compile time is reported once. Inductor compiles C++ here: about 30 s
+for the three tests on 2 idle cores with a cold cache, so they run with every `make test`."""
 from __future__ import annotations
 
 import shutil
@@ -11,14 +11,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from pythia.suite import train_suite
 from pythia.train.compile import apply_compile
 from pythia.train.metrics import read_jsonl
 from pythia.train.spec import SuiteSpec
-from pythia.suite import train_suite
 
 from .conftest import run_cli, tiny_spec
 
-pytestmark = pytest.mark.slow
 
 ONE = [{"name": "tiny", "num_layers": 2, "hidden_size": 32, "num_heads": 4}]
 
