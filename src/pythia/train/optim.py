@@ -88,12 +88,6 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.T
     return total
 
 
-def grad_norm_and_clip(params: list[torch.nn.Parameter], max_norm: float) -> float:
-    """clip_grad_norm read as a float (inf/nan on overflow, 0.0 without gradients)."""
-    total = clip_grad_norm(params, max_norm)
-    return 0.0 if total is None else float(total)
-
-
 def step_unless_nonfinite(optimizer: torch.optim.Optimizer, norm: torch.Tensor) -> torch.Tensor:
     """A fused AdamW step that the kernel itself skips when `norm` is not finite (the `found_inf`
     input torch.amp.GradScaler feeds it; the step counts are restored too), so the host never
