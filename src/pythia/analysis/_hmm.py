@@ -22,6 +22,12 @@ Procedure (differences from the script in brackets):
   Without the 1-SE rule, held-out likelihood keeps slicing smooth trends into more states];
 - Viterbi decoding of every full sequence gives the states; states are renumbered by first
   visit along training (state 0 is where training starts) [hmmlearn's numbering is arbitrary].
+
+hmmlearn starts each fit from scikit-learn's KMeans (10 restarts), whose OpenMP threads wait for
+each other at every Lloyd iteration: on a busy machine those barriers made the 40 k-means of a
+map take ~40x longer than on one thread, and their last bits depended on the number of cores
+(the threads' partial sums meet in another order). The fits run with OpenMP on one thread: as
+fast on any machine, and the same map on every machine.
 """
 from __future__ import annotations
 
@@ -104,13 +110,14 @@ def fit_map(sequences: list[np.ndarray], max_states: int = 8, n_states: int | No
 def _fit_one(n: int, rs: int, train):
     """A GaussianHMM fitted to the training sequences; None when the fit fails."""
     from hmmlearn.hmm import GaussianHMM
+    from threadpoolctl import threadpool_limits
 
     model = GaussianHMM(n_components=n, covariance_type="diag", n_iter=N_ITER, random_state=rs)
     log = logging.getLogger("hmmlearn")
     level = log.level
     log.setLevel(logging.ERROR)  # "model is not converging" notes go to the selection table instead
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), threadpool_limits(1, user_api="openmp"):
             warnings.simplefilter("ignore")
             model.fit(*train)
     except ValueError:  # e.g. "startprob_ must sum to 1 (got nan)": skipped, as the script does
