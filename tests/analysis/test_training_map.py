@@ -174,3 +174,25 @@ def test_a_state_that_is_only_ever_last_is_not_decoded():
     fit = fit_map(seqs, max_states=3)
     np.testing.assert_allclose(fit.transmat.sum(axis=1), 1.0)
     assert all(len(s) == 12 for s in fit.states)
+
+
+def test_batched_logsumexp_is_scipys_bits():
+    """The forward pass steps all sequences at once; each step must give scipy's logsumexp bit
+    for bit (so held-out scores, hence the chosen number of states, are what one call per
+    sequence gave), impossible transitions (log 0) and ties at the maximum included."""
+    from scipy.special import logsumexp
+
+    from pythia.analysis._hmm import _logsumexp_over_previous
+
+    rng = np.random.default_rng(3)
+    for trial in range(400):
+        n, batch = int(rng.integers(1, 9)), int(rng.integers(1, 6))
+        alpha = rng.normal(size=(batch, n)) * 10 ** rng.uniform(-2, 3)
+        trans = rng.random((n, n)) * (rng.random((n, n)) > 0.3)
+        alpha[:, 0] = -np.inf if trial % 5 == 0 else alpha[:, 0]
+        alpha[:, -1] = alpha[:, 0] if trial % 3 == 0 else alpha[:, -1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_a = np.log(trans / np.maximum(trans.sum(axis=1, keepdims=True), 1e-300))
+            want = np.stack([logsumexp(a[:, None] + log_a, axis=0) for a in alpha])
+        got = _logsumexp_over_previous(alpha[:, :, None] + log_a[None])
+        np.testing.assert_array_equal(got, want)
