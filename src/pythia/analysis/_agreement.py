@@ -44,11 +44,14 @@ def read_items(path: Path) -> Items:
     if not (len(doc) == len(pred) == len(correct)):
         raise AnalysisError(f"{path}: doc_id, pred and correct differ in length "
                             f"({len(doc)}, {len(pred)}, {len(correct)})")
-    if len(np.unique(doc)) != len(doc):
-        raise AnalysisError(f"{path}: doc_id has repeated values")
     label = pred if len(pred) and (pred >= 0).all() else correct.astype(np.int64)
+    if doc.size < 2 or bool((doc[1:] > doc[:-1]).all()):  # the sweep writes them in order: nothing to sort
+        return Items(doc_id=doc.astype(np.int64), label=label.astype(np.int64))
     order = np.argsort(doc, kind="stable")
-    return Items(doc_id=doc[order].astype(np.int64), label=label[order].astype(np.int64))
+    doc = doc[order]
+    if bool((doc[1:] == doc[:-1]).any()):
+        raise AnalysisError(f"{path}: doc_id has repeated values")
+    return Items(doc_id=doc.astype(np.int64), label=label[order].astype(np.int64))
 
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -136,8 +139,13 @@ def kappas(a: np.ndarray, b: np.ndarray) -> list[float | None]:
     a = np.asarray(a)
     b = np.broadcast_to(np.asarray(b), a.shape)
     rows, n = a.shape
-    cats, codes = np.unique(np.concatenate([a.reshape(-1), b.reshape(-1)]), return_inverse=True)
-    k = cats.size
+    both = np.concatenate([a.reshape(-1), b.reshape(-1)])
+    low, high = (int(both.min()), int(both.max())) if both.size else (0, 0)
+    if 0 <= low and high < 1 << 16:  # choice indices, 0/1: the labels are their own codes
+        k, codes = high + 1, both
+    else:  # categories that are absent from both count 0 either way: the same counts' dot product
+        cats, codes = np.unique(both, return_inverse=True)
+        k = cats.size
     offset = (np.arange(rows, dtype=np.int64) * k)[:, None]
     count_a = np.bincount((codes[:a.size].reshape(rows, n) + offset).reshape(-1), minlength=rows * k)
     count_b = np.bincount((codes[a.size:].reshape(rows, n) + offset).reshape(-1), minlength=rows * k)
