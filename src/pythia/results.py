@@ -184,6 +184,10 @@ class ResultsStore:
 
     def _table_units(self, analysis: str) -> dict:
         """{unit id: cache key} of the units folded into `analysis`' table (footer, cached)."""
+        return self._table_info(analysis).get("units", {})
+
+    def _table_info(self, analysis: str) -> dict:
+        """The footer of `analysis`' table ({} without one), cached while the file is unchanged."""
         from .results_table import file_stamp, read_meta
 
         path = self._table_path(analysis)
@@ -192,7 +196,7 @@ class ResultsStore:
             return {}
         cached = self._meta.get(analysis)
         if cached is None or cached[0] != stamp:
-            cached = (stamp, read_meta(path)["units"])
+            cached = (stamp, read_meta(path))
             self._meta[analysis] = cached
         return cached[1]
 
@@ -263,8 +267,8 @@ class ResultsStore:
             units.update(keys)
             table = pa.concat_tables(parts)
             order = rt.unit_order(units)
-            idx, _ = rt.sorted_keys(table, order)  # stored in the order reads return: no sort then
-            rt.write(path, table.take(pa.array(idx)), {u: units[u] for u in order})
+            idx, same_next = rt.sorted_keys(table, order)  # stored in the order reads return: no sort then
+            rt.write(path, table.take(pa.array(idx)), {u: units[u] for u in order}, unique=not same_next.any())
         except (ValueError, TypeError, pa.ArrowException) as exc:  # a row this format cannot hold: stay loose
             for c in claimed:
                 target = c.with_name(c.name[:-len(CLAIMED)])
@@ -331,7 +335,9 @@ class ResultsStore:
                 if held >= rt.CHUNK or i == len(loose) - 1:  # converted in batches: few rows live as dicts
                     parts.append(rt.from_units(units))
                     units, held = [], 0
-            if parts:
+            if not loose and parts and self._table_info(name).get("unique"):
+                out.append((name, parts[0].drop_columns(["unit"])))  # stored sorted, one row per key
+            elif parts:
                 import pyarrow as pa
 
                 table = pa.concat_tables(parts)

@@ -144,13 +144,15 @@ def _may_hold(stats, allowed: set) -> bool:
     return any(stats.min <= v <= stats.max for v in allowed)
 
 
-def write(path: Path, table, units: dict[str, Any]) -> None:
-    """Write the table (rows in the order reads return them) with its units' cache keys, atomically."""
+def write(path: Path, table, units: dict[str, Any], unique: bool = False) -> None:
+    """Write the table (rows in the order reads return them) with its units' cache keys, atomically.
+    `unique`: no two rows share a key, so a read without loose units needs no resolving."""
     import pyarrow.parquet as pq
 
     from .io import atomic_path
 
-    meta = json.dumps({"format": TABLE_FORMAT, "units": units}, sort_keys=True, separators=(",", ":")).encode()
+    info = {"format": TABLE_FORMAT, "units": units, "unique": bool(unique)}
+    meta = json.dumps(info, sort_keys=True, separators=(",", ":")).encode()
     table = table.replace_schema_metadata({META_KEY: meta})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 16,
@@ -194,8 +196,11 @@ def sorted_keys(table, order: dict[str, int]):
     step = pc.fill_null(table.column("step"), -1).to_numpy()
     nulls = [pc.is_null(table.column(c)).to_numpy(zero_copy_only=False).astype(np.int8)
              for c in ("analysis", "task", "metric", "member", "step")]
-    # np.lexsort: the last key is the primary one; stable, so rows of a unit keep their order
-    idx = np.lexsort([unit_rank] + nulls[::-1] + [step] + sort_cols[::-1])
+    keys = sort_cols + [step] + nulls + [unit_rank]  # the primary key first
+    if _in_order(keys):  # a folded table is stored sorted: its rows need no sort (nor a copy)
+        idx = np.arange(n)
+    else:  # np.lexsort: the last key is the primary one; stable, so rows of a unit keep their order
+        idx = np.lexsort(keys[::-1])
     same_next = np.ones(n, dtype=bool)
     for k in sort_cols + [step] + nulls:
         ks = k[idx]
@@ -203,6 +208,24 @@ def sorted_keys(table, order: dict[str, int]):
     if n:
         same_next[-1] = False
     return idx, same_next
+
+
+def _in_order(keys) -> bool:
+    """Whether the rows are already sorted by `keys` (primary first): where np.lexsort, being
+    stable, would return 0, 1, 2, ... A few vectorised passes instead of a sort."""
+    import numpy as np
+
+    if len(keys[0]) < 2:
+        return True
+    undecided = np.ones(len(keys[0]) - 1, dtype=bool)  # adjacent pairs equal on every key so far
+    for k in keys:
+        before, after = k[:-1], k[1:]
+        if np.any(undecided & (before > after)):
+            return False
+        undecided &= before == after
+        if not undecided.any():
+            break
+    return True
 
 
 def resolve(table, order: dict[str, int]):
