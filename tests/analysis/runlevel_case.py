@@ -31,8 +31,9 @@ OPTIONS = {"hmm_max_states": 3}
 ARTIFACTS = ("seeds/outliers.tsv",) + tuple(f"training_map/{s}.{ext}" for s in SHAPES for ext in ("tsv", "json"))
 
 
-def build(root: Path):
-    """The case's run under `root` (its results table and items files)."""
+def build(root: Path, folded: bool = False):
+    """The case's run under `root` (its results table and items files); `folded`: its units
+    folded into Parquet tables, as a large run's are."""
     run = synthetic_run(root, SHAPES)
     rng = np.random.default_rng(22)
     means = rng.normal(0, 3, size=(3, len(FEATURES)))
@@ -46,9 +47,12 @@ def build(root: Path):
         for i, t in enumerate(steps):
             loss = 2 + 5 / (1 + t / 100) + float(rng.normal(0, 0.01)) + (0.5 if m.name == "a-seed3" and t >= 1000 else 0)
             put_unit(run, "val_loss", m.name, t, {"val_loss": loss})
+            evals = []
             for task in ("t1", "t2"):
                 acc = 0.25 + 0.5 * t / 4000 + float(rng.normal(0, 0.02))
-                put_unit(run, "eval", m.name, t, {"acc": acc, "acc_norm": round(acc * 48) / 48}, task=task)
+                evals += [{"member": m.name, "step": t, "task": task, "metric": "acc", "value": acc},
+                          {"member": m.name, "step": t, "task": task, "metric": "acc_norm", "value": round(acc * 48) / 48}]
+            run.results().put("eval", evals, key={"test": 1}, member=m.name, step=t)
             put_unit(run, "weights", m.name, t, dict(zip(FEATURES, feats[i])))
             if m.name == "a-seed5" and t == STEPS[-1]:
                 continue  # no items at its final checkpoint: measured against the last it has
@@ -63,6 +67,8 @@ def build(root: Path):
             write_items(run, m.name, t, "gen", docs, -np.ones(docs.size), (pred == truth)[docs])
             const = np.zeros(n_docs) if t < 64 else pred  # untrained checkpoints all answer 0
             write_items(run, m.name, t, "mc", np.arange(n_docs), const, const == truth)
+    if folded:
+        run.results().compact()
     return run
 
 

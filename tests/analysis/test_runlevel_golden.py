@@ -43,9 +43,10 @@ def same_text(a: str, b: str) -> bool:
     return len(fa) == len(fb) and all(same([number(x) for x in ra], [number(x) for x in rb]) for ra, rb in zip(fa, fb))
 
 
-@pytest.fixture(scope="module")
-def got(tmp_path_factory):
-    return outputs(build(tmp_path_factory.mktemp("runlevel")))
+@pytest.fixture(scope="module", params=["json units", "folded"])
+def got(tmp_path_factory, request):
+    """The analyses' output on the case as JSON units, and folded into tables (read as frames)."""
+    return outputs(build(tmp_path_factory.mktemp("runlevel"), folded=request.param == "folded"))
 
 
 @pytest.fixture(scope="module")
