@@ -6,7 +6,8 @@ script on, and once every figure has been drawn a hidden `#report-status` elemen
 JSON {state, expected, drawn, sections: {key: {expected, drawn}}, menus, menuShown, errors}.
 Opened as `index.html#selftest`, the page also switches every figure's menu to its last option
 and back first (`menus` counts them, `menuShown` gives each figure's traces shown at its last
-option). A headless browser reads it back (`--dump-dom`):
+option) and records, per trace drawn on load, how many numbers its y holds and their sum
+(`ySums`: the decoded data). A headless browser reads it back (`--dump-dom`):
 tests/report/test_browser.py.
 
 Menus are plain <select> elements, not plotly's updatemenus, whose buttons each carry the
@@ -50,7 +51,7 @@ window.addEventListener('unhandledrejection', function (e) { window.__reportErro
 _RENDER = """<script>
 (function () {
   var status = document.getElementById('%(status)s');
-  var menusTried = 0, menuShown = {};
+  var menusTried = 0, menuShown = {}, ySums = {};
   function drawn(root) {
     return Array.prototype.filter.call(root.querySelectorAll('.plot'), function (d) {
       return d.classList.contains('js-plotly-plot') && d.querySelector('.main-svg') !== null;
@@ -63,7 +64,7 @@ _RENDER = """<script>
     });
     status.textContent = JSON.stringify({state: state, expected: figures.length, drawn: drawn(document),
                                          sections: sections, menus: menusTried, menuShown: menuShown,
-                                         errors: window.__reportErrors});
+                                         ySums: ySums, errors: window.__reportErrors});
     status.setAttribute('data-state', state);
   }
   var figures = JSON.parse(document.getElementById('report-figures').textContent);
@@ -107,7 +108,15 @@ _RENDER = """<script>
   document.querySelectorAll('select.menu').forEach(function (sel) {
     sel.addEventListener('change', function () { choose(byId[sel.dataset.fig], Number(sel.value)); });
   });
-  function selfTest() {  // index.html#selftest: switch every menu to its last option and back
+  function ySum(f) {  // per trace drawn on load: [numbers in y, their sum] (the decoded data, checked by tests)
+    return document.getElementById(f.id).data.map(function (t) {
+      var n = 0, sum = 0;
+      Array.prototype.forEach.call(t.y || [], function (v) { if (typeof v === 'number' && isFinite(v)) { n += 1; sum += v; } });
+      return [n, sum];
+    });
+  }
+  function selfTest() {  // index.html#selftest: record what was drawn, switch every menu to its last option and back
+    figures.forEach(function (f) { ySums[f.id] = ySum(f); });
     return figures.filter(function (f) { return f.menu; }).reduce(function (done, f) {
       return done.then(function () { return choose(f, f.menu.relayout.length - 1); })
                  .then(function () {
