@@ -172,3 +172,12 @@ def test_thinned_curves_keep_their_ends_and_the_table_keeps_every_row(tmp_path):
     rep = build_report(root, tmp_path / "out")  # the export is stale now: the report writes its own
     assert not os.path.samefile(rep.table, root / "results.csv")
     assert rep.table.read_text().count("\n") == len(rows) + 2
+
+
+def test_accuracy_vs_frequency_menu_keeps_24_checkpoints_with_both_ends():
+    from pythia.report.sections.terms import MAX_SCATTER_STEPS, menu_steps
+
+    picked = menu_steps(list(syn.PYTHIA_STEPS))
+    assert len(picked) == MAX_SCATTER_STEPS and picked[0] == 143000 and picked[-1] == 0
+    assert picked == sorted(set(picked), reverse=True) and set(picked) <= set(syn.PYTHIA_STEPS)
+    assert menu_steps([8, 0, 64]) == [64, 8, 0]  # the demo's few: all, latest first
