@@ -181,3 +181,18 @@ def test_accuracy_vs_frequency_menu_keeps_24_checkpoints_with_both_ends():
     assert len(picked) == MAX_SCATTER_STEPS and picked[0] == 143000 and picked[-1] == 0
     assert picked == sorted(set(picked), reverse=True) and set(picked) <= set(syn.PYTHIA_STEPS)
     assert menu_steps([8, 0, 64]) == [64, 8, 0]  # the demo's few: all, latest first
+
+
+def test_a_dense_analysis_read_by_members_gives_the_rows_read_at_once(tmp_path, monkeypatch):
+    from pythia.report import source
+    from tests.test_report import make_run
+
+    run = make_run(tmp_path, seeds=(1, 2, 3))
+    store = ResultsStore(run / "results")
+    store.compact(min_units=0)
+    at_once, counts = source.report_rows(store)
+    assert counts == {"train_loss": 6 * 20} and {r["analysis"] for r in at_once} == {"val_loss", "train_loss"}
+    monkeypatch.setattr(source, "MEMBERS_PER_READ", 4)  # 6 members: two reads
+    src = source.open_source(run)
+    assert src.rows == at_once and src.thinned == ("train_loss",) and src.counts == counts
+    assert src.rows[0]["member"] is src.rows[1]["member"]  # one string per distinct name
