@@ -3,7 +3,8 @@ package; no CDN, no network), every figure's JSON in one data block, drawn on lo
 
 The page checks itself: console errors and uncaught exceptions are collected from the first
 script on, and once every figure has been drawn a hidden `#report-status` element receives
-JSON {state, expected, drawn, sections: {key: {expected, drawn}}, menus, menuShown, errors}.
+JSON {state, expected, drawn, sections: {key: {expected, drawn}}, menus, menuShown, ySums, ms,
+errors} (`ms`: milliseconds from the page's navigation to that moment).
 Opened as `index.html#selftest`, the page also switches every figure's menu to its last option
 and back first (`menus` counts them, `menuShown` gives each figure's traces shown at its last
 option) and records, per trace drawn on load, how many numbers its y holds and their sum
@@ -64,7 +65,7 @@ _RENDER = """<script>
     });
     status.textContent = JSON.stringify({state: state, expected: figures.length, drawn: drawn(document),
                                          sections: sections, menus: menusTried, menuShown: menuShown,
-                                         ySums: ySums, errors: window.__reportErrors});
+                                         ySums: ySums, ms: Math.round(performance.now()), errors: window.__reportErrors});
     status.setAttribute('data-state', state);
   }
   var figures = JSON.parse(document.getElementById('report-figures').textContent);
