@@ -173,9 +173,10 @@ def write_run(root: Path, members: int, iters: int = PYTHIA_ITERS, items: int = 
                 for i, t in enumerate(TASKS):
                     write_items(folder / f"{t}.items.npz", step, m.seed, i, items)
         if hasattr(store, "compact"):  # as each sweep's write_csv does, without the export
-            from pythia.results import COMPACT_AT
+            from pythia import results as results_mod
 
-            store.compact(min_units=COMPACT_AT)
+            by_size = {"min_bytes": results_mod.COMPACT_BYTES} if hasattr(results_mod, "COMPACT_BYTES") else {}
+            store.compact(min_units=results_mod.COMPACT_AT, **by_size)
         if progress:
             print(f"  member {k + 1}/{len(run.members)} {m.name}: {units} units, "
                   f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)

@@ -49,6 +49,11 @@ def test_folded_store_reads_like_the_json_units(tmp_path):
     assert store.units() == [] and (tmp_path / "r" / "table" / "eval.parquet").is_file()
     after = _snapshot(ResultsStore(tmp_path / "r"))
     assert after == before
+    from pythia.results_table import read_meta
+
+    # eval holds a key written by two units (both kept: either may be rewritten); val_loss does not
+    assert [read_meta(tmp_path / "r" / "table" / f"{a}.parquet")["unique"] for a in ("eval", "val_loss")] == \
+        [False, True]
     # an independent reading of the export: csv module, every row back, quotes and all
     parsed = list(csv.DictReader(io.StringIO(after[1])))
     assert [r["task"] for r in parsed].count("multi\nline") == 3 * 5 * 2  # members x steps x metrics
@@ -129,6 +134,20 @@ def test_write_csv_folds_an_analysis_with_many_units(tmp_path, monkeypatch):
     assert len(store.units("val_loss")) == 0 and len(store.units("weights")) == 1
 
 
+def test_write_csv_folds_a_large_unit(tmp_path, monkeypatch):
+    """A whole-run unit of many rows (the seed statistics of 50 members) is folded by its bytes."""
+    store = ResultsStore(tmp_path / "r")
+    store.put("seeds", [{"member": f"s{i % 5}/*", "step": i, "metric": "val_loss:median", "value": i / 3}
+                        for i in range(2000)], key={"run": 1})
+    store.put("weights", [{"member": "m", "step": 0, "metric": "L2", "value": 1.0}], key={}, member="m", step=0)
+    text = store.to_csv()
+    monkeypatch.setattr(results_mod, "COMPACT_BYTES", store.units("seeds")[0].stat().st_size)
+    store.write_csv()
+    assert store.folded() == ["seeds"] and store.units("seeds") == [] and len(store.units("weights")) == 1
+    assert (tmp_path / "r" / "results.csv").read_text() == text
+    assert store.unit_key("seeds", None, None) == {"run": 1}
+
+
 def test_units_from_a_newer_version_are_refused_by_name(tmp_path):
     store = _fill(tmp_path / "r")
     path = store.units("val_loss")[0]
@@ -165,3 +184,65 @@ def test_rows_of_another_type_stay_json(tmp_path):
     with pytest.warns(UserWarning, match="odd stay as JSON units"):
         assert store.compact() == []
     assert store.to_csv() == before and len(store.units("odd")) == 1
+
+
+def test_many_loose_units_say_how_to_fold_them(tmp_path, monkeypatch, capsys):
+    """A folder of many loose units (a sweep that never exported): every query says how to fold
+    them; `pythia results STORE --compact` folds them, nothing lost, and the store still opens."""
+    from pythia.cli import main
+
+    store = ResultsStore(tmp_path / "r")
+    for step in range(30):
+        store.put("val_loss", [{"member": "m", "step": step, "metric": "val_loss", "value": step / 7}],
+                  key={"s": step}, member="m", step=step)
+    text = store.to_csv()
+    monkeypatch.setattr(results_mod, "LOOSE_WARN", 25)
+    with pytest.warns(UserWarning, match=r"units/val_loss: 30 loose result units.*pythia results RUN --compact"):
+        rows = store.rows(analysis="val_loss")
+    assert main(["results", str(tmp_path / "r"), "--compact"]) == 0
+    assert "folded 30 unit(s) of val_loss" in capsys.readouterr().out
+    assert store.units() == [] and not any((tmp_path / "r" / "units").rglob("*.json*"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.rows(analysis="val_loss") == rows
+    assert main(["results", str(tmp_path / "r")]) == 0  # a store of tables only is still a store
+    assert capsys.readouterr().out == text
+    assert main(["results", str(tmp_path / "r"), "--compact"]) == 0
+    assert "nothing to fold" in capsys.readouterr().out
+
+
+def test_csv_floats_are_written_as_repr_writes_them():
+    """The export formats floats in arrow, not one `repr` per value: the same text as repr for
+    values of every magnitude, integral values, round numbers, signed zeros and subnormals."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pythia.results_table import _float_text
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([
+        rng.random(20_000), -rng.random(20_000),
+        rng.random(20_000) * 10.0 ** rng.integers(-30, 30, 20_000),
+        np.round(rng.random(20_000) * 10.0 ** rng.integers(0, 20, 20_000)),
+        10.0 ** np.arange(-20, 25), 1.5 * 10.0 ** np.arange(-20, 25), [0.0, -0.0, 5e-324, 1.7976931348623157e308, 0.1 + 0.2],
+        rng.standard_normal(20_000).astype(np.float32).astype(np.float64),
+    ]).tolist() + [None]
+    got = _float_text(pa.array(values, pa.float64())).to_pylist()
+    assert got == ["" if v is None else repr(v) for v in values]
+
+
+def test_rows_out_of_order_are_sorted_and_rows_in_order_kept():
+    """The sort is skipped only when the rows are already in order: checked against a sort."""
+    import numpy as np
+
+    from pythia.results_table import _in_order
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        keys = [rng.integers(0, 3, 12) for _ in range(3)]
+        want = np.array_equal(np.lexsort(keys[::-1]), np.arange(12))
+        assert _in_order(keys) == want
+        ordered = [k[np.lexsort(keys[::-1])] for k in keys]
+        assert _in_order(ordered)

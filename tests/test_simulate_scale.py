@@ -35,6 +35,7 @@ def test_small_run_folded_and_not(sim, tmp_path, monkeypatch):
     monkeypatch.setattr(results_mod, "COMPACT_AT", 10)
     info = sim.write_run(tmp_path / "folded", 2, iters=300, items=20, max_steps=6, progress=False)
     monkeypatch.setattr(results_mod, "COMPACT_AT", 10**9)
+    monkeypatch.setattr(results_mod, "COMPACT_BYTES", 10**12)
     sim.write_run(tmp_path / "json", 2, iters=300, items=20, max_steps=6, progress=False)
     assert info["steps"] == 6 and info["members"] == 2
     folded, plain = open_run(tmp_path / "folded"), open_run(tmp_path / "json")
@@ -51,3 +52,18 @@ def test_small_run_folded_and_not(sim, tmp_path, monkeypatch):
 
     summary = run_analyses(folded, "weights", progress=False)
     assert summary.ok and not summary.computed and len(summary.cached) == 2 * 6
+
+
+def test_verify_counts_every_checkpoint_on_its_bar(sim, tmp_path, capsys):
+    from pythia.verify import verify_run
+
+    info = sim.write_run(tmp_path / "r", 2, iters=40, items=0, progress=False)
+    report = verify_run(tmp_path / "r", progress=True)  # stderr is no terminal here: plain lines
+    assert report.ok, report.format()
+    n = 2 * info["steps"]
+    assert sum(len(m.checkpoints) for m in report.members) == n
+    assert f"verify: {n}/{n} checkpoints (100%)" in capsys.readouterr().err
+    step = tmp_path / "r" / report.members[0].name / "step2" / "model.safetensors"
+    step.write_bytes(step.read_bytes()[:-4] + b"\0\0\0\0")  # one checkpoint's weights changed
+    bad = verify_run(tmp_path / "r")
+    assert not bad.ok and any("step2" in p for p in bad.members[0].problems)

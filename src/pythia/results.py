@@ -18,7 +18,8 @@ timestamps or timings, so two identical runs give byte-identical tables (telemet
 tokens/s stays in metrics.jsonl).
 
 At scale the units are folded into one Parquet file per analysis (`compact`, which a sweep's
-`write_csv` runs once an analysis has COMPACT_AT loose units; `pythia.results_table`):
+`write_csv` runs once an analysis has COMPACT_AT loose units or COMPACT_BYTES of them;
+`pythia.results_table`):
 
     RESULTS/table/{analysis}.parquet                   its rows, and every unit's cache key
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -68,7 +70,12 @@ def _clean(value: Any) -> float | None:
 
 COMPACT_AT = int(os.environ.get("PYTHIA_RESULTS_COMPACT_AT", "1000"))
 """Loose units of one analysis from which `write_csv` folds them into its Parquet table."""
+COMPACT_BYTES = int(os.environ.get("PYTHIA_RESULTS_COMPACT_BYTES", str(32 << 20)))
+"""...or loose JSON bytes (~110,000 rows, about a second to parse): a whole-run unit of 450,000
+seed statistics, or a few hundred training-loss intervals of 1,000 updates, is folded too."""
 CLAIMED = ".claimed"
+LOOSE_WARN = 5 * COMPACT_AT
+"""Loose units of one analysis from which a query says how to fold them."""
 
 
 def _unit_path(root: Path, analysis: str, member: str | None, step: int | None) -> Path:
@@ -177,6 +184,10 @@ class ResultsStore:
 
     def _table_units(self, analysis: str) -> dict:
         """{unit id: cache key} of the units folded into `analysis`' table (footer, cached)."""
+        return self._table_info(analysis).get("units", {})
+
+    def _table_info(self, analysis: str) -> dict:
+        """The footer of `analysis`' table ({} without one), cached while the file is unchanged."""
         from .results_table import file_stamp, read_meta
 
         path = self._table_path(analysis)
@@ -185,7 +196,7 @@ class ResultsStore:
             return {}
         cached = self._meta.get(analysis)
         if cached is None or cached[0] != stamp:
-            cached = (stamp, read_meta(path)["units"])
+            cached = (stamp, read_meta(path))
             self._meta[analysis] = cached
         return cached[1]
 
@@ -201,10 +212,11 @@ class ResultsStore:
             keys[self._rel(path)] = self._read(path).get("key")
         return {u: keys[u] for u in unit_order(keys)}
 
-    def compact(self, analysis: str | list | None = None, min_units: int = 0) -> list[str]:
+    def compact(self, analysis: str | list | None = None, min_units: int = 0, min_bytes: int | None = None) -> list[str]:
         """Fold loose units into their analysis' Parquet table (see the module doc); analyses
-        with fewer than `min_units` loose units are left as they are. Returns the analyses
-        folded. Another process folding this store meanwhile: nothing is done."""
+        with fewer than `min_units` loose units (and, given `min_bytes`, fewer loose bytes) are
+        left as they are. Returns the analyses folded. Another process folding this store
+        meanwhile: nothing is done."""
         from .lock import LockedError, RunLock
 
         names = self.analyses() if not analysis else ([analysis] if isinstance(analysis, str) else list(analysis))
@@ -216,7 +228,11 @@ class ResultsStore:
         try:
             for name in names:
                 loose = self.units(name)
-                if loose and len(loose) >= max(min_units, 1) and self._fold(name, loose):
+                if not loose:
+                    continue
+                many = len(loose) >= max(min_units, 1)
+                large = min_bytes is not None and sum(p.stat().st_size for p in loose) >= min_bytes
+                if (many or large) and self._fold(name, loose):
                     done.append(name)
         finally:
             lock.release()
@@ -233,13 +249,17 @@ class ResultsStore:
             if c is not p:
                 os.replace(p, c)
             claimed.append(c)
-        parts, keys = [], {}
+        parts, keys, units, held = [], {}, [], 0
         try:
-            for c in claimed:
+            for i, c in enumerate(claimed):
                 unit = self._read(c)
                 rel = self._rel(c)
-                parts.append(rt.from_rows(unit.get("rows", []), rel))
+                units.append((unit.get("rows", []), rel))
                 keys[rel] = unit.get("key")
+                held += len(units[-1][0])
+                if held >= rt.CHUNK or i == len(claimed) - 1:
+                    parts.append(rt.from_units(units))
+                    units, held = [], 0
             path = self._table_path(analysis)
             units = dict(self._table_units(analysis))
             if path.is_file():
@@ -247,8 +267,8 @@ class ResultsStore:
             units.update(keys)
             table = pa.concat_tables(parts)
             order = rt.unit_order(units)
-            idx, _ = rt.sorted_keys(table, order)  # stored in the order reads return: no sort then
-            rt.write(path, table.take(pa.array(idx)), {u: units[u] for u in order})
+            idx, same_next = rt.sorted_keys(table, order)  # stored in the order reads return: no sort then
+            rt.write(path, table.take(pa.array(idx)), {u: units[u] for u in order}, unique=not same_next.any())
         except (ValueError, TypeError, pa.ArrowException) as exc:  # a row this format cannot hold: stay loose
             for c in claimed:
                 target = c.with_name(c.name[:-len(CLAIMED)])
@@ -271,7 +291,10 @@ class ResultsStore:
         if table is not None:
             return table.to_pylist()
         want = _filters(analysis, metric, member, task, step)
-        return self._json_rows(self.units(analysis), want)
+        loose = self.units(analysis)
+        for name, group in itertools.groupby(loose, key=lambda p: p.relative_to(self.root).parts[1]):
+            _many_loose(name, list(group), self.root)
+        return self._json_rows(loose, want)
 
     def _json_rows(self, paths: list[Path], want: dict) -> list[dict]:
         table: dict[tuple, dict] = {}
@@ -296,14 +319,25 @@ class ResultsStore:
         out = []
         for name in names:
             loose = self.units(name)
+            _many_loose(name, loose, self.root)
             rels = {self._rel(p) for p in loose}
             parts = []
             if self._table_path(name).is_file():
                 parts.append(rt.read(self._table_path(name), col_filters, exclude_units=rels))
-            for p in loose:
-                rows = [r for r in self._read(p).get("rows", []) if all(r.get(k) in v for k, v in want.items())]
-                parts.append(rt.from_rows(rows, self._rel(p)))
-            if parts:
+            row_filters = list(col_filters.items())  # a unit's rows are all of its analysis
+            units, held = [], 0
+            for i, p in enumerate(loose):
+                rows = self._read(p).get("rows", [])
+                if row_filters:
+                    rows = [r for r in rows if all(r.get(k) in v for k, v in row_filters)]
+                units.append((rows, self._rel(p)))
+                held += len(rows)
+                if held >= rt.CHUNK or i == len(loose) - 1:  # converted in batches: few rows live as dicts
+                    parts.append(rt.from_units(units))
+                    units, held = [], 0
+            if not loose and parts and self._table_info(name).get("unique"):
+                out.append((name, parts[0].drop_columns(["unit"])))  # stored sorted, one row per key
+            elif parts:
                 import pyarrow as pa
 
                 table = pa.concat_tables(parts)
@@ -365,16 +399,16 @@ class ResultsStore:
 
     def frame(self, analysis: str | list | None = None, metric: str | list | None = None,
               member: str | list | None = None, task: str | list | None = None, step: int | list | None = None):
-        """The rows (same filters as `rows`) as a pandas DataFrame with the `COLUMNS`."""
+        """The rows (same filters as `rows`) as a pandas DataFrame with the `COLUMNS`; text
+        columns are categoricals (a member's name is stored once: the whole table of a
+        50-member run fits in about 1 GB)."""
         from . import results_table as rt
 
         table = self._arrow(analysis, metric, member, task, step)
         if table is None:
-            import pyarrow as pa
-
-            table = pa.Table.from_pylist(self.rows(analysis, metric, member, task, step),
-                                         schema=rt.schema().remove(len(COLUMNS)))
-        return table.to_pandas()
+            table = rt.from_units([(self.rows(analysis, metric, member, task, step), "")]).drop_columns(["unit"])
+        # arrow's buffers are released column by column as pandas takes them
+        return table.to_pandas(split_blocks=True, self_destruct=True)
 
     def csv_chunks(self, analysis: str | list | None = None, metric: str | list | None = None,
                    member: str | list | None = None, task: str | list | None = None) -> Iterable[str]:
@@ -401,17 +435,31 @@ class ResultsStore:
 
     def write_csv(self, path: str | os.PathLike | None = None, rows: list[dict] | None = None) -> Path:
         """Export the table (default RESULTS/results.csv). Without `rows`, analyses with
-        COMPACT_AT loose units or more are folded into their tables first."""
+        COMPACT_AT loose units or COMPACT_BYTES of them are folded into their tables first."""
         path = Path(path) if path is not None else self.root / "results.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         if rows is not None:
             write_text_atomic(path, self.to_csv(rows))
             return path
-        self.compact(min_units=COMPACT_AT)
+        self.compact(min_units=COMPACT_AT, min_bytes=COMPACT_BYTES)
         with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
             for text in self.csv_chunks():
                 f.write(text)
         return path
+
+
+def is_store(path: Path) -> bool:
+    """A results folder: loose units, folded tables, or both."""
+    return path.is_dir() and ((path / "units").is_dir() or (path / "table").is_dir())
+
+
+def _many_loose(name: str, loose: list[Path], root: Path) -> None:
+    """Say once per query that an analysis' loose units are many (a sweep that never exported,
+    units copied in from elsewhere): every query parses each of them."""
+    if len(loose) >= LOOSE_WARN:
+        warnings.warn(f"{root / 'units' / name}: {len(loose):,} loose result units, each parsed on every query; "
+                      f"fold them once into one Parquet table with `pythia results RUN --compact --analysis {name}` "
+                      "(nothing is lost: a kill mid-way leaves every unit readable)", stacklevel=3)
 
 
 def _filters(analysis, metric, member, task, step=None) -> dict[str, set]:
@@ -460,4 +508,4 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["COLUMNS", "COMPACT_AT", "KEY", "ResultsStore", "Row", "format_table", "natural_key"]
+__all__ = ["COLUMNS", "COMPACT_AT", "COMPACT_BYTES", "is_store", "KEY", "ResultsStore", "Row", "format_table", "natural_key"]

@@ -386,17 +386,18 @@ class RunView:
         return [self.member(m.strip()) for m in members]
 
     def results(self):
-        """The run's results table (`pythia.results.ResultsStore`)."""
+        """The run's results table (`pythia.results.ResultsStore`); as a pandas frame in one call:
+        `results_frame()`."""
         from .results import ResultsStore
 
         if self.results_dir is None:
             raise RunError(f"{self.source}: no folder for results; pass results_dir=")
         return ResultsStore(self.results_dir, run=self)
 
-    def results_frame(self, analysis=None, metric=None, member=None, task=None):
+    def results_frame(self, analysis=None, metric=None, member=None, task=None, step=None):
         """The run's results as a pandas DataFrame (filters as `ResultsStore.rows`), in one call:
         `pythia.open_run("runs/suite").results_frame(analysis="eval", metric="acc")`."""
-        return self.results().frame(analysis=analysis, metric=metric, member=member, task=task)
+        return self.results().frame(analysis=analysis, metric=metric, member=member, task=task, step=step)
 
     def _order(self, data_seed: int, progress: bool):
         if data_seed not in self._orders:

@@ -10,6 +10,8 @@ reported as notes, every other identical pair as a problem.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +83,9 @@ def _noop_updates(metrics: list[dict], a: int, b: int) -> tuple[bool, str]:
     return True, "; ".join(reasons)
 
 
-def verify_member(member_dir: Path, expected_steps: list[int] | None, spec: SuiteSpec | None) -> MemberReport:
+def verify_member(member_dir: Path, expected_steps: list[int] | None, spec: SuiteSpec | None,
+                  tick=None) -> MemberReport:
+    """One member's checks; `tick()` is called after each checkpoint (a progress bar's update)."""
     rep = MemberReport(name=member_dir.name)
     if not member_dir.is_dir():
         rep.problems.append(f"member folder {member_dir} is missing")
@@ -109,6 +113,8 @@ def verify_member(member_dir: Path, expected_steps: list[int] | None, spec: Suit
                     rep.problems.append(f"{p.name}: weights digest differs from the manifest's")
             except Exception as exc:  # unreadable safetensors despite matching hashes
                 rep.problems.append(f"{p.name}: cannot read model weights ({exc})")
+        if tick is not None:
+            tick()
     if expected_steps is not None:
         present = set(rep.checkpoints)
         rep.missing = [s for s in expected_steps if s not in present]
@@ -117,14 +123,19 @@ def verify_member(member_dir: Path, expected_steps: list[int] | None, spec: Suit
         extra = sorted(present - set(expected_steps))
         if extra:
             rep.notes.append(f"checkpoints outside the schedule: {', '.join(f'step{s}' for s in extra)}")
-    _check_identical(rep, digests, read_jsonl(member_dir / "metrics.jsonl"))
+    _check_identical(rep, digests, member_dir / "metrics.jsonl")
     return rep
 
 
-def _check_identical(rep: MemberReport, digests: dict[int, str], metrics: list[dict]) -> None:
+def _check_identical(rep: MemberReport, digests: dict[int, str], metrics_path: Path) -> None:
+    """Steps holding identical weights, explained by the training log (read only when some are:
+    143,000 lines per member at Pythia's length)."""
     groups: dict[str, list[int]] = {}
     for step, d in sorted(digests.items()):
         groups.setdefault(d, []).append(step)
+    if all(len(steps) == 1 for steps in groups.values()):
+        return
+    metrics = read_jsonl(metrics_path)
     for steps in groups.values():
         for a, b in zip(steps, steps[1:]):
             noop, why = _noop_updates(metrics, a, b)
@@ -141,10 +152,11 @@ def _check_identical(rep: MemberReport, digests: dict[int, str], metrics: list[d
                                     f"in between ({why}): one of them is probably a copy of the other")
 
 
-def verify_run(source: str | Path) -> VerifyReport:
+def verify_run(source: str | Path, progress: bool = False) -> VerifyReport:
     """Check every member of a run (a run folder, demo output, or one member folder through
     pythia.run.open_run); `report.ok` is False on any problem. A plain folder of member folders
-    without suite.yaml is checked too, hashes only."""
+    without suite.yaml is checked too, hashes only. Linear in checkpoints: one manifest and
+    one weights hash each; `progress` shows a bar over them (stderr)."""
     from .run import RunError, open_run
 
     path = Path(source)
@@ -157,23 +169,35 @@ def verify_run(source: str | Path) -> VerifyReport:
     except ValueError as exc:  # suite.yaml present but invalid
         report = VerifyReport(run_dir=str(path))
         report.problems.append(f"suite.yaml unreadable ({exc}); checking folders without a schedule")
-        return _verify_folders(path, report)
+        return _verify_folders(path, report, progress)
     if view is None:
         report = VerifyReport(run_dir=str(path))
         report.notes.append("no suite.yaml: the expected checkpoint schedule is unknown, only hashes are checked")
-        return _verify_folders(path, report)
+        return _verify_folders(path, report, progress)
     report = VerifyReport(run_dir=str(view.root))
     expected = view.spec.checkpoint_steps()
-    chosen = view.select(None)
-    for m in chosen:  # a fork's schedule starts at its from_step (its base trained the steps before)
-        steps = expected if m.base is None else [s for s in expected if s >= m.from_step]
-        report.members.append(verify_member(m.path, steps, view.spec))
+    todo = []
+    for m in view.select(None):  # a fork's schedule starts at its from_step (its base trained the steps before)
+        todo.append((m.path, expected if m.base is None else [s for s in expected if s >= m.from_step]))
     if view.focus_member is None:
         known = {m.name for m in view.members}
-        for extra in _step_folders(view.root):
-            if extra.name not in known:
-                report.members.append(verify_member(extra, None, view.spec))
+        todo += [(extra, None) for extra in _step_folders(view.root) if extra.name not in known]
+    with _bar(progress, [folder for folder, _ in todo]) as bar:
+        for folder, steps in todo:
+            report.members.append(verify_member(folder, steps, view.spec, tick=bar.update))
     return report
+
+
+def _bar(enabled: bool, folders: list[Path]):
+    """A progress bar over the checkpoints of `folders` (counted from their listings)."""
+    from .train.progress import progress_bar
+
+    total = 0
+    if enabled:
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                total += sum(1 for e in os.scandir(folder) if e.is_dir() and layout.parse_step(e.name) is not None)
+    return contextlib.closing(progress_bar(total, 0, enabled, desc="verify", unit="checkpoint"))
 
 
 def logged_fingerprints(member) -> dict[int, str | None]:
@@ -201,9 +225,11 @@ def _step_folders(root: Path) -> list[Path]:
                   and any(layout.parse_step(q.name) is not None for q in p.iterdir()))
 
 
-def _verify_folders(run_dir: Path, report: VerifyReport) -> VerifyReport:
-    for folder in _step_folders(run_dir):
-        report.members.append(verify_member(folder, None, None))
+def _verify_folders(run_dir: Path, report: VerifyReport, progress: bool = False) -> VerifyReport:
+    folders = _step_folders(run_dir)
+    with _bar(progress, folders) as bar:
+        for folder in folders:
+            report.members.append(verify_member(folder, None, None, tick=bar.update))
     if not report.members:
         report.problems.append(f"{run_dir} holds no member folders with step* checkpoints")
     return report

@@ -114,11 +114,15 @@ def _results(args) -> int:
 
     from ..results import ResultsStore
 
-    if args.run and (Path(args.run) / "units").is_dir():  # a standalone store (pythia results import --into)
+    from ..results import is_store
+
+    if args.run and is_store(Path(args.run)):  # a standalone store (pythia results import --into)
         run, store = None, ResultsStore(args.run)
     else:
         run = _open(args)
         store = run.results()
+    if args.compact:
+        return _compact(store, _split(args.analysis))
     member = _split(args.member) or ([run.focus_member] if run is not None and run.focus_member else None)
     filters = dict(analysis=_split(args.analysis), metric=_split(args.metric), member=member, task=_split(args.task))
     if args.format == "csv":  # streamed: the whole table of a large run never sits in memory as rows
@@ -162,6 +166,17 @@ def register(sub) -> None:
     register_results(sub)
 
 
+def _compact(store, analyses) -> int:
+    before = {name: len(store.units(name)) for name in (analyses or store.analyses())}
+    done = store.compact(analyses)
+    for name in done:
+        print(f"folded {before[name]:,} unit(s) of {name} into {store.root / 'table' / (name + '.parquet')}")
+    if not done:
+        print("nothing to fold: no loose units" + (f" of {', '.join(analyses)}" if analyses else "")
+              + (" (or another process is folding this store)" if any(before.values()) else ""))
+    return 0
+
+
 def register_results(sub) -> None:
     """`pythia results RUN`: its parser needs no analysis plug-in, so the command starts fast."""
     r = sub.add_parser("results", help="print a run's results table (CSV, JSON or a text table)",
@@ -173,6 +188,10 @@ def register_results(sub) -> None:
     r.add_argument("--member", metavar="M[,M]", help="only these members")
     r.add_argument("--task", metavar="T[,T]", help="only these tasks")
     r.add_argument("--format", default="csv", choices=("csv", "json", "table"), help="output format (default csv)")
+    r.add_argument("--compact", action="store_true",
+                   help="fold the loose result units (one JSON file per analysis, member and checkpoint) of "
+                        "every analysis, or of --analysis, into one Parquet table each, then exit: queries then "
+                        "read columns instead of parsing every file (sweeps do it from 1,000 units on)")
     r.set_defaults(func=_results)
 
 

@@ -84,7 +84,7 @@ def run_train(args) -> int:
 def run_verify(args) -> int:
     from ..verify import verify_run
 
-    report = verify_run(args.run)
+    report = verify_run(args.run, progress=not args.no_progress)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     return 0 if report.ok else 1
 
@@ -112,4 +112,6 @@ def register(sub) -> None:
     )
     v.add_argument("run", help="run folder (the spec's `output`)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.add_argument("--no-progress", action="store_true",
+                   help="no progress bar on stderr (shown by default: one tick per checkpoint hashed)")
     v.set_defaults(func=run_verify)

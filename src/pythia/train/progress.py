@@ -26,8 +26,8 @@ class PlainProgress:
     as plain lines at a steady interval: the first after `interval` seconds, the last at close."""
 
     def __init__(self, total: int, initial: int = 0, desc: str = "train", interval: float | None = None,
-                 stream: TextIO | None = None):
-        self.total, self.n, self.desc = total, initial, desc
+                 stream: TextIO | None = None, unit: str = "step"):
+        self.total, self.n, self.desc, self.unit = total, initial, desc, unit
         self.interval = PLAIN_INTERVAL_S if interval is None else interval
         self.stream = stream if stream is not None else sys.stderr
         self.postfix = ""
@@ -46,7 +46,7 @@ class PlainProgress:
     def line(self) -> str:
         elapsed = time.monotonic() - self._start
         done = self.n - self._start_n
-        parts = [f"{self.desc}: {self.n}/{self.total} steps ({100 * self.n / max(self.total, 1):.0f}%)"]
+        parts = [f"{self.desc}: {self.n}/{self.total} {self.unit}s ({100 * self.n / max(self.total, 1):.0f}%)"]
         if self.postfix:
             parts.append(self.postfix)
         parts.append(f"{_duration(elapsed)} elapsed")
@@ -64,10 +64,10 @@ class PlainProgress:
         self._closed = True
 
 
-def progress_bar(total: int, initial: int, enabled: bool, desc: str = "train"):
+def progress_bar(total: int, initial: int, enabled: bool, desc: str = "train", unit: str = "step"):
     """A tqdm bar on a terminal, plain lines elsewhere, nothing when not `enabled`."""
     from tqdm.auto import tqdm
 
     if enabled and not sys.stderr.isatty():
-        return PlainProgress(total, initial, desc)
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", desc=desc, dynamic_ncols=True)
+        return PlainProgress(total, initial, desc, unit=unit)
+    return tqdm(total=total, initial=initial, disable=not enabled, unit=unit, desc=desc, dynamic_ncols=True)
