@@ -294,6 +294,7 @@ def members_figure(traces: list[dict], layout: dict, *, title: str, note: str = 
 
 
 LEGEND_ROW_PX = 20  # height of one legend entry (font size 10, group titles alike)
+LEGEND_GROUP_GAP_PX = 10  # plotly's legend.tracegroupgap
 
 
 def readable_layout(fig: Figure) -> dict:
@@ -309,8 +310,10 @@ def readable_layout(fig: Figure) -> dict:
     shown = [t for i, t in enumerate(fig.data) if not fig.owner or fig.owner[i] == 0]
     if layout.get("showlegend", True) and not fig.wide:
         entries = sum(1 for t in shown if t.get("showlegend", True) and t.get("name"))
-        entries += len({t["legendgroup"] for t in shown if t.get("legendgroup") and t.get("legendgrouptitle")})
-        needed = entries * LEGEND_ROW_PX + 40
+        groups = len({t["legendgroup"] for t in shown if t.get("legendgroup") and t.get("legendgrouptitle")})
+        margin = layout.get("margin", {})  # the legend fits the plot area: the height less the margins
+        needed = ((entries + groups) * LEGEND_ROW_PX + groups * LEGEND_GROUP_GAP_PX
+                  + margin.get("t", 100) + margin.get("b", 80))
         if needed > layout.get("height", 450):
             layout["height"] = needed
     ys = [y for t in fig.data if t.get("type", "scatter") == "scatter" and not t.get("yaxis")
