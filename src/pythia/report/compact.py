@@ -108,16 +108,7 @@ def compact(figs: list[dict]) -> tuple[list[dict], list]:
             pool.append(typed(v, keys <= set(FLOAT_KEYS)))
         return {"@": index[text]}
 
-    def each(traces):
-        return [{k: ref(k, v) for k, v in t.items()} for t in traces]
-
-    out = []
-    for f in figs:
-        g = dict(f, data=each(f["data"]))
-        if "menu" in f:
-            g["menu"] = dict(f["menu"], options=[each(o) for o in f["menu"]["options"]])
-        out.append(g)
-    return out, pool
+    return _each_value(figs, ref), pool
 
 
 def expand(figs: list[dict], pool: list) -> list[dict]:
@@ -127,8 +118,13 @@ def expand(figs: list[dict], pool: list) -> list[dict]:
             v = pool[v["@"]]
         return decode(v)
 
+    return _each_value(figs, lambda _key, v: arr(v))
+
+
+def _each_value(figs: list[dict], fn) -> list[dict]:
+    """The figures with every trace's value v (of every option) replaced by fn(key, v)."""
     def each(traces):
-        return [{k: arr(v) for k, v in t.items()} for t in traces]
+        return [{k: fn(k, v) for k, v in t.items()} for t in traces]
 
     out = []
     for f in figs:
