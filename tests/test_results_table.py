@@ -246,3 +246,15 @@ def test_rows_out_of_order_are_sorted_and_rows_in_order_kept():
         assert _in_order(keys) == want
         ordered = [k[np.lexsort(keys[::-1])] for k in keys]
         assert _in_order(ordered)
+
+
+def test_folding_keeps_a_fresh_export_fresh(tmp_path):
+    store = _fill(tmp_path / "r")
+    store.write_csv()
+    assert not store.csv_stale()
+    store.compact()
+    assert not store.csv_stale()  # the same rows: no export to redo
+    store.put("val_loss", [{"member": "m", "step": 1, "metric": "val_loss", "value": 1.0}], key={}, member="m", step=1)
+    assert store.csv_stale()
+    store.compact()
+    assert store.csv_stale()  # a stale export stays stale

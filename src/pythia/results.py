@@ -39,6 +39,7 @@ import json
 import math
 import os
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,6 +226,8 @@ class ResultsStore:
             lock = RunLock(self.root, "pythia results (folding units into tables)", name=".compact.lock").acquire()
         except (LockedError, OSError):
             return done
+        fresh = not self.csv_stale()  # folding changes no row: a fresh export stays fresh...
+        started = time.time_ns()
         try:
             for name in names:
                 loose = self.units(name)
@@ -236,6 +239,8 @@ class ResultsStore:
                     done.append(name)
         finally:
             lock.release()
+        if done and fresh and not any(p.stat().st_mtime_ns >= started for p in self.units()):
+            os.utime(self.root / "results.csv")  # ...unless a unit was written meanwhile
         return done
 
     def _fold(self, analysis: str, loose: list[Path]) -> bool:

@@ -178,7 +178,7 @@ def _dense_rank(column, fill):
     enc = _as_dictionary(column)
     values = enc.dictionary.to_pylist() + [fill]
     position = {v: i for i, v in enumerate(sorted(set(values)))}
-    rank = np.array([position[v] for v in values], dtype=np.int64)
+    rank = np.array([position[v] for v in values], dtype=np.int32)  # int32: 16 M rows' keys in 64 MB each
     return rank[pc.fill_null(enc.indices, len(values) - 1).to_numpy(zero_copy_only=False)]
 
 
@@ -190,20 +190,21 @@ def sorted_keys(table, order: dict[str, int]):
 
     n = table.num_rows
     units = _as_dictionary(table.column("unit"))
-    ranks = np.array([order.get(u, -1) for u in units.dictionary.to_pylist()], dtype=np.int64)  # -1: no rows
-    unit_rank = ranks[units.indices.to_numpy(zero_copy_only=False)] if n else np.zeros(0, np.int64)
+    ranks = np.array([order.get(u, -1) for u in units.dictionary.to_pylist()], dtype=np.int32)  # -1: no rows
+    unit_rank = ranks[units.indices.to_numpy(zero_copy_only=False)] if n else np.zeros(0, np.int32)
     sort_cols = [_dense_rank(table.column(c), "") for c in ("analysis", "task", "metric", "member")]
     step = pc.fill_null(table.column("step"), -1).to_numpy()
     nulls = [pc.is_null(table.column(c)).to_numpy(zero_copy_only=False).astype(np.int8)
              for c in ("analysis", "task", "metric", "member", "step")]
     keys = sort_cols + [step] + nulls + [unit_rank]  # the primary key first
-    if _in_order(keys):  # a folded table is stored sorted: its rows need no sort (nor a copy)
+    in_order = _in_order(keys)
+    if in_order:  # a folded table is stored sorted: its rows need no sort (nor a copy)
         idx = np.arange(n)
     else:  # np.lexsort: the last key is the primary one; stable, so rows of a unit keep their order
         idx = np.lexsort(keys[::-1])
     same_next = np.ones(n, dtype=bool)
     for k in sort_cols + [step] + nulls:
-        ks = k[idx]
+        ks = k if in_order else k[idx]
         same_next[:-1] &= ks[:-1] == ks[1:]
     if n:
         same_next[-1] = False
