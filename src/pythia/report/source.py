@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pythia.results import ResultsStore
+from pythia.results import ResultsStore, is_store
 
 
 @dataclass
@@ -43,11 +43,6 @@ class Source:
         return (self.path.parent if self.kind == "demo" else self.path) / "report"
 
 
-def is_store(path: Path) -> bool:
-    """A results store: its `units/` folder, and no run around it to open instead."""
-    return path.is_dir() and (path / "units").is_dir()
-
-
 def open_source(source: str | Path) -> Source:
     """Open a run, demo output, member or step folder, Hub repo id(s), or a results store.
 
@@ -56,7 +51,7 @@ def open_source(source: str | Path) -> Source:
     from pythia.run import open_run
 
     path = Path(str(source)).expanduser()
-    if is_store(path):
+    if is_store(path):  # a results folder (units, tables): no run around it to open instead
         rows, counts = report_rows(ResultsStore(path))
         suites = sorted({r["suite"] for r in rows if r.get("suite")})
         return Source(kind="store", name=", ".join(suites) or path.resolve().name, path=path.resolve(), rows=rows,
