@@ -258,3 +258,15 @@ def test_folding_keeps_a_fresh_export_fresh(tmp_path):
     assert store.csv_stale()
     store.compact()
     assert store.csv_stale()  # a stale export stays stale
+
+
+def test_a_store_of_tables_only_gets_a_report(tmp_path):
+    from pythia.report.source import open_source
+
+    store = _fill(tmp_path / "r")
+    rows = store.rows()
+    store.compact()
+    assert not any((tmp_path / "r" / "units").rglob("*.json"))
+    (tmp_path / "r" / "units").rename(tmp_path / "gone")  # no units folder at all
+    src = open_source(tmp_path / "r")
+    assert src.kind == "store" and src.rows == rows

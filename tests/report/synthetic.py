@@ -219,3 +219,29 @@ def write_store(root: Path, rows: list[dict]) -> Path:
     for (analysis, name), group in units.items():
         store.put(analysis, group, key={}, member=name)
     return root
+
+
+PYTHIA_STEPS = tuple([0] + [2 ** k for k in range(10)] + list(range(1000, 143001, 1000)))
+"""Pythia's 154 checkpoints."""
+
+
+def many_rows(sizes: int = 5, seeds: int = 10, steps=PYTHIA_STEPS, tasks: int = 10) -> list[dict]:
+    """A PolyPythias-shaped table (`sizes` x `seeds` members at `steps`): val_loss, eval (`tasks`
+    tasks x acc, acc_norm), the 14 weights statistics, memorization by training step at the last
+    step. Values are pseudo-random (a fixed seed): no two curves alike, as in a real run."""
+    import random
+
+    rng = random.Random(1234)
+    names = [f"pythia-{70 * 2 ** i}m" for i in range(sizes)]
+    rows = []
+    for si, size in enumerate(names):
+        for seed in range(1, seeds + 1):
+            m = member(size, seed)
+            for s in steps:
+                rows.append(_row("val_loss", size, seed, s, "val_loss", 7 - math.log1p(s) / 3 + rng.random() / 10, name=m))
+                rows += [_row("eval", size, seed, s, metric, rng.random(), f"task{t}", name=m)
+                         for t in range(tasks) for metric in ("acc", "acc_norm")]
+                rows += [_row("weights", size, seed, s, f"stat{k}", k + rng.random(), name=m) for k in range(14)]
+            rows += [_row("memorization", size, seed, steps[-1], "memorized_frac", rng.random() / 100,
+                          f"trained_step={b * 1000}:{(b + 1) * 1000}", name=m) for b in range(20)]
+    return rows

@@ -35,6 +35,14 @@ def check_drawn(status: dict, sections) -> None:
     menus = [(f"fig-{i}", f) for i, f in enumerate(f for s in sections for f in s.figures) if f.menu]
     assert status["menus"] == len(menus)  # each menu switched to its last option and back
     assert status["menuShown"] == {i: sum(v is not False for v in f.visible(len(f.menu) - 1)) for i, f in menus}
+    figures = [f for s in sections for f in s.figures]
+    for i, f in enumerate(figures):  # the numbers drawn are the figure's (shared and typed arrays decoded)
+        drawn = status["ySums"][f"fig-{i}"]
+        first = [t for t, v in zip(f.data, f.visible(0) if f.menu else [True] * len(f.data)) if v is not False]
+        assert len(drawn) == len(first), f.title
+        for (n, total), t in zip(drawn, first):
+            ys = [y for y in t.get("y") or [] if isinstance(y, (int, float)) and not isinstance(y, bool)]
+            assert n == len(ys) and total == pytest.approx(sum(ys), rel=1e-5, abs=1e-6), f.title
 
 
 def test_every_section_renders_in_chromium(tmp_path):
@@ -61,3 +69,17 @@ def test_the_check_sees_a_broken_page(tmp_path):
     assert status["state"] == "error"
     errors = " | ".join(status["errors"])
     assert "console.error: boom" in errors and "undefinedCall" in errors and "plotly.js did not load" in errors
+
+
+def test_many_member_page_renders_in_chromium(tmp_path):
+    """PolyPythias' shape (5 sizes x 10 seeds x 154 checkpoints): shared and typed arrays
+    decoded, each menu's options drawn on pick, every figure drawn, no error."""
+    from plotly.offline import get_plotlyjs
+
+    from pythia.report.sections import ReportData, render_sections
+
+    rows = syn.many_rows()
+    sections = render_sections(ReportData(rows, "synth", list(dict.fromkeys(r["size"] for r in rows))))
+    page = tmp_path / "many.html"
+    page.write_text(render_page(Header("many", "test"), sections, get_plotlyjs()), encoding="utf-8")
+    check_drawn(open_page(BROWSER, page, tmp_path / "profile"), sections)

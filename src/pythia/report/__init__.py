@@ -15,6 +15,7 @@ Layout of this package:
                  generic section for analyses no renderer knows (see sections/__init__.py)
     plot.py      plotly figures as JSON: the log step axis with step 0, colours per size, seed bands
     page.py      the HTML page, with a status element a headless browser reads back
+    compact.py   the page's figure data written small: shared arrays once, numbers as typed arrays
     static.py    the CSV, the PNG and the text summary
 """
 from __future__ import annotations

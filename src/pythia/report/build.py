@@ -1,6 +1,8 @@
 """`pythia report PATH`: everything in one folder, rebuilt from the results table each time."""
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,31 @@ def _forks_apart(rows: list[dict], forks: dict) -> list[dict]:
             for r in rows]
 
 
+def export_table(src, path: Path) -> Path:
+    """The whole results table as CSV at `path`, every row (not only those the page drew). The
+    run's own export (RESULTS/results.csv, which `pythia analyze` writes after each sweep) is
+    linked, or copied, when nothing was written to the table since (`ResultsStore.csv_stale`):
+    exporting millions of rows again takes minutes at Pythia's scale."""
+    store = src.store
+    member = src.view.focus_member if src.view is not None else None
+    exported = Path(store.root) / "results.csv"
+    if member is None and exported.resolve() != path.resolve() and not store.csv_stale(exported):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+        try:
+            tmp.unlink(missing_ok=True)
+            os.link(exported, tmp)  # a second name for the same bytes (no copy, no chmod of the run's file)
+            os.replace(tmp, path)
+        except OSError:  # another file system, or links not allowed: a copy
+            tmp.unlink(missing_ok=True)
+            with atomic_path(path) as out:
+                shutil.copyfile(exported, out)
+        return path
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.writelines(store.csv_chunks(member=member))
+    return path
+
+
 def build_report(source: str | Path, out_dir: str | Path | None = None, verify: bool = True) -> Report:
     """Write index.html, results.csv, learning_curves.png and summary.txt into `out_dir`.
 
@@ -67,10 +94,7 @@ def build_report(source: str | Path, out_dir: str | Path | None = None, verify: 
     rows = sorted(rows + [r for c in compared for r in c.rows], key=sort_key)  # the report's table only
     val_metric, train_metric = pick_metric(rows, VAL_METRIC), pick_metric(rows, TRAIN_METRIC)
     if src.thinned:  # the page drew some analyses at fewer steps: the table keeps every row
-        table = out_dir / "results.csv"
-        member = src.view.focus_member if src.view is not None else None
-        with atomic_path(table) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.writelines(src.store.csv_chunks(member=member))
+        table = export_table(src, out_dir / "results.csv")
     else:
         table = write_table(rows, out_dir / "results.csv")
     plot = plot_learning_curves(rows, out_dir / "learning_curves.png", val_metric, train_metric, title=src.name,

@@ -48,8 +48,7 @@ def build_header(source: Source, verify: bool = True) -> Header:
     else:
         head.verify_lines = ["skipped (--no-verify); `pythia verify RUN` re-hashes every checkpoint"]
     head.members = member_table(view, status) if view is not None else store_member_table(source.rows)
-    focus = source.view.focus_member if source.view is not None else None
-    head.results = results_table(source.rows, {a: source.store.count(a) for a in source.thinned} if not focus else {})
+    head.results = results_table(source.rows, source.counts)
     head.versions = versions()
     return head
 
@@ -143,7 +142,7 @@ def store_member_table(rows: list[dict]) -> Table:
 
 def results_table(rows: list[dict], counts: dict[str, int] | None = None) -> Table:
     """Per analysis: rows, members, steps, metrics; `counts` gives the row count of analyses
-    whose rows were read at the drawn steps only (`Source.thinned`)."""
+    whose rows were read at the drawn steps only (`Source.counts`)."""
     by: dict[str, dict] = {}
     for r in rows:
         a = by.setdefault(r.get("analysis") or "", {"rows": 0, "members": set(), "steps": set(), "metrics": set()})

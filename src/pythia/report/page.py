@@ -3,22 +3,30 @@ package; no CDN, no network), every figure's JSON in one data block, drawn on lo
 
 The page checks itself: console errors and uncaught exceptions are collected from the first
 script on, and once every figure has been drawn a hidden `#report-status` element receives
-JSON {state, expected, drawn, sections: {key: {expected, drawn}}, menus, menuShown, errors}.
+JSON {state, expected, drawn, sections: {key: {expected, drawn}}, menus, menuShown, ySums, ms,
+errors} (`ms`: milliseconds from the page's navigation to that moment).
 Opened as `index.html#selftest`, the page also switches every figure's menu to its last option
 and back first (`menus` counts them, `menuShown` gives each figure's traces shown at its last
-option). A headless browser reads it back (`--dump-dom`):
+option) and records, per trace drawn on load, how many numbers its y holds and their sum
+(`ySums`: the decoded data). A headless browser reads it back (`--dump-dom`):
 tests/report/test_browser.py.
 
-Menus are plain <select> elements calling `Plotly.update` with the figure's per-trace option
-index, not plotly's updatemenus, whose buttons each carry the visibility of every trace (a
-menu of 300 imported tasks made 2 MB of them).
+Menus are plain <select> elements, not plotly's updatemenus, whose buttons each carry the
+visibility of every trace (a menu of 300 imported tasks made 2 MB of them). Only a menu's first
+option is drawn on load; the page keeps the others' traces as data and draws an option with
+`Plotly.react` when it is picked, so a menu of 60 metrics over 50 members costs the browser one
+option's traces, not all of them.
+
+The figures' data is written compactly (pythia.report.compact): arrays that several traces
+share written once in a pool (`#report-arrays`) that traces refer to as `{"@": index}`, long
+numeric arrays as base64 typed arrays; the page decodes both before drawing.
 """
 from __future__ import annotations
 
 import html
-import json
 import re
 
+from .compact import compact, dumps
 from .header import Header
 from .plot import readable_layout
 from .sections import Section, Table
@@ -44,7 +52,7 @@ window.addEventListener('unhandledrejection', function (e) { window.__reportErro
 _RENDER = """<script>
 (function () {
   var status = document.getElementById('%(status)s');
-  var menusTried = 0, menuShown = {};
+  var menusTried = 0, menuShown = {}, ySums = {};
   function drawn(root) {
     return Array.prototype.filter.call(root.querySelectorAll('.plot'), function (d) {
       return d.classList.contains('js-plotly-plot') && d.querySelector('.main-svg') !== null;
@@ -57,21 +65,59 @@ _RENDER = """<script>
     });
     status.textContent = JSON.stringify({state: state, expected: figures.length, drawn: drawn(document),
                                          sections: sections, menus: menusTried, menuShown: menuShown,
-                                         errors: window.__reportErrors});
+                                         ySums: ySums, ms: Math.round(performance.now()), errors: window.__reportErrors});
     status.setAttribute('data-state', state);
   }
   var figures = JSON.parse(document.getElementById('report-figures').textContent);
+  var pool = JSON.parse(document.getElementById('report-arrays').textContent);
   var byId = {};
   figures.forEach(function (f) { byId[f.id] = f; });
-  function choose(f, i) {
+  function decode(v) {  // {dtype: 'i4' | 'f4', bdata: base64} -> a typed array (NaN: a gap)
+    if (v === null || typeof v !== 'object' || typeof v.bdata !== 'string') { return v; }
+    var s = atob(v.bdata), bytes = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) { bytes[i] = s.charCodeAt(i); }
+    return v.dtype === 'i4' ? new Int32Array(bytes.buffer) : new Float32Array(bytes.buffer);
+  }
+  pool = pool.map(decode);
+  function resolve(traces) {  // {"@": k} -> the pool's array k (shared, never copied); typed arrays decoded
+    traces.forEach(function (t) {
+      Object.keys(t).forEach(function (key) {
+        var v = t[key];
+        if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+          t[key] = typeof v['@'] === 'number' ? pool[v['@']] : decode(v);
+        }
+      });
+    });
+    return traces;
+  }
+  function setDotted(obj, key, value) {
+    var parts = key.split('.');
+    for (var i = 0; i < parts.length - 1; i++) {
+      if (obj[parts[i]] === undefined || obj[parts[i]] === null) { obj[parts[i]] = {}; }
+      obj = obj[parts[i]];
+    }
+    obj[parts[parts.length - 1]] = value;
+  }
+  function choose(f, i) {  // draw option i of a figure's menu: its traces, the layout with its changes
     var m = f.menu;
-    var visible = m.owner.map(function (o, k) { return o === i ? m.shown[k] : false; });
-    return Plotly.update(f.id, {visible: visible}, m.relayout[i] || {});
+    var traces = i === 0 ? f.data : resolve(m.options[i - 1]);
+    var layout = JSON.parse(f.pristine);
+    var change = m.relayout[i] || {};
+    Object.keys(change).forEach(function (key) { setDotted(layout, key, change[key]); });
+    return Plotly.react(f.id, traces, layout);
   }
   document.querySelectorAll('select.menu').forEach(function (sel) {
     sel.addEventListener('change', function () { choose(byId[sel.dataset.fig], Number(sel.value)); });
   });
-  function selfTest() {  // index.html#selftest: switch every menu to its last option and back
+  function ySum(f) {  // per trace drawn on load: [numbers in y, their sum] (the decoded data, checked by tests)
+    return document.getElementById(f.id).data.map(function (t) {
+      var n = 0, sum = 0;
+      Array.prototype.forEach.call(t.y || [], function (v) { if (typeof v === 'number' && isFinite(v)) { n += 1; sum += v; } });
+      return [n, sum];
+    });
+  }
+  function selfTest() {  // index.html#selftest: record what was drawn, switch every menu to its last option and back
+    figures.forEach(function (f) { ySums[f.id] = ySum(f); });
     return figures.filter(function (f) { return f.menu; }).reduce(function (done, f) {
       return done.then(function () { return choose(f, f.menu.relayout.length - 1); })
                  .then(function () {
@@ -85,6 +131,8 @@ _RENDER = """<script>
   if (typeof Plotly === 'undefined') { window.__reportErrors.push('plotly.js did not load'); finish('error'); return; }
   var config = {responsive: true, displaylogo: false, toImageButtonOptions: {format: 'png', scale: 2}};
   Promise.all(figures.map(function (f) {
+    resolve(f.data);
+    if (f.menu) { f.pristine = JSON.stringify(f.layout); }  // plotly writes computed ranges into the layout
     return Plotly.newPlot(f.id, f.data, f.layout, config).catch(function (e) {
       window.__reportErrors.push('figure ' + f.id + ': ' + e);
     });
@@ -185,28 +233,37 @@ def section_html(sec: Section, first_id: int) -> str:
     return "".join(out)
 
 
-def _short_floats(obj):
-    """Floats to 7 significant digits (what a plot can show; halves the page's data)."""
-    if isinstance(obj, float):
-        return float(f"{obj:.7g}")
-    if isinstance(obj, dict):
-        return {k: _short_floats(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_short_floats(v) for v in obj]
-    return obj
+def _option_trace(trace: dict, shown) -> dict:
+    """A trace as its menu option draws it: with the visibility it has while the option is chosen."""
+    out = {k: v for k, v in trace.items() if k != "visible"}
+    if shown is not True:
+        out["visible"] = shown
+    return out
 
 
-def figures_json(sections: list[Section]) -> str:
-    """Every figure's JSON in one block; `</` escaped so no string can end the script element."""
+def _entries(sections: list[Section]) -> list[dict]:
+    """Per figure: its id, the traces drawn on load, its layout and (a menu) every other option's
+    traces and each option's layout changes."""
     figs, n = [], 0
     for sec in sections:
         for fig in sec.figures:
             entry = {"id": f"fig-{n}", "data": fig.data, "layout": {"autosize": True, **readable_layout(fig)}}
             if fig.menu:
-                entry["menu"] = {"owner": fig.owner, "shown": fig.shown, "relayout": fig.relayout}
+                options: list[list[dict]] = [[] for _ in fig.menu]
+                for trace, owner, shown in zip(fig.data, fig.owner, fig.shown, strict=True):
+                    options[owner].append(_option_trace(trace, shown))
+                entry["data"] = options[0]
+                entry["menu"] = {"options": options[1:], "relayout": fig.relayout}
             figs.append(entry)
             n += 1
-    return json.dumps(_short_floats(figs), separators=(",", ":"), allow_nan=False, sort_keys=True).replace("</", "<\\/")
+    return figs
+
+
+def page_data(sections: list[Section]) -> tuple[str, str]:
+    """(the figures, the pool of shared arrays) as JSON for the page's two data blocks
+    (pythia.report.compact); `</` escaped so that no string can end the script element."""
+    figs, pool = compact(_entries(sections))
+    return dumps(figs).replace("</", "<\\/"), dumps(pool).replace("</", "<\\/")
 
 
 def render_page(header: Header, sections: list[Section], plotlyjs: str) -> str:
@@ -218,6 +275,7 @@ def render_page(header: Header, sections: list[Section], plotlyjs: str) -> str:
     if not sections:
         body.append('<section data-key="empty" data-figures="0"><h2>No results</h2><p>The results table is empty: '
                     "run <code>pythia analyze RUN val_loss</code> (or any analysis) first.</p></section>")
+    figures, arrays = page_data(sections)
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -228,5 +286,6 @@ def render_page(header: Header, sections: list[Section], plotlyjs: str) -> str:
         "hide or show it, a size's title to toggle the size; drag to zoom, double-click to reset. The step axis "
         "is logarithmic with step 0 at its left edge (points at step + 1, labelled with real steps).</footer>",
         f'<div id="{STATUS_ID}" hidden data-state="pending"></div>',
-        f'<script type="application/json" id="report-figures">{figures_json(sections)}</script>',
+        f'<script type="application/json" id="report-figures">{figures}</script>',
+        f'<script type="application/json" id="report-arrays">{arrays}</script>',
         _RENDER % {"status": STATUS_ID}, "</body></html>", ""])

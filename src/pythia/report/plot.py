@@ -11,7 +11,8 @@ Conventions shared by every section:
   where a plain log axis would put it. Hover shows the real step (`customdata`).
 - One colour per size (viridis, smaller to larger, the same in every section); the seeds of a
   size are a min-max band around their mean, each seed a legend entry of its own (hidden until
-  clicked); clicking a legend group's title toggles the whole size. The report's own suite is
+  clicked; more than `MAX_SEED_TRACES` seeds: one entry for them all); clicking a legend
+  group's title toggles the whole size. The report's own suite is
   drawn solid, other suites in the table (imported Pythia results) dashed.
 """
 from __future__ import annotations
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 
 from pythia.results import natural_key
 
-__all__ = ["Figure", "Palette", "Series", "curve_figure", "curve_traces", "dropdown_figure", "group_series",
-           "heatmap_layout", "heatmap_trace", "natural", "readable_layout", "size_key", "step_axis", "step_ticks", "thin"]
+__all__ = ["MAX_MEMBER_TRACES", "MAX_SEED_TRACES", "Figure", "Palette", "Series", "curve_figure", "curve_traces",
+           "dropdown_figure", "group_series", "heatmap_layout", "heatmap_trace", "members_figure", "natural",
+           "readable_layout", "seeds_trace", "size_key", "step_axis", "step_ticks", "thin"]
 
 
 @dataclass
@@ -194,13 +196,37 @@ def curve_traces(series: Series, palette: Palette, own_suites: set[str], max_poi
          "customdata": [steps[i] for i in idx], "line": line, "marker": {"size": 5},
          "hovertemplate": _hover(f"{label} (mean of {len(series.members)})", "value"), **head},
     ]
+    seed_line = {"color": colour, "dash": "dot", "width": 1}
+    if len(series.members) > MAX_SEED_TRACES:
+        return traces + [seeds_trace(series, seed_line, head, max_points)]
     for member in sorted(series.members, key=natural):
         pts = thin(sorted(series.members[member].items()), max_points)
         traces.append({"type": "scatter", "mode": "lines", "name": member, "visible": "legendonly",
                        "x": [s + 1 for s, _ in pts], "y": [v for _, v in pts], "customdata": [s for s, _ in pts],
-                       "line": {"color": colour, "dash": "dot", "width": 1}, "hovertemplate": _hover(member, "value"),
-                       **head})
+                       "line": seed_line, "hovertemplate": _hover(member, "value"), **head})
     return traces
+
+
+MAX_SEED_TRACES = 6
+"""A size with more seeds than this (PolyPythias: 10) draws them as one trace, hidden until its
+legend entry is clicked, instead of a legend entry per seed (50 members made 60 entries)."""
+
+
+def seeds_trace(series: Series, line: dict, head: dict, max_points: int = 600) -> dict:
+    """Every seed of a size in one trace: each seed's curve, the curves apart (a gap, None,
+    between two seeds), hover naming the seed."""
+    x, y, steps, names = [], [], [], []
+    for member in sorted(series.members, key=natural):
+        pts = thin(sorted(series.members[member].items()), max_points)
+        if x:
+            x.append(None), y.append(None), steps.append(None), names.append(None)
+        x += [s + 1 for s, _ in pts]
+        y += [v for _, v in pts]
+        steps += [s for s, _ in pts]
+        names += [member] * len(pts)
+    return {"type": "scatter", "mode": "lines", "name": f"each of {len(series.members)} seeds",
+            "visible": "legendonly", "x": x, "y": y, "customdata": steps, "text": names, "line": line,
+            "hovertemplate": _hover("%{text}", "value"), **head}
 
 
 def base_layout(ytitle: str, max_step: int, ylog: bool = False, xtitle: str = "step") -> dict:
@@ -252,7 +278,23 @@ def dropdown_figure(options: list[tuple], layout: dict, *, title: str, note: str
     return fig
 
 
+MAX_MEMBER_TRACES = 12
+"""A figure of one trace per member draws at most this many at once: more (PolyPythias' 50
+members) get a menu over sizes, each option a size's members (`members_figure`)."""
+
+
+def members_figure(traces: list[dict], layout: dict, *, title: str, note: str = "") -> Figure | None:
+    """A figure of one trace per member (`legendgroup`: its size): as it is up to
+    `MAX_MEMBER_TRACES` traces, else one size at a time (smallest first), picked in a menu."""
+    if len(traces) <= MAX_MEMBER_TRACES:
+        return Figure(traces, layout, title, note) if traces else None
+    sizes = sorted(dict.fromkeys(t.get("legendgroup") or "" for t in traces), key=size_key)
+    options = [(size or "(no size)", [t for t in traces if (t.get("legendgroup") or "") == size]) for size in sizes]
+    return dropdown_figure(options, layout, title=f"{title} (menu: size)", note=note, yaxis_titles=False)
+
+
 LEGEND_ROW_PX = 20  # height of one legend entry (font size 10, group titles alike)
+LEGEND_GROUP_GAP_PX = 10  # plotly's legend.tracegroupgap
 
 
 def readable_layout(fig: Figure) -> dict:
@@ -268,8 +310,10 @@ def readable_layout(fig: Figure) -> dict:
     shown = [t for i, t in enumerate(fig.data) if not fig.owner or fig.owner[i] == 0]
     if layout.get("showlegend", True) and not fig.wide:
         entries = sum(1 for t in shown if t.get("showlegend", True) and t.get("name"))
-        entries += len({t["legendgroup"] for t in shown if t.get("legendgroup") and t.get("legendgrouptitle")})
-        needed = entries * LEGEND_ROW_PX + 40
+        groups = len({t["legendgroup"] for t in shown if t.get("legendgroup") and t.get("legendgrouptitle")})
+        margin = layout.get("margin", {})  # the legend fits the plot area: the height less the margins
+        needed = ((entries + groups) * LEGEND_ROW_PX + groups * LEGEND_GROUP_GAP_PX
+                  + margin.get("t", 100) + margin.get("b", 80))
         if needed > layout.get("height", 450):
             layout["height"] = needed
     ys = [y for t in fig.data if t.get("type", "scatter") == "scatter" and not t.get("yaxis")

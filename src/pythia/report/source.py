@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pythia.results import ResultsStore
+from pythia.results import ResultsStore, is_store
 
 
 @dataclass
@@ -25,6 +25,8 @@ class Source:
     thinned: tuple[str, ...] = ()
     """Analyses read at the steps the page draws only (a folded, Pythia-scale table); the report's
     results.csv is then exported from the store, every row."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Rows stored per thinned analysis (`ResultsStore.count`; none for a member's rows alone)."""
 
     @property
     def store(self) -> ResultsStore:
@@ -41,11 +43,6 @@ class Source:
         return (self.path.parent if self.kind == "demo" else self.path) / "report"
 
 
-def is_store(path: Path) -> bool:
-    """A results store: its `units/` folder, and no run around it to open instead."""
-    return path.is_dir() and (path / "units").is_dir()
-
-
 def open_source(source: str | Path) -> Source:
     """Open a run, demo output, member or step folder, Hub repo id(s), or a results store.
 
@@ -54,34 +51,64 @@ def open_source(source: str | Path) -> Source:
     from pythia.run import open_run
 
     path = Path(str(source)).expanduser()
-    if is_store(path):
-        rows, thinned = report_rows(ResultsStore(path))
+    if is_store(path):  # a results folder (units, tables): no run around it to open instead
+        rows, counts = report_rows(ResultsStore(path))
         suites = sorted({r["suite"] for r in rows if r.get("suite")})
         return Source(kind="store", name=", ".join(suites) or path.resolve().name, path=path.resolve(), rows=rows,
-                      thinned=thinned)
+                      thinned=tuple(counts), counts=counts)
     view = open_run(source)
-    rows, thinned = report_rows(view.results(), member=view.focus_member)
+    rows, counts = report_rows(view.results(), member=view.focus_member, members=[m.name for m in view.select(None)])
     root = view.root if view.root is not None else Path(view.results_dir)
-    return Source(kind=view.kind, name=view.name, path=root, rows=rows, view=view, thinned=thinned)
+    return Source(kind=view.kind, name=view.name, path=root, rows=rows, view=view, thinned=tuple(counts),
+                  counts=counts if view.focus_member is None else {})
 
 
 DENSE = ("train_loss",)
 """Analyses with a row per update (143,000 per member for Pythia)."""
+MEMBERS_PER_READ = 10
+"""A dense analysis is read this many members at a time: a folded table's row groups hold a few
+members each, so a read by members opens only theirs (all 50 members' training loss at once
+held 3 GB while the rows at the drawn steps were picked out of it)."""
 
 
-def report_rows(store: ResultsStore, member: str | None = None) -> tuple[list[dict], tuple[str, ...]]:
-    """The rows the page draws. A folded dense analysis (`DENSE`) is read only at the steps
-    `plot.thin` keeps of its step range (the curves drawn are the same); everything else whole."""
+def report_rows(store: ResultsStore, member: str | None = None,
+                members: list[str] | None = None) -> tuple[list[dict], dict[str, int]]:
+    """The rows the page draws, and the rows stored per analysis read thinned (counted first,
+    before the rows are held). A folded dense analysis (`DENSE`) is read only at the steps
+    `plot.thin` keeps of its step range (the curves drawn are the same), `members` (the run's;
+    None: all at once) `MEMBERS_PER_READ` at a time; every other analysis whole, one at a time.
+    Rows share their strings (a member's name is one string, not one per row)."""
     from pythia.results import sort_key
 
     from .plot import thin
 
     dense = [a for a in store.folded() if a in DENSE]
     if not dense:
-        return store.rows(member=member), ()
-    rows = store.rows(analysis=[a for a in store.analyses() if a not in dense], member=member) \
-        if len(store.analyses()) > len(dense) else []
-    for a in dense:
+        return shared_strings(store.rows(member=member)), {}
+    counts = {a: store.count(a) for a in dense} if member is None else {a: 0 for a in dense}
+    rows = []
+    for a in store.analyses():
+        if a not in dense:
+            rows += shared_strings(store.rows(analysis=a, member=member))
+            continue
         grid = [s for s, _ in thin([(s, 0.0) for s in store.steps(a)])]
-        rows += store.rows(analysis=a, member=member, step=grid)
-    return sorted(rows, key=sort_key), tuple(dense)
+        groups = [member] if member is not None or not members else \
+            [members[i:i + MEMBERS_PER_READ] for i in range(0, len(members), MEMBERS_PER_READ)]
+        rows += sorted((r for names in groups for r in shared_strings(store.rows(analysis=a, member=names, step=grid))),
+                       key=sort_key)
+    return sorted(rows, key=sort_key), counts
+
+
+TEXT = ("suite", "member", "size", "analysis", "task", "metric")
+
+
+def shared_strings(rows: list[dict]) -> list[dict]:
+    """The rows with each distinct text value one string object (a table read from Parquet gives
+    every row its own copies: 660,000 rows held ~400 MB of duplicate names)."""
+    seen: dict[str, str] = {}
+    for r in rows:
+        for k in TEXT:
+            v = r.get(k)
+            if v is not None:
+                r[k] = seen.setdefault(v, v)
+    return rows

@@ -40,10 +40,10 @@ def write_table(rows: list[dict], path: str | Path) -> Path:
 # ---------------------------------------------------------------------------------- summary
 def _size_order(rows: list[dict]) -> list[str]:
     """Sizes in the order their members appear (members sort by name, so by suite order)."""
-    seen: dict[str, None] = {}
-    for r in sorted(rows, key=lambda r: natural_key(r["member"])):
-        seen.setdefault(r["size"], None)
-    return list(seen)
+    sizes_of: dict[str, dict[str, None]] = {}
+    for r in rows:  # the members sort, not the rows (millions at Pythia's scale)
+        sizes_of.setdefault(r["member"], {}).setdefault(r["size"], None)
+    return list(dict.fromkeys(z for m in sorted(sizes_of, key=natural_key) for z in sizes_of[m]))
 
 
 def curves(rows: list[dict], metric: str) -> dict[str, dict[str, list[tuple[int, float]]]]:

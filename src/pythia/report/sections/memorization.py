@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 
-from ..plot import Figure, dropdown_figure, heatmap_layout, heatmap_trace, natural, rows_by, size_key
+from ..plot import (Figure, dropdown_figure, heatmap_layout, heatmap_trace, members_figure, natural, rows_by,
+                    size_key)
 from . import ReportData, Section, section
 from .generic import metric_figures
 
@@ -141,8 +142,8 @@ def when_figure(data: ReportData, rows: list[dict]) -> Figure | None:
     layout = {"xaxis": {"title": {"text": "step at which the sequence was trained"}},
               "yaxis": {"title": {"text": "memorized fraction"}}, "height": 380,
               "margin": {"l": 60, "r": 10, "t": 10, "b": 50}, "template": "plotly_white"}
-    return Figure(traces, layout, "Memorized vs when trained (each member's last checkpoint)",
-                  "Recently trained sequences are memorized more often than early ones.")
+    return members_figure(traces, layout, title="Memorized vs when trained (each member's last checkpoint)",
+                          note="Recently trained sequences are memorized more often than early ones.")
 
 
 def _bin_label(lo: int, hi: int) -> str:
@@ -175,9 +176,10 @@ def duplicates_figure(data: ReportData, rows: list[dict]) -> Figure | None:
                         "categoryarray": [_bin_label(*b) for b in bins]},
               "yaxis": {"title": {"text": "memorized fraction"}}, "height": 380,
               "margin": {"l": 60, "r": 10, "t": 10, "b": 50}, "template": "plotly_white"}
-    return Figure(traces, layout, "Memorized vs duplicates (each member's last checkpoint)",
-                  "Sequences seen more often are memorized more often (Biderman et al. 2023). Sequences "
-                  "spanning two documents cannot be counted and are left out (task duplicates=uncountable).")
+    return members_figure(traces, layout, title="Memorized vs duplicates (each member's last checkpoint)",
+                          note="Sequences seen more often are memorized more often (Biderman et al. 2023). Sequences "
+                               "spanning two documents cannot be counted and are left out (task "
+                               "duplicates=uncountable).")
 
 
 def predictability_figures(rows: list[dict]) -> list[Figure]:

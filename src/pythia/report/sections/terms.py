@@ -11,7 +11,6 @@ Rows it reads:
 from __future__ import annotations
 
 import json
-
 import re
 
 from ..plot import base_layout, dropdown_figure, natural, rows_by, step_axis
@@ -21,6 +20,9 @@ from .generic import metric_figures
 TF, COUNTS = "term_frequency", "term_counts"
 ITEM = re.compile(r"(.+)_(\d+)(@\d+shot)?$")
 MAX_TERMS = 20
+MAX_SCATTER_STEPS = 24
+"""Checkpoints in the accuracy-vs-frequency menu (Pythia's 154 x 50 members x 100 items would be
+770,000 points)."""
 
 
 @section("term-frequency", "Term frequency", analyses=(TF, COUNTS), order=50)
@@ -59,10 +61,21 @@ def _items(rows: list[dict]) -> dict[str, dict[tuple[str, int], dict[str, dict]]
             for f, by in out.items() if any("acc" in c and "frequency" in c for v in by.values() for c in v.values())}
 
 
+def menu_steps(steps: list[int], most: int = MAX_SCATTER_STEPS) -> list[int]:
+    """At most `most` of `steps`, latest first: the last, the first and evenly spaced between."""
+    steps = sorted(steps)
+    if len(steps) > most:
+        steps = [steps[i] for i in sorted({round(k * (len(steps) - 1) / (most - 1)) for k in range(most)})]
+    return steps[::-1]
+
+
 def scatter_figure(data: ReportData, family: str, cells: dict):
-    """Accuracy vs frequency, one point per term, a menu over checkpoints (latest first)."""
+    """Accuracy vs frequency, one point per term, a menu over checkpoints (latest first; at most
+    `MAX_SCATTER_STEPS` of them: each holds every member's items)."""
     options, top = [], 0.0
-    for step in sorted({s for _, s in cells}, reverse=True):
+    every = {s for _, s in cells}
+    shown = menu_steps(list(every))
+    for step in shown:
         traces = []
         for member in sorted({m for m, s in cells if s == step}, key=natural):
             pts = sorted(cells[(member, step)].items())
@@ -79,8 +92,9 @@ def scatter_figure(data: ReportData, family: str, cells: dict):
         options.append((f"step {step}", traces))
     layout = base_layout("accuracy", int(top))
     layout["xaxis"] = step_axis(int(top), "occurrences in training so far")
+    cut = f" {len(shown)} of the {len(every)} checkpoints (all in results.csv)." if len(shown) < len(every) else ""
     return dropdown_figure(options, layout, title=f"{family}: accuracy vs term frequency (menu: checkpoint)",
-                           yaxis_titles=False, note="Counts + 1 on a log axis so that unseen terms (0) show.")
+                           yaxis_titles=False, note=f"Counts + 1 on a log axis so that unseen terms (0) show.{cut}")
 
 
 def counts_figure(data: ReportData, rows: list[dict]):

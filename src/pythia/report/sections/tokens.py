@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from ..plot import Figure, base_layout, natural, rows_by, size_key
+from ..plot import Figure, base_layout, members_figure, natural, rows_by, size_key
 from . import ReportData, Section, Table, section
 
 CURVES, KL = "token_curves", "seed_convergence"
@@ -82,8 +82,9 @@ def aoa_figure(data: ReportData) -> Figure | None:
     layout["xaxis"] = {"type": "log", "title": {"text": "occurrences in the data seen by the last checkpoint"}}
     layout["yaxis"] = {"type": "log", "title": {"text": "median age of acquisition (step + 1)"}}
     traces.sort(key=lambda t: (size_key(t["legendgroup"]), natural(t["name"])))
-    return Figure(data=traces, layout=layout, title="Age of acquisition vs frequency",
-                  note="Probe tokens binned by log2 of how often the member had seen them; steps + 1 on a log axis.")
+    return members_figure(traces, layout, title="Age of acquisition vs frequency",
+                          note="Probe tokens binned by log2 of how often the member had seen them; steps + 1 on a "
+                               "log axis.")
 
 
 def forgotten_table(data: ReportData) -> Table | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 
-from ..plot import Figure, dropdown_figure, natural, rows_by
+from ..plot import Figure, dropdown_figure, members_figure, natural, rows_by
 from . import ReportData, Section, Table, section
 
 TRACE, CONTAMINATION = "trace", "trace_contamination"
@@ -138,6 +138,6 @@ def memorized_figure(data: ReportData, rows: list[dict]) -> Figure | None:
     layout = {"xaxis": {"title": {"text": "step its position was trained"}},
               "yaxis": {"title": {"text": "first step one of its spans was seen"}}, "height": 380,
               "margin": {"l": 60, "r": 10, "t": 10, "b": 50}, "template": "plotly_white"}
-    return Figure(traces, layout, "Memorized sequences: when trained vs when their spans were first seen",
-                  "On the diagonal: a span first met at the sequence's own position; below it: seen earlier "
-                  "elsewhere (a duplicate or common phrase).")
+    return members_figure(traces, layout, title="Memorized sequences: when trained vs when their spans were first seen",
+                          note="On the diagonal: a span first met at the sequence's own position; below it: seen "
+                               "earlier elsewhere (a duplicate or common phrase).")
