@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from pythia.analysis import AnalysisError
-from pythia.analysis._agreement import cohen_kappa
+from pythia.analysis._agreement import cohen_kappa, kappas
 from pythia.analysis.runner import run_analyses
 
 from .synthetic import synthetic_run, write_items
@@ -28,6 +28,23 @@ def test_kappa_undefined_when_both_constant():
     assert cohen_kappa(np.zeros(5), np.zeros(5)) is None
     assert cohen_kappa(np.zeros(5), np.array([0, 0, 1, 0, 0])) == pytest.approx(
         cohen_kappa_score(np.zeros(5), [0, 0, 1, 0, 0]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kappas_of_many_checkpoints_are_the_pairwise_bits(seed):
+    """All checkpoints at once give the very floats of one pair at a time (and None where
+    kappa is undefined), against one vector or row by row."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 6))
+    a = rng.integers(0, k, (30, 500)) * 7  # labels need not be 0..k-1
+    a[3] = 0
+    b = np.where(rng.random((30, 500)) < 0.5, a, rng.integers(0, k, (30, 500)) * 7)
+    b[3] = 0  # both constant on one label: undefined
+    got = kappas(a, b)
+    want = [cohen_kappa(x, y) for x, y in zip(a, b)]
+    assert got[3] is None and want[3] is None
+    assert [None if g is None else g.hex() for g in got] == [None if w is None else w.hex() for w in want]
+    assert kappas(a, b[-1]) == [cohen_kappa(x, b[-1]) for x in a]
 
 
 def make_items(run, rng, n_docs=60, choices=4):

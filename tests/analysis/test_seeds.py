@@ -148,3 +148,17 @@ def test_discrete_metric_scale_is_never_finer_than_one_step():
     far = np.vstack([same, same, same, same + np.array([0, 0, 5, 5, 0, 0]) / 48])
     assert flagged(robust_z(far)[3]).tolist() == [2, 3]
     assert resolution(np.full((4, 3), 0.5)) == 0.0
+
+
+def test_spreads_of_all_steps_are_each_steps_spread_bit_for_bit():
+    """The statistics of a whole (seeds, steps) matrix at once equal `spread` of each step."""
+    from pythia.analysis._seedstats import spread, spreads
+
+    rng = np.random.default_rng(11)
+    for n in (2, 3, 4, 7, 8, 9, 10, 13):
+        m = rng.normal(size=(n, 20)) * 10 ** rng.uniform(-4, 4)
+        m[:, 3] = np.round(m[:, 3] * 48) / 48  # ties
+        got = spreads(m)
+        for j in range(m.shape[1]):
+            for stat, value in spread(m[:, j]).items():
+                assert got[stat][j] == value, (n, j, stat)

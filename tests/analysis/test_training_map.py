@@ -174,3 +174,50 @@ def test_a_state_that_is_only_ever_last_is_not_decoded():
     fit = fit_map(seqs, max_states=3)
     np.testing.assert_allclose(fit.transmat.sum(axis=1), 1.0)
     assert all(len(s) == 12 for s in fit.states)
+
+
+def test_batched_logsumexp_is_scipys_bits():
+    """The forward pass steps all sequences at once; each step must give scipy's logsumexp bit
+    for bit (so held-out scores, hence the chosen number of states, are what one call per
+    sequence gave), impossible transitions (log 0) and ties at the maximum included."""
+    from scipy.special import logsumexp
+
+    from pythia.analysis._hmm import _logsumexp_over_previous
+
+    rng = np.random.default_rng(3)
+    for trial in range(400):
+        n, batch = int(rng.integers(1, 9)), int(rng.integers(1, 6))
+        alpha = rng.normal(size=(batch, n)) * 10 ** rng.uniform(-2, 3)
+        trans = rng.random((n, n)) * (rng.random((n, n)) > 0.3)
+        alpha[:, 0] = -np.inf if trial % 5 == 0 else alpha[:, 0]
+        alpha[:, -1] = alpha[:, 0] if trial % 3 == 0 else alpha[:, -1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_a = np.log(trans / np.maximum(trans.sum(axis=1, keepdims=True), 1e-300))
+            want = np.stack([logsumexp(a[:, None] + log_a, axis=0) for a in alpha])
+        got = _logsumexp_over_previous(alpha[:, :, None] + log_a[None])
+        np.testing.assert_array_equal(got, want)
+
+
+def test_map_hmm_fits_hmmlearns_model_bit_for_bit():
+    """The map's GaussianHMM (posteriors normalised without scipy's dispatch) ends EM with
+    hmmlearn's very parameters, and its row-wise logsumexp is scipy's, -inf rows included."""
+    from hmmlearn.hmm import GaussianHMM
+    from scipy.special import logsumexp
+
+    from pythia.analysis._hmm import _gaussian_hmm, logsumexp_rows, zscore_within
+
+    rng = np.random.default_rng(5)
+    for n in (1, 3, 8):
+        a = rng.normal(size=(50, n)) * 30
+        a[rng.random(a.shape) < 0.2] = -np.inf
+        a[7] = -np.inf
+        with np.errstate(all="ignore"):
+            np.testing.assert_array_equal(logsumexp_rows(a), logsumexp(a, axis=1, keepdims=True))
+    seqs = [zscore_within(s) for s in phased_sequences(seeds=4, steps=15, features=4, detour=(1,))]
+    train = np.concatenate(seqs), [len(s) for s in seqs]
+    for n in (2, 4):
+        ours = _gaussian_hmm()(n_components=n, covariance_type="diag", n_iter=200, random_state=4642).fit(*train)
+        theirs = GaussianHMM(n_components=n, covariance_type="diag", n_iter=200, random_state=4642).fit(*train)
+        assert list(ours.monitor_.history) == list(theirs.monitor_.history)
+        for name in ("startprob_", "transmat_", "means_", "covars_"):
+            np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))

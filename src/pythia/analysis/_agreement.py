@@ -19,6 +19,8 @@ import numpy as np
 from .base import AnalysisError
 
 SUFFIX = ".items.npz"
+NO_COMMON = "no doc_id in common"
+CONSTANT = "both checkpoints give one same label to every item; kappa undefined"
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,14 @@ def read_items(path: Path) -> Items:
     if not (len(doc) == len(pred) == len(correct)):
         raise AnalysisError(f"{path}: doc_id, pred and correct differ in length "
                             f"({len(doc)}, {len(pred)}, {len(correct)})")
-    if len(np.unique(doc)) != len(doc):
-        raise AnalysisError(f"{path}: doc_id has repeated values")
     label = pred if len(pred) and (pred >= 0).all() else correct.astype(np.int64)
+    if doc.size < 2 or bool((doc[1:] > doc[:-1]).all()):  # the sweep writes them in order: nothing to sort
+        return Items(doc_id=doc.astype(np.int64), label=label.astype(np.int64))
     order = np.argsort(doc, kind="stable")
-    return Items(doc_id=doc[order].astype(np.int64), label=label[order].astype(np.int64))
+    doc = doc[order]
+    if bool((doc[1:] == doc[:-1]).any()):
+        raise AnalysisError(f"{path}: doc_id has repeated values")
+    return Items(doc_id=doc.astype(np.int64), label=label[order].astype(np.int64))
 
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -69,16 +74,16 @@ def items_kappa(x: Items, y: Items, what: str, skipped: dict) -> float | None:
     reason, when they share no item or give one same label to every item (kappa undefined)."""
     shared, ix, iy = np.intersect1d(x.doc_id, y.doc_id, assume_unique=True, return_indices=True)
     if shared.size == 0:
-        skipped.setdefault("no doc_id in common", []).append(what)
+        skipped.setdefault(NO_COMMON, []).append(what)
         return None
     kappa = cohen_kappa(x.label[ix], y.label[iy])
     if kappa is None:
-        skipped.setdefault("both checkpoints give one same label to every item; kappa undefined", []).append(what)
+        skipped.setdefault(CONSTANT, []).append(what)
     return kappa
 
 
 _WHY_NOT_WRONG = {  # what a reason means for the user
-    "both checkpoints give one same label to every item; kappa undefined":
+    CONSTANT:
         "usual for models that answer every item alike (untrained or tiny ones, a task none solves); nothing wrong",
 }
 
@@ -104,25 +109,92 @@ def item_files(results_dir: Path, member: str) -> dict[str, dict[int, Path]]:
     return found
 
 
+@dataclass
+class Stack:
+    """One member's items files of one task, read once, in step order: a (steps, items) label
+    matrix when every file lists the same doc_ids (the eval sweep's usual output), else the
+    files' `Items` one by one."""
+    steps: list[int]
+    doc_id: np.ndarray | None
+    labels: np.ndarray | None
+    items: list[Items] | None
+
+    @classmethod
+    def read(cls, by_step: dict[int, Path]) -> "Stack":
+        steps = sorted(by_step)
+        items = [read_items(by_step[t]) for t in steps]
+        doc = items[0].doc_id
+        if doc.size and all(np.array_equal(x.doc_id, doc) for x in items[1:]):
+            return cls(steps, doc, np.stack([x.label for x in items]), None)
+        return cls(steps, None, None, items)
+
+    def row(self, i: int) -> Items:
+        return self.items[i] if self.labels is None else Items(self.doc_id, self.labels[i])
+
+
+def kappas(a: np.ndarray, b: np.ndarray) -> list[float | None]:
+    """`cohen_kappa` of each row of `a` with the same row of `b` (or with `b` when it is one
+    vector): the same integer counts and the same float operations in the same order, so the
+    same bits as pair by pair, for all checkpoints of a member in a few array operations."""
+    a = np.asarray(a)
+    b = np.broadcast_to(np.asarray(b), a.shape)
+    rows, n = a.shape
+    both = np.concatenate([a.reshape(-1), b.reshape(-1)])
+    low, high = (int(both.min()), int(both.max())) if both.size else (0, 0)
+    if 0 <= low and high < 1 << 16:  # choice indices, 0/1: the labels are their own codes
+        k, codes = high + 1, both
+    else:  # categories that are absent from both count 0 either way: the same counts' dot product
+        cats, codes = np.unique(both, return_inverse=True)
+        k = cats.size
+    offset = (np.arange(rows, dtype=np.int64) * k)[:, None]
+    count_a = np.bincount((codes[:a.size].reshape(rows, n) + offset).reshape(-1), minlength=rows * k)
+    count_b = np.bincount((codes[a.size:].reshape(rows, n) + offset).reshape(-1), minlength=rows * k)
+    p_o = (a == b).sum(axis=1) / n  # np.mean of the bools: their exact count over n
+    p_e = (count_a.reshape(rows, k) * count_b.reshape(rows, k)).sum(axis=1).astype(np.float64) / n ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = (p_o - p_e) / (1.0 - p_e)
+    return [None if e >= 1.0 else float(x) for e, x in zip(p_e.tolist(), kappa.tolist())]
+
+
+def _pairs(x: Stack, xi: list[int], y: Stack, yi: list[int]) -> list[float | str]:
+    """Kappa of x's checkpoints xi with y's yi (pairwise), or the reason it is undefined."""
+    if x.labels is not None and y.labels is not None:
+        if np.array_equal(x.doc_id, y.doc_id):
+            a, b = x.labels[xi], y.labels[yi]
+        else:
+            shared, ix, iy = np.intersect1d(x.doc_id, y.doc_id, assume_unique=True, return_indices=True)
+            if shared.size == 0:
+                return [NO_COMMON] * len(xi)
+            a, b = x.labels[np.ix_(xi, ix)], y.labels[np.ix_(yi, iy)]
+        if not len(xi):
+            return []
+        return [CONSTANT if k is None else k for k in kappas(a, b)]
+    out: list[float | str] = []
+    for i, j in zip(xi, yi):
+        skipped: dict = {}
+        k = items_kappa(x.row(i), y.row(j), "", skipped)
+        out.append(next(iter(skipped)) if k is None else k)
+    return out
+
+
 def agreement_rows(results_dir: Path, shapes: dict[str, list], reference_seed: int | None
                    ) -> tuple[list[dict], dict[str, str]]:
     """(rows (member, step, task, metric in {self_consistency, inter_seed}, value), {shape: reference
     member}) for every shape's members (sorted by seed); the reference member is the one with
-    `reference_seed`, else each shape's lowest seed (it has no inter_seed rows of its own)."""
+    `reference_seed`, else each shape's lowest seed (it has no inter_seed rows of its own).
+
+    Each items file is read once, task by task (the reference member's files of a task and one
+    member's at a time are in memory, not the run's), and each member's checkpoints are compared
+    in one array operation; rows and warnings come out in the order of the pair-by-pair loops."""
     rows: list[dict] = []
     references: dict[str, str] = {}
-    cache: dict[Path, Items] = {}
     skipped: dict[str, list[str]] = {}
-
-    def load(p: Path) -> Items:
-        if p not in cache:
-            cache[p] = read_items(p)
-        return cache[p]
-
     for shape, members in shapes.items():
         files = {m.name: item_files(results_dir, m.name) for m in members}
+        ref = _find_reference(members, reference_seed)
+        own, inter = _kappas_of_shape(members, files, ref)
         for m in members:
-            rows += _self_consistency(m, files[m.name], load, skipped)
+            rows += _self_consistency(m, files[m.name], own, skipped)
         ref = _reference(shape, members, reference_seed)
         if ref is None:
             continue
@@ -131,40 +203,66 @@ def agreement_rows(results_dir: Path, shapes: dict[str, list], reference_seed: i
             if m is ref:
                 continue
             for task, steps in files[m.name].items():
-                theirs = files[ref.name].get(task, {})
-                for step in sorted(set(steps) & set(theirs)):
-                    k = items_kappa(load(steps[step]), load(theirs[step]), f"{m.name} vs {ref.name} {task} step{step}",
-                                    skipped)
-                    if k is not None:
+                for step, k in inter.get((m.name, task), []):
+                    what = f"{m.name} vs {ref.name} {task} step{step}"
+                    if isinstance(k, str):
+                        skipped.setdefault(k, []).append(what)
+                    else:
                         rows.append({"member": m.name, "step": step, "task": task, "metric": "inter_seed", "value": k})
     _warn_skipped(skipped)
     return rows, references
 
 
-def _self_consistency(member, files: dict[str, dict[int, Path]], load, skipped: dict) -> list[dict]:
+def _kappas_of_shape(members, files: dict, ref) -> tuple[dict, dict]:
+    """{(member, task): [(step, kappa or reason)]} against the member's final checkpoint, and
+    against the reference member at the steps both have."""
+    own: dict[tuple[str, str], list] = {}
+    inter: dict[tuple[str, str], list] = {}
+    tasks = list(dict.fromkeys(t for m in members for t in files[m.name]))
+    for task in tasks:
+        theirs = Stack.read(files[ref.name][task]) if ref is not None and task in files[ref.name] else None
+        for m in members:
+            if task not in files[m.name]:
+                continue
+            mine = theirs if m is ref else Stack.read(files[m.name][task])
+            last = len(mine.steps) - 1
+            own[(m.name, task)] = list(zip(mine.steps, _pairs(mine, list(range(len(mine.steps))), mine,
+                                                               [last] * len(mine.steps))))
+            if theirs is not None and m is not ref:
+                pos = {t: j for j, t in enumerate(theirs.steps)}
+                common = [(i, pos[t]) for i, t in enumerate(mine.steps) if t in pos]
+                ks = _pairs(mine, [i for i, _ in common], theirs, [j for _, j in common])
+                inter[(m.name, task)] = [(mine.steps[i], k) for (i, _), k in zip(common, ks)]
+    return own, inter
+
+
+def _self_consistency(member, files: dict[str, dict[int, Path]], own: dict, skipped: dict) -> list[dict]:
     rows = []
     for task, steps in files.items():
         final = max(steps)
         if member.steps and final < member.steps[-1]:
             warnings.warn(f"agreement: {member.name} {task}: no items at the final checkpoint step{member.steps[-1]}; "
                           f"self-consistency is measured against step{final}", stacklevel=3)
-        for step in sorted(steps):
-            k = items_kappa(load(steps[step]), load(steps[final]), f"{member.name} {task} step{step} vs step{final}",
-                            skipped)
-            if k is not None:
+        for step, k in own[(member.name, task)]:
+            if isinstance(k, str):
+                skipped.setdefault(k, []).append(f"{member.name} {task} step{step} vs step{final}")
+            else:
                 rows.append({"member": member.name, "step": step, "task": task, "metric": "self_consistency",
                              "value": k})
     return rows
 
 
-def _reference(shape: str, members: list, reference_seed: int | None):
+def _find_reference(members: list, reference_seed: int | None):
     if len(members) < 2:
         return None
     if reference_seed is None:
         return members[0]
-    for m in members:
-        if m.seed == reference_seed:
-            return m
-    warnings.warn(f"agreement: shape {shape} has no member with seed {reference_seed}; no inter-seed agreement "
-                  f"for it (seeds: {', '.join(str(m.seed) for m in members)})", stacklevel=3)
-    return None
+    return next((m for m in members if m.seed == reference_seed), None)
+
+
+def _reference(shape: str, members: list, reference_seed: int | None):
+    ref = _find_reference(members, reference_seed)
+    if ref is None and len(members) >= 2:
+        warnings.warn(f"agreement: shape {shape} has no member with seed {reference_seed}; no inter-seed agreement "
+                      f"for it (seeds: {', '.join(str(m.seed) for m in members)})", stacklevel=3)
+    return ref

@@ -22,6 +22,12 @@ Procedure (differences from the script in brackets):
   Without the 1-SE rule, held-out likelihood keeps slicing smooth trends into more states];
 - Viterbi decoding of every full sequence gives the states; states are renumbered by first
   visit along training (state 0 is where training starts) [hmmlearn's numbering is arbitrary].
+
+hmmlearn starts each fit from scikit-learn's KMeans (10 restarts), whose OpenMP threads wait for
+each other at every Lloyd iteration: on a busy machine those barriers made the 40 k-means of a
+map take ~40x longer than on one thread, and their last bits depended on the number of cores
+(the threads' partial sums meet in another order). The fits run with OpenMP on one thread: as
+fast on any machine, and the same map on every machine.
 """
 from __future__ import annotations
 
@@ -103,14 +109,14 @@ def fit_map(sequences: list[np.ndarray], max_states: int = 8, n_states: int | No
 
 def _fit_one(n: int, rs: int, train):
     """A GaussianHMM fitted to the training sequences; None when the fit fails."""
-    from hmmlearn.hmm import GaussianHMM
+    from threadpoolctl import threadpool_limits
 
-    model = GaussianHMM(n_components=n, covariance_type="diag", n_iter=N_ITER, random_state=rs)
+    model = _gaussian_hmm()(n_components=n, covariance_type="diag", n_iter=N_ITER, random_state=rs)
     log = logging.getLogger("hmmlearn")
     level = log.level
     log.setLevel(logging.ERROR)  # "model is not converging" notes go to the selection table instead
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), threadpool_limits(1, user_api="openmp"):
             warnings.simplefilter("ignore")
             model.fit(*train)
     except ValueError:  # e.g. "startprob_ must sum to 1 (got nan)": skipped, as the script does
@@ -118,6 +124,52 @@ def _fit_one(n: int, rs: int, train):
     finally:
         log.setLevel(level)
     return model if usable(model) else None
+
+
+_HMM_CLASS = None
+
+
+def _gaussian_hmm():
+    """hmmlearn's GaussianHMM, whose E-step normalises each frame's posteriors with
+    `logsumexp_rows` instead of scipy's logsumexp: the same numpy operations, so the same fit
+    bit for bit, without scipy's array-API dispatch, which cost ~1/3 of every EM iteration
+    (hmmlearn 0.3's `_compute_posteriors_log` and `utils.log_normalize`, rewritten)."""
+    global _HMM_CLASS
+    if _HMM_CLASS is None:
+        from hmmlearn.hmm import GaussianHMM
+
+        class MapHMM(GaussianHMM):
+            def _compute_posteriors_log(self, fwdlattice, bwdlattice):
+                log_gamma = fwdlattice + bwdlattice
+                if log_gamma.shape[1] == 1:
+                    log_gamma[:] = 0
+                else:
+                    with np.errstate(under="ignore"):
+                        log_gamma -= logsumexp_rows(log_gamma)
+                with np.errstate(under="ignore"):
+                    return np.exp(log_gamma)
+
+        _HMM_CLASS = MapHMM
+    return _HMM_CLASS
+
+
+def logsumexp_rows(a: np.ndarray) -> np.ndarray:
+    """scipy.special.logsumexp(a, axis=1, keepdims=True) of a real (T, n) array, bit for bit:
+    scipy's own numpy steps (scipy 1.17 `_logsumexp.py`) on the same shapes."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out_inf = np.log(np.sum(np.exp(a), axis=1, keepdims=True))
+        top = np.max(a, axis=1, keepdims=True)
+        at_top = a == top
+        m = np.sum(at_top.astype(a.dtype), axis=1, keepdims=True, dtype=a.dtype)
+        rest = a.copy()
+        rest[at_top] = -np.inf
+        s = np.sum(np.exp(rest - top), axis=1, keepdims=True, dtype=a.dtype)
+        s = np.where(s == 0, s, s / m)
+        sign = np.sign(s + 1) * np.sign(m)
+        s = np.where(s < -1, -s - 2, s)
+        out = np.log1p(s) + np.log(np.abs(m)) + top
+        out[sign < 0] = np.nan
+    return np.where(np.isfinite(out), out, out_inf)
 
 
 def usable(model) -> bool:
@@ -133,8 +185,9 @@ def held_out_loglik(model, seqs: list[np.ndarray], observed: list[np.ndarray]) -
     """Per seed: log p(held-out rows | training rows) = log p(all rows) - log p(training rows),
     each by the forward algorithm over the full step grid with unobserved rows marginalised
     out; None if not finite."""
-    out = np.array([_forward(model, e) - _forward(model, np.where(obs[:, None], e, 0.0))
-                    for e, obs in ((_log_emission(model, x), obs) for x, obs in zip(seqs, observed))])
+    emits = [_log_emission(model, x) for x in seqs]
+    both = _forwards(model, emits + [np.where(obs[:, None], e, 0.0) for e, obs in zip(emits, observed)])
+    out = np.array([a - b for a, b in zip(both[:len(seqs)], both[len(seqs):])])
     return out if np.isfinite(out).all() else None
 
 
@@ -156,14 +209,56 @@ def _log_emission(model, x: np.ndarray) -> np.ndarray:
 
 
 def _forward(model, emit: np.ndarray) -> float:
+    """log p(x) of one sequence's (T, n) log emissions (see `_forwards`)."""
+    return _forwards(model, [emit])[0]
+
+
+def _forwards(model, emits: list[np.ndarray]) -> list[float]:
+    """The forward algorithm's log p(x) of each sequence: alpha_t = logsumexp_i(alpha_{t-1}(i) +
+    log A(i, .)) + emit_t, alpha_0 = log pi + emit_0. The sequences of one length advance
+    together, one array operation per step for all of them (`_logsumexp_over_previous`), which
+    is what made held-out scoring cheap: it used to be one scipy call per step and sequence."""
     from scipy.special import logsumexp
 
     with np.errstate(divide="ignore"):
         log_a, log_pi = np.log(model.transmat_), np.log(model.startprob_)
-    alpha = log_pi + emit[0]
-    for t in range(1, len(emit)):
-        alpha = logsumexp(alpha[:, None] + log_a, axis=0) + emit[t]
-    return float(logsumexp(alpha))
+    out = [0.0] * len(emits)
+    by_length: dict[int, list[int]] = {}
+    for i, e in enumerate(emits):
+        by_length.setdefault(len(e), []).append(i)
+    for length, idx in by_length.items():
+        emit = np.stack([emits[i] for i in idx])  # (B, T, n)
+        alpha = log_pi[None, :] + emit[:, 0]
+        for t in range(1, length):
+            alpha = _logsumexp_over_previous(alpha[:, :, None] + log_a[None]) + emit[:, t]
+        for i, a in zip(idx, alpha):
+            out[i] = float(logsumexp(a))
+    return out
+
+
+def _logsumexp_over_previous(x: np.ndarray) -> np.ndarray:
+    """(B, n, n) -> (B, n): scipy.special.logsumexp(x[b], axis=0) for every b, the same bits:
+    scipy's steps (the maximum taken out, exp of the rest summed, log1p, and the direct log of
+    the sum of exps where that is not finite), each sum added up over the previous state in
+    order, as numpy reduces a C-ordered matrix along its first axis."""
+    def total(y):
+        acc = y[:, 0].copy()
+        for i in range(1, y.shape[1]):
+            acc += y[:, i]
+        return acc
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out_inf = np.log(total(np.exp(x)))
+        top = x.max(axis=1, keepdims=True)
+        at_top = x == top
+        m = total(at_top.astype(x.dtype))
+        s = total(np.exp(np.where(at_top, -np.inf, x) - top))
+        s = np.where(s == 0, s, s / m)
+        sign = np.sign(s + 1) * np.sign(m)
+        s = np.where(s < -1, -s - 2, s)
+        out = np.log1p(s) + np.log(np.abs(m)) + top[:, 0]
+        out[sign < 0] = np.nan
+    return np.where(np.isfinite(out), out, out_inf)
 
 
 def _first_visit_order(states: list[np.ndarray], n: int) -> np.ndarray:

@@ -46,15 +46,34 @@ def spread(values: np.ndarray) -> dict[str, float]:
             "min": float(values.min()), "max": float(values.max()), "std": float(values.std(ddof=1))}
 
 
-def align(series: dict[str, dict[int, float]]) -> tuple[list[int], np.ndarray, dict[str, list[int]]]:
-    """Members' {step: value} on the steps they all have: (steps, (members, steps) matrix in the
-    dict's order, {member: steps others have but it lacks})."""
-    sets = {m: set(s) for m, s in series.items()}
-    common = sorted(set.intersection(*sets.values())) if sets else []
-    every = set.union(*sets.values()) if sets else set()
-    lacking = {m: sorted(every - s) for m, s in sets.items() if every - s}
-    matrix = np.array([[series[m][t] for t in common] for m in series], dtype=np.float64).reshape(len(series), -1)
-    return common, matrix, lacking
+def spreads(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """`spread` of every column of a (seeds, steps) matrix at once, bit for bit: each statistic
+    reduces a contiguous row of the transposed matrix, as `spread` reduces one step's vector
+    (numpy sums a contiguous row pairwise, a column in another order)."""
+    values = np.ascontiguousarray(np.asarray(matrix, dtype=np.float64).T)
+    if values.shape[1] < 2:
+        raise ValueError("a spread over seeds needs at least two seeds")
+    q25, med, q75 = np.quantile(values, [0.25, 0.5, 0.75], axis=1)
+    return {"n": np.full(values.shape[0], float(values.shape[1])), "median": med, "q25": q25, "q75": q75,
+            "min": values.min(axis=1), "max": values.max(axis=1), "std": values.std(axis=1, ddof=1)}
+
+
+def align(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[list[int], np.ndarray, dict[str, list[int]]]:
+    """Members' (steps, values) arrays (steps ascending, distinct) on the steps they all have:
+    (steps, (members, steps) matrix in the dict's order, {member: steps others have but it lacks})."""
+    if not series:
+        return [], np.zeros((0, 0)), {}
+    steps = [np.asarray(t, dtype=np.int64) for t, _ in series.values()]
+    common = steps[0]
+    every = steps[0]
+    for t in steps[1:]:
+        common = np.intersect1d(common, t, assume_unique=True)
+        every = np.union1d(every, t)
+    lacking = {m: np.setdiff1d(every, t, assume_unique=True).tolist() for m, t in zip(series, steps)
+               if t.size < every.size}
+    matrix = np.array([v[np.searchsorted(t, common)] for t, (_, v) in zip(steps, series.values())],
+                      dtype=np.float64).reshape(len(series), -1)
+    return common.tolist(), matrix, lacking
 
 
 def robust_z(matrix: np.ndarray, window: int = WINDOW) -> np.ndarray:

@@ -28,7 +28,9 @@ from collections import defaultdict
 
 from ..io import write_text_atomic
 from ._agreement import agreement_rows
-from ._seedstats import MIN_OTHERS, Z_THRESHOLD, align, flagged, robust_z, spread
+import numpy as np
+
+from ._seedstats import MIN_OTHERS, Z_THRESHOLD, align, flagged, robust_z, spreads
 from .base import Analysis, Option, register
 
 SKIP_BY_DEFAULT = ("seeds", "training_map", "train_loss", "memorization_predictability", "term_counts",
@@ -85,10 +87,7 @@ class Seeds(Analysis):
         members = [m for m in members if getattr(m, "base", None) is None]  # forks are not seeds
         shapes = shapes_of(members)
         agreement, references = agreement_rows(run.results_dir, shapes, self.opts["reference_seed"])
-        table = self._inputs(store, members) + [dict(r, analysis=self.name) for r in agreement]
-        series: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-        for r in table:
-            series[(r["analysis"], r["task"] or "", r["metric"])][r["member"]][r["step"]] = r["value"]
+        series = self._inputs(store, members, agreement)
         out, flags, dropped = list(agreement), [], defaultdict(list)
         for shape, ms in shapes.items():
             out.append({"member": summary_label(shape), "size": shape, "step": None, "metric": "n_seeds",
@@ -110,17 +109,40 @@ class Seeds(Analysis):
         self._write_outliers(run, flags)
         return out + [row for f in flags for row in f["rows"]]
 
-    def _inputs(self, store, members) -> list[dict]:
+    def _inputs(self, store, members, agreement: list[dict]) -> dict[tuple, dict[str, tuple]]:
+        """{(analysis, task, metric): {member: (steps, values)}} of the summarised analyses' rows
+        and the agreement rows, steps ascending: read as one frame (only the members' rows of
+        the analyses summarised), grouped with arrays rather than a dict per row."""
+        import pandas as pd
+
         names = [n for n in store.analyses() if self.reads(n)]
-        if not names:
-            return []
-        wanted = {m.name for m in members}
-        return [r for r in store.rows(analysis=names)
-                if r["member"] in wanted and r["step"] is not None and r["value"] is not None]
+        wanted = [m.name for m in members]
+        parts = []
+        if names and wanted:
+            parts.append(_plain(store.frame(analysis=names, member=wanted)))
+        if agreement:
+            parts.append(pd.DataFrame({"analysis": self.name, "task": [r["task"] for r in agreement],
+                                       "metric": [r["metric"] for r in agreement],
+                                       "member": [r["member"] for r in agreement],
+                                       "step": [r["step"] for r in agreement],
+                                       "value": [r["value"] for r in agreement]}))
+        if not parts:
+            return {}
+        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        frame = frame[frame["step"].notna() & frame["value"].notna() & frame["member"].isin(wanted)]
+        series: dict[tuple, dict[str, tuple]] = defaultdict(dict)
+        steps_all = frame["step"].to_numpy().astype(np.int64)
+        values_all = frame["value"].to_numpy(dtype=np.float64)
+        for (analysis, task, metric, member), idx in frame.groupby(["analysis", "task", "metric", "member"],
+                                                                   sort=False).indices.items():
+            steps, values = steps_all[idx], values_all[idx]
+            order = np.argsort(steps, kind="stable")
+            series[(analysis, task, metric)][member] = (steps[order], values[order])
+        return series
 
     def _one_metric(self, shape, members, key, by_member, dropped) -> tuple[list[dict], list[dict]]:
         analysis, task, metric = key
-        present = {m.name: by_member[m.name] for m in members if by_member.get(m.name)}
+        present = {m.name: by_member[m.name] for m in members if m.name in by_member}
         absent = [m.name for m in members if m.name not in present]
         if not present:
             return [], []
@@ -132,11 +154,13 @@ class Seeds(Analysis):
         if len(present) < 2 or not steps:
             return [], []
         tokens = _tokens(members[0])
+        label, stats = summary_label(shape), spreads(matrix)
+        columns = [(stat, values.tolist()) for stat, values in stats.items()]
         rows = []
         for j, step in enumerate(steps):
-            for stat, value in spread(matrix[:, j]).items():
-                rows.append({"member": summary_label(shape), "size": shape, "step": step, "tokens": tokens(step),
-                             "task": task, "metric": f"{analysis}:{metric}:{stat}", "value": value})
+            for stat, values in columns:
+                rows.append({"member": label, "size": shape, "step": step, "tokens": tokens(step),
+                             "task": task, "metric": f"{analysis}:{metric}:{stat}", "value": values[j]})
         return rows, self._flags(shape, list(present), key, steps, matrix)
 
     def _flags(self, shape, names, key, steps, matrix) -> list[dict]:
@@ -160,6 +184,16 @@ class Seeds(Analysis):
             lines.append("\t".join([f["member"], f["size"], f["analysis"], f["task"], f["metric"],
                                     ",".join(map(str, f["steps"])), f"{f['max_abs_z']:.6g}"]))
         write_text_atomic(run.results_dir / "artifacts" / "seeds" / "outliers.tsv", "\n".join(lines) + "\n")
+
+
+def _plain(frame):
+    """The frame's key columns as plain strings (the table may hand them over as categoricals)
+    and its task as "" where empty."""
+    frame = frame[["analysis", "task", "metric", "member", "step", "value"]].copy()
+    for c in ("analysis", "metric", "member"):
+        frame[c] = frame[c].astype(object)
+    frame["task"] = frame["task"].astype(object).where(frame["task"].notna(), "")
+    return frame
 
 
 def _tokens(member):
