@@ -5,7 +5,7 @@ import argparse
 
 _FMT = argparse.RawDescriptionHelpFormatter
 # Wall time of the demos as README.md states it (tests/test_demo.py checks that both agree).
-FULL_DURATION = "about 7 minutes on 2 idle CPU cores"
+FULL_DURATION = "about 6 minutes on 2 idle CPU cores"
 QUICK_DURATION = "under a minute"
 
 
