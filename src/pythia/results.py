@@ -233,9 +233,9 @@ class ResultsStore:
                 loose = self.units(name)
                 if not loose:
                     continue
-                many = len(loose) >= max(min_units, 1)
-                large = min_bytes is not None and sum(p.stat().st_size for p in loose) >= min_bytes
-                if (many or large) and self._fold(name, loose):
+                due = len(loose) >= max(min_units, 1) or \
+                    (min_bytes is not None and sum(p.stat().st_size for p in loose) >= min_bytes)
+                if due and self._fold(name, loose):
                     done.append(name)
         finally:
             lock.release()
@@ -254,17 +254,9 @@ class ResultsStore:
             if c is not p:
                 os.replace(p, c)
             claimed.append(c)
-        parts, keys, units, held = [], {}, [], 0
+        keys: dict[str, Any] = {}
         try:
-            for i, c in enumerate(claimed):
-                unit = self._read(c)
-                rel = self._rel(c)
-                units.append((unit.get("rows", []), rel))
-                keys[rel] = unit.get("key")
-                held += len(units[-1][0])
-                if held >= rt.CHUNK or i == len(claimed) - 1:
-                    parts.append(rt.from_units(units))
-                    units, held = [], 0
+            parts = self._loose_tables(claimed, keys=keys)
             path = self._table_path(analysis)
             units = dict(self._table_units(analysis))
             if path.is_file():
@@ -284,6 +276,31 @@ class ResultsStore:
         for c in claimed:
             c.unlink(missing_ok=True)
         return True
+
+    def _loose_tables(self, paths: list[Path], row_filters: list[tuple[str, set]] = (),
+                      keys: dict | None = None) -> list:
+        """Loose units' rows (those passing `row_filters`) as arrow tables, converted a batch of
+        about `results_table.CHUNK` rows at a time so that few rows live as dicts at once; `keys`
+        collects each unit's cache key by unit id."""
+        from . import results_table as rt
+
+        parts, batch, held = [], [], 0
+        for p in paths:
+            unit = self._read(p)
+            rows = unit.get("rows", [])
+            if row_filters:
+                rows = [r for r in rows if all(r.get(k) in v for k, v in row_filters)]
+            rel = self._rel(p)
+            if keys is not None:
+                keys[rel] = unit.get("key")
+            batch.append((rows, rel))
+            held += len(rows)
+            if held >= rt.CHUNK:
+                parts.append(rt.from_units(batch))
+                batch, held = [], 0
+        if batch:
+            parts.append(rt.from_units(batch))
+        return parts
 
     # -- the table --------------------------------------------------------------------------
     def rows(self, analysis: str | list | None = None, metric: str | list | None = None,
@@ -329,17 +346,7 @@ class ResultsStore:
             parts = []
             if self._table_path(name).is_file():
                 parts.append(rt.read(self._table_path(name), col_filters, exclude_units=rels))
-            row_filters = list(col_filters.items())  # a unit's rows are all of its analysis
-            units, held = [], 0
-            for i, p in enumerate(loose):
-                rows = self._read(p).get("rows", [])
-                if row_filters:
-                    rows = [r for r in rows if all(r.get(k) in v for k, v in row_filters)]
-                units.append((rows, self._rel(p)))
-                held += len(rows)
-                if held >= rt.CHUNK or i == len(loose) - 1:  # converted in batches: few rows live as dicts
-                    parts.append(rt.from_units(units))
-                    units, held = [], 0
+            parts += self._loose_tables(loose, list(col_filters.items()))  # a unit's rows are all of its analysis
             if not loose and parts and self._table_info(name).get("unique"):
                 out.append((name, parts[0].drop_columns(["unit"])))  # stored sorted, one row per key
             elif parts:

@@ -195,8 +195,8 @@ def agreement_rows(results_dir: Path, shapes: dict[str, list], reference_seed: i
         own, inter = _kappas_of_shape(members, files, ref)
         for m in members:
             rows += _self_consistency(m, files[m.name], own, skipped)
-        ref = _reference(shape, members, reference_seed)
         if ref is None:
+            _warn_no_reference(shape, members, reference_seed)
             continue
         references[shape] = ref.name
         for m in members:
@@ -260,9 +260,8 @@ def _find_reference(members: list, reference_seed: int | None):
     return next((m for m in members if m.seed == reference_seed), None)
 
 
-def _reference(shape: str, members: list, reference_seed: int | None):
-    ref = _find_reference(members, reference_seed)
-    if ref is None and len(members) >= 2:
+def _warn_no_reference(shape: str, members: list, reference_seed: int | None) -> None:
+    """Why a shape of several seeds has no inter-seed agreement (one seed: nothing to compare)."""
+    if len(members) >= 2:
         warnings.warn(f"agreement: shape {shape} has no member with seed {reference_seed}; no inter-seed agreement "
                       f"for it (seeds: {', '.join(str(m.seed) for m in members)})", stacklevel=3)
-    return ref

@@ -26,10 +26,10 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 
-from ..io import write_text_atomic
-from ._agreement import agreement_rows
 import numpy as np
 
+from ..io import write_text_atomic
+from ._agreement import agreement_rows
 from ._seedstats import MIN_OTHERS, Z_THRESHOLD, align, flagged, robust_z, spreads
 from .base import Analysis, Option, register
 

@@ -94,8 +94,8 @@ def report_rows(store: ResultsStore, member: str | None = None,
         grid = [s for s, _ in thin([(s, 0.0) for s in store.steps(a)])]
         groups = [member] if member is not None or not members else \
             [members[i:i + MEMBERS_PER_READ] for i in range(0, len(members), MEMBERS_PER_READ)]
-        rows += sorted((r for names in groups for r in shared_strings(store.rows(analysis=a, member=names, step=grid))),
-                       key=sort_key)
+        for names in groups:
+            rows += shared_strings(store.rows(analysis=a, member=names, step=grid))
     return sorted(rows, key=sort_key), counts
 
 
